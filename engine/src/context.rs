@@ -1,0 +1,630 @@
+//! The workflow context: what workflow code calls to run steps, wait for approvals and sleep.
+//!
+//! Every call takes the next position in the mission's journal. When the journal already holds
+//! an entry there, the call is a replay: the entry must match (name, kind, input) or the run is
+//! stopped with a named nondeterminism error, and a settled entry returns its recorded result
+//! without running anything. Only calls past the end of the journal (or an unfinished attempt)
+//! execute, and each state change is one write under the mission's lease.
+
+use crate::error::{Retry, StepError, StoreError, WorkflowError, WorkflowResult};
+use crate::event::{EventType, NewEvent};
+use crate::ids::MissionId;
+use crate::retry::RetryPolicy;
+use crate::status::{StepKind, StepStatus};
+use crate::store::{Lease, MissionChange, StepRecord, Store, Transition};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Undoes a completed step, given that step's recorded output.
+pub type Compensation =
+    Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
+
+/// A step's name and options: `Step::new("charge").input(&req)?.retry(policy).compensate(f)`.
+pub struct Step {
+    name: String,
+    input: Option<Value>,
+    retry: RetryPolicy,
+    compensation: Option<(Compensation, RetryPolicy)>,
+}
+
+impl Step {
+    /// A step with the default retry policy, no recorded input and no compensation.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            input: None,
+            retry: RetryPolicy::default(),
+            compensation: None,
+        }
+    }
+
+    /// Record the step's input: it is shown in history and checked on replay.
+    pub fn input(mut self, input: &impl Serialize) -> WorkflowResult<Self> {
+        let value = serde_json::to_value(input).map_err(|e| {
+            WorkflowError::failed(format!("input of step `{}` is not JSON: {e}", self.name))
+        })?;
+        self.input = Some(value);
+        Ok(self)
+    }
+
+    /// Set the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Register an undo that runs (durably, with `retry`) if the mission later fails or is
+    /// cancelled after this step succeeded. It receives the step's recorded output.
+    pub fn compensate<F, Fut>(mut self, retry: RetryPolicy, undo: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, StepError>> + Send + 'static,
+    {
+        self.compensation = Some((Arc::new(move |output| Box::pin(undo(output))), retry));
+        self
+    }
+}
+
+/// An approval gate's options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    /// What the approver is asked.
+    pub message: String,
+    /// After this long without a decision the approval counts as rejected.
+    pub timeout: Option<Duration>,
+}
+
+/// Flags shared between a run, its lease heartbeat and the worker's shutdown signal.
+#[derive(Debug, Default)]
+pub struct RunSignals {
+    cancel_requested: AtomicBool,
+    lease_lost: AtomicBool,
+    shutdown: CancellationToken,
+}
+
+impl RunSignals {
+    /// Signals for a run that starts with `cancel_requested` and stops taking steps on `shutdown`.
+    pub fn new(cancel_requested: bool, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            cancel_requested: AtomicBool::new(cancel_requested),
+            lease_lost: AtomicBool::new(false),
+            shutdown,
+        })
+    }
+
+    /// Note that someone asked to cancel.
+    pub fn set_cancel_requested(&self, value: bool) {
+        self.cancel_requested.fetch_or(value, Ordering::Relaxed);
+    }
+
+    /// Note that another worker took the lease.
+    pub fn set_lease_lost(&self) {
+        self.lease_lost.store(true, Ordering::Relaxed);
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::Relaxed)
+    }
+}
+
+struct Registered {
+    step: String,
+    position: usize,
+    undo: Compensation,
+    retry: RetryPolicy,
+}
+
+/// Where a call lands in the journal.
+enum Slot {
+    /// Past the end: nothing recorded yet.
+    New(usize),
+    /// A recorded entry that matches the call.
+    Recorded(StepRecord),
+}
+
+/// The handle workflow code runs through. One per run of one mission.
+pub struct Context {
+    mission: MissionId,
+    lease: Lease,
+    store: Arc<dyn Store>,
+    journal: Vec<StepRecord>,
+    cursor: usize,
+    names: HashSet<String>,
+    compensations: Vec<Registered>,
+    signals: Arc<RunSignals>,
+    max_payload_bytes: usize,
+    parked: bool,
+}
+
+impl Context {
+    pub(crate) fn new(
+        mission: MissionId,
+        lease: Lease,
+        store: Arc<dyn Store>,
+        journal: Vec<StepRecord>,
+        signals: Arc<RunSignals>,
+        max_payload_bytes: usize,
+    ) -> Self {
+        Self {
+            mission,
+            lease,
+            store,
+            journal,
+            cursor: 0,
+            names: HashSet::new(),
+            compensations: Vec::new(),
+            signals,
+            max_payload_bytes,
+            parked: false,
+        }
+    }
+
+    /// The mission this run advances.
+    pub fn mission_id(&self) -> MissionId {
+        self.mission
+    }
+
+    /// Whether this run already parked the mission (so the runner must not write it again).
+    pub(crate) fn parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Run a step once, durably: a recorded result is returned on replay without running `f`.
+    /// Retryable errors are retried per the step's policy with durable backoff (the mission is
+    /// parked meanwhile, holding no worker).
+    pub async fn step<T, F, Fut>(&mut self, step: Step, f: F) -> WorkflowResult<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let Step {
+            name,
+            input,
+            retry,
+            compensation,
+        } = step;
+        let output = self
+            .run_task(&name, StepKind::Task, input, retry, None, || async {
+                let value = f().await?;
+                serde_json::to_value(value)
+                    .map_err(|e| StepError::fatal(format!("output is not JSON: {e}")))
+            })
+            .await?;
+        if let Some((undo, retry)) = compensation {
+            self.compensations.push(Registered {
+                step: name.clone(),
+                position: self.cursor - 1,
+                undo,
+                retry,
+            });
+        }
+        serde_json::from_value(output).map_err(|e| WorkflowError::Nondeterminism {
+            position: self.cursor - 1,
+            detail: format!("recorded output of step `{name}` no longer decodes: {e}"),
+        })
+    }
+
+    /// Wait durably for a human decision. Returns the decision when approved; a rejection (or
+    /// the timeout passing) is `WorkflowError::Rejected`.
+    pub async fn approval(&mut self, name: &str, approval: Approval) -> WorkflowResult<Value> {
+        let input = json!({ "message": approval.message, "timeout_s": approval.timeout.map(|t| t.as_secs_f64()) });
+        match self.slot(name, StepKind::Approval, Some(&input))? {
+            Slot::Recorded(entry) => match entry.status {
+                StepStatus::Succeeded => Ok(entry.output.unwrap_or(Value::Null)),
+                StepStatus::Rejected => Err(rejected(&entry)),
+                StepStatus::Waiting if self.signals.cancel_requested() => self.skip(entry).await,
+                StepStatus::Waiting if entry.wake_at.is_some_and(|at| at <= Utc::now()) => {
+                    let decision = json!({ "decision": "reject", "by": "timeout", "comment": null, "timed_out": true });
+                    let settled = StepRecord {
+                        status: StepStatus::Rejected,
+                        error: Some(decision.clone()),
+                        finished_at: Some(Utc::now()),
+                        wake_at: None,
+                        ..entry
+                    };
+                    let event = NewEvent::step(
+                        EventType::ApprovalRejected,
+                        name,
+                        settled.attempts,
+                        decision,
+                    );
+                    self.write(MissionChange::Keep, vec![settled.clone()], vec![event])
+                        .await?;
+                    Err(rejected(&settled))
+                }
+                StepStatus::Waiting => Err(WorkflowError::Suspended {
+                    wake_at: entry.wake_at,
+                }),
+                other => Err(self.corrupt(name, other)),
+            },
+            Slot::New(position) => {
+                self.refuse_if_cancelled()?;
+                let deadline = approval.timeout.map(after);
+                let entry = StepRecord {
+                    status: StepStatus::Waiting,
+                    attempts: 1,
+                    wake_at: deadline,
+                    ..new_entry(position, name, StepKind::Approval, Some(input.clone()))
+                };
+                let event = NewEvent::step(
+                    EventType::ApprovalRequested,
+                    name,
+                    1,
+                    json!({ "message": approval.message, "deadline": deadline }),
+                );
+                self.park(entry, event, deadline).await
+            }
+        }
+    }
+
+    /// Sleep durably: the mission is parked and resumes after `duration`, even across restarts.
+    pub async fn sleep(&mut self, name: &str, duration: Duration) -> WorkflowResult<()> {
+        let input = json!({ "ms": duration.as_millis() as u64 });
+        match self.slot(name, StepKind::Sleep, Some(&input))? {
+            Slot::Recorded(entry) => match entry.status {
+                StepStatus::Succeeded => Ok(()),
+                StepStatus::Waiting if self.signals.cancel_requested() => self.skip(entry).await,
+                StepStatus::Waiting if entry.wake_at.is_none_or(|at| at <= Utc::now()) => {
+                    let settled = StepRecord {
+                        status: StepStatus::Succeeded,
+                        finished_at: Some(Utc::now()),
+                        ..entry
+                    };
+                    let event =
+                        NewEvent::step(EventType::TimerFired, name, settled.attempts, json!({}));
+                    self.write(MissionChange::Keep, vec![settled], vec![event])
+                        .await?;
+                    Ok(())
+                }
+                StepStatus::Waiting => Err(WorkflowError::Suspended {
+                    wake_at: entry.wake_at,
+                }),
+                other => Err(self.corrupt(name, other)),
+            },
+            Slot::New(position) => {
+                self.refuse_if_cancelled()?;
+                let deadline = after(duration);
+                let entry = StepRecord {
+                    status: StepStatus::Waiting,
+                    attempts: 1,
+                    wake_at: Some(deadline),
+                    ..new_entry(position, name, StepKind::Sleep, Some(input))
+                };
+                let event = NewEvent::step(
+                    EventType::TimerStarted,
+                    name,
+                    1,
+                    json!({ "until": deadline }),
+                );
+                self.park(entry, event, Some(deadline)).await
+            }
+        }
+    }
+
+    /// Run the registered compensations of completed steps, newest first, each as a durable,
+    /// retried journal entry. Returns a summary of what was undone and what could not be.
+    pub(crate) async fn compensate(&mut self) -> WorkflowResult<Value> {
+        let registered = std::mem::take(&mut self.compensations);
+        let (mut undone, mut failed) = (Vec::new(), Vec::new());
+        for comp in registered.iter().rev() {
+            let original = self.journal[comp.position].clone();
+            let output = original.output.clone().unwrap_or(Value::Null);
+            let marked = StepRecord {
+                status: StepStatus::Compensated,
+                ..original
+            };
+            let undo = comp.undo.clone();
+            let name = format!("compensate:{}", comp.step);
+            let input = Some(json!({ "step": comp.step }));
+            match self
+                .run_task(
+                    &name,
+                    StepKind::Compensation,
+                    input,
+                    comp.retry,
+                    Some(marked),
+                    || undo(output),
+                )
+                .await
+            {
+                Ok(_) => undone.push(comp.step.clone()),
+                Err(WorkflowError::StepFailed { error, .. }) => {
+                    failed.push(json!({ "step": comp.step, "error": error }))
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(json!({ "compensated": undone, "compensation_failed": failed }))
+    }
+
+    /// Execute (or replay) one task-like entry. `also_on_success` is written in the same
+    /// transaction as the success (a compensation marks its original step compensated).
+    async fn run_task<Fut>(
+        &mut self,
+        name: &str,
+        kind: StepKind,
+        input: Option<Value>,
+        retry: RetryPolicy,
+        also_on_success: Option<StepRecord>,
+        f: impl FnOnce() -> Fut,
+    ) -> WorkflowResult<Value>
+    where
+        Fut: Future<Output = Result<Value, StepError>>,
+    {
+        let mut entry = match self.slot(name, kind, input.as_ref())? {
+            Slot::Recorded(entry) => match entry.status {
+                StepStatus::Succeeded | StepStatus::Compensated => {
+                    return Ok(entry.output.unwrap_or(Value::Null));
+                }
+                StepStatus::Failed => {
+                    return Err(WorkflowError::StepFailed {
+                        step: name.to_owned(),
+                        error: entry.error.unwrap_or(Value::Null),
+                    });
+                }
+                StepStatus::Skipped => return Err(WorkflowError::Cancelled),
+                StepStatus::Pending if entry.wake_at.is_some_and(|at| at > Utc::now()) => {
+                    if kind != StepKind::Compensation && self.signals.cancel_requested() {
+                        return self.skip(entry).await;
+                    }
+                    return Err(WorkflowError::Suspended {
+                        wake_at: entry.wake_at,
+                    });
+                }
+                // A due retry, or an attempt cut short by a crash: run the next attempt.
+                StepStatus::Pending | StepStatus::Running => entry,
+                other => return Err(self.corrupt(name, other)),
+            },
+            Slot::New(position) => new_entry(position, name, kind, input),
+        };
+        if kind != StepKind::Compensation && self.signals.cancel_requested() {
+            return if entry.attempts == 0 {
+                Err(WorkflowError::Cancelled)
+            } else {
+                self.skip(entry).await
+            };
+        }
+        if self.signals.shutdown.is_cancelled() {
+            return Err(WorkflowError::ShuttingDown);
+        }
+        let (started, succeeded, failed) = match kind {
+            StepKind::Compensation => (
+                EventType::CompensationStarted,
+                EventType::StepCompensated,
+                EventType::CompensationFailed,
+            ),
+            _ => (
+                EventType::StepStarted,
+                EventType::StepSucceeded,
+                EventType::StepFailed,
+            ),
+        };
+        let attempt = entry.attempts + 1;
+        entry.status = StepStatus::Running;
+        entry.attempts = attempt;
+        entry.wake_at = None;
+        entry.started_at.get_or_insert_with(Utc::now);
+        self.write(
+            MissionChange::Keep,
+            vec![entry.clone()],
+            vec![NewEvent::step(started, name, attempt, json!({}))],
+        )
+        .await?;
+
+        let span = tracing::info_span!("step", step = name, attempt);
+        let limit = self.max_payload_bytes;
+        let result = f()
+            .instrument(span)
+            .await
+            .and_then(|output| within_limit(output, limit));
+        match result {
+            Ok(output) => {
+                entry.status = StepStatus::Succeeded;
+                entry.output = Some(output.clone());
+                entry.error = None;
+                entry.finished_at = Some(Utc::now());
+                let steps = std::iter::once(entry).chain(also_on_success).collect();
+                self.write(
+                    MissionChange::Keep,
+                    steps,
+                    vec![NewEvent::step(succeeded, name, attempt, json!({}))],
+                )
+                .await?;
+                Ok(output)
+            }
+            Err(err) if err.retry == Retry::Retryable && retry.allows_another(attempt as u32) => {
+                let delay = retry.backoff(attempt as u32);
+                let at = after(delay);
+                entry.status = StepStatus::Pending;
+                entry.error = Some(err.to_json());
+                entry.wake_at = Some(at);
+                let data = json!({ "error": err.to_json(), "delay_ms": delay.as_millis() as u64, "next_attempt_at": at });
+                let event = NewEvent::step(EventType::StepRetryScheduled, name, attempt, data);
+                tracing::info!(step = name, attempt, error = %err, ?delay, "step failed; retry scheduled");
+                self.park(entry, event, Some(at)).await
+            }
+            Err(err) => {
+                tracing::warn!(step = name, attempt, error = %err, "step failed");
+                let error = json!({ "message": err.message, "retryable": err.retry == Retry::Retryable,
+                                    "details": err.details, "attempts": attempt });
+                entry.status = StepStatus::Failed;
+                entry.error = Some(error.clone());
+                entry.finished_at = Some(Utc::now());
+                let event = NewEvent::step(failed, name, attempt, json!({ "error": error }));
+                self.write(MissionChange::Keep, vec![entry], vec![event])
+                    .await?;
+                Err(WorkflowError::StepFailed {
+                    step: name.to_owned(),
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Take the next journal position for a call and match it against what is recorded there.
+    fn slot(&mut self, name: &str, kind: StepKind, input: Option<&Value>) -> WorkflowResult<Slot> {
+        let position = self.cursor;
+        if !self.names.insert(name.to_owned()) {
+            return Err(WorkflowError::failed(format!(
+                "step name `{name}` is used twice in one mission"
+            )));
+        }
+        self.cursor += 1;
+        let Some(entry) = self.journal.get(position) else {
+            return Ok(Slot::New(position));
+        };
+        // Compensations are journaled after the point where the workflow stopped; meeting one
+        // means a cancelled run has reached that point again.
+        if entry.kind == StepKind::Compensation
+            && kind != StepKind::Compensation
+            && self.signals.cancel_requested()
+        {
+            return Err(WorkflowError::Cancelled);
+        }
+        if entry.name != name || entry.kind != kind {
+            return Err(WorkflowError::Nondeterminism {
+                position,
+                detail: format!(
+                    "the journal recorded {:?} `{}` here but the workflow asked for {kind:?} `{name}`",
+                    entry.kind, entry.name
+                ),
+            });
+        }
+        if entry.input.as_ref() != input {
+            return Err(WorkflowError::Nondeterminism {
+                position,
+                detail: format!(
+                    "step `{name}` was recorded with input {} but is now called with {}",
+                    entry.input.as_ref().unwrap_or(&Value::Null),
+                    input.unwrap_or(&Value::Null)
+                ),
+            });
+        }
+        Ok(Slot::Recorded(entry.clone()))
+    }
+
+    fn refuse_if_cancelled(&self) -> WorkflowResult<()> {
+        if self.signals.cancel_requested() {
+            return Err(WorkflowError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Abandon an unfinished entry because the mission is being cancelled.
+    async fn skip<T>(&mut self, entry: StepRecord) -> WorkflowResult<T> {
+        let event = NewEvent::step(
+            EventType::StepSkipped,
+            &entry.name,
+            entry.attempts,
+            json!({ "reason": "cancelled" }),
+        );
+        let skipped = StepRecord {
+            status: StepStatus::Skipped,
+            wake_at: None,
+            finished_at: Some(Utc::now()),
+            ..entry
+        };
+        self.write(MissionChange::Keep, vec![skipped], vec![event])
+            .await?;
+        Err(WorkflowError::Cancelled)
+    }
+
+    /// Record an entry that waits and park the mission in the same write.
+    async fn park<T>(
+        &mut self,
+        entry: StepRecord,
+        event: NewEvent,
+        wake_at: Option<DateTime<Utc>>,
+    ) -> WorkflowResult<T> {
+        self.write(MissionChange::Suspend { wake_at }, vec![entry], vec![event])
+            .await?;
+        self.parked = true;
+        Err(WorkflowError::Suspended { wake_at })
+    }
+
+    /// One atomic write under the lease; keeps the in-memory journal in step with it.
+    pub(crate) async fn write(
+        &mut self,
+        mission: MissionChange,
+        steps: Vec<StepRecord>,
+        events: Vec<NewEvent>,
+    ) -> WorkflowResult<()> {
+        if self.signals.lease_lost.load(Ordering::Relaxed) {
+            return Err(StoreError::LeaseLost(self.mission).into());
+        }
+        let transition = Transition {
+            mission,
+            steps: steps.clone(),
+            events,
+        };
+        let state = self.store.apply(&self.lease, transition).await?;
+        self.signals.set_cancel_requested(state.cancel_requested);
+        for step in steps {
+            let position = step.position as usize;
+            if position < self.journal.len() {
+                self.journal[position] = step;
+            } else {
+                self.journal.push(step);
+            }
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, name: &str, status: StepStatus) -> WorkflowError {
+        StoreError::Corrupt(format!(
+            "step `{name}` of mission {} has impossible status {status:?}",
+            self.mission
+        ))
+        .into()
+    }
+}
+
+fn new_entry(position: usize, name: &str, kind: StepKind, input: Option<Value>) -> StepRecord {
+    StepRecord {
+        position: position as i32,
+        name: name.to_owned(),
+        kind,
+        status: StepStatus::Pending,
+        attempts: 0,
+        input,
+        output: None,
+        error: None,
+        wake_at: None,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn rejected(entry: &StepRecord) -> WorkflowError {
+    WorkflowError::Rejected {
+        step: entry.name.clone(),
+        decision: entry.error.clone().unwrap_or(Value::Null),
+    }
+}
+
+fn after(duration: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Refuse an output larger than the configured limit, so one step cannot bloat the journal.
+fn within_limit(output: Value, limit: usize) -> Result<Value, StepError> {
+    let size = serde_json::to_vec(&output)
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(StepError::fatal(format!(
+            "output of {size} bytes exceeds the limit of {limit} bytes"
+        )));
+    }
+    Ok(output)
+}

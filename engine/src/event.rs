@@ -1,0 +1,139 @@
+//! The history: every state change of a mission appends one or more events in the same
+//! transaction, so the history is a complete, ordered account of what happened.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What happened. The wire names are a public contract: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// The mission was accepted.
+    MissionSubmitted,
+    /// A worker claimed the mission for the first time.
+    MissionStarted,
+    /// A worker claimed the mission again (after a wait, a release or a lost lease).
+    MissionResumed,
+    /// A worker gave the mission back unfinished (graceful shutdown).
+    MissionReleased,
+    /// The mission parked itself on a timer, a backoff or an approval.
+    MissionSuspended,
+    /// A user asked for cancellation; compensations follow.
+    MissionCancelRequested,
+    /// The mission finished with an output.
+    MissionSucceeded,
+    /// The mission finished with an error.
+    MissionFailed,
+    /// The mission was cancelled.
+    MissionCancelled,
+    /// An attempt of a step began.
+    StepStarted,
+    /// A step finished with an output.
+    StepSucceeded,
+    /// A step failed for good.
+    StepFailed,
+    /// An attempt failed with a retryable error; the next one is scheduled.
+    StepRetryScheduled,
+    /// A step was abandoned because the mission was cancelled.
+    StepSkipped,
+    /// A durable timer started.
+    TimerStarted,
+    /// A durable timer fired.
+    TimerFired,
+    /// An approval gate is waiting for a decision.
+    ApprovalRequested,
+    /// A human approved.
+    ApprovalGranted,
+    /// A human rejected, or the approval timed out.
+    ApprovalRejected,
+    /// A compensation attempt began.
+    CompensationStarted,
+    /// A completed step was undone by its compensation.
+    StepCompensated,
+    /// A compensation failed for good.
+    CompensationFailed,
+}
+
+impl EventType {
+    /// The wire and storage name, e.g. `"step_succeeded"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissionSubmitted => "mission_submitted",
+            Self::MissionStarted => "mission_started",
+            Self::MissionResumed => "mission_resumed",
+            Self::MissionReleased => "mission_released",
+            Self::MissionSuspended => "mission_suspended",
+            Self::MissionCancelRequested => "mission_cancel_requested",
+            Self::MissionSucceeded => "mission_succeeded",
+            Self::MissionFailed => "mission_failed",
+            Self::MissionCancelled => "mission_cancelled",
+            Self::StepStarted => "step_started",
+            Self::StepSucceeded => "step_succeeded",
+            Self::StepFailed => "step_failed",
+            Self::StepRetryScheduled => "step_retry_scheduled",
+            Self::StepSkipped => "step_skipped",
+            Self::TimerStarted => "timer_started",
+            Self::TimerFired => "timer_fired",
+            Self::ApprovalRequested => "approval_requested",
+            Self::ApprovalGranted => "approval_granted",
+            Self::ApprovalRejected => "approval_rejected",
+            Self::CompensationStarted => "compensation_started",
+            Self::StepCompensated => "step_compensated",
+            Self::CompensationFailed => "compensation_failed",
+        }
+    }
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened.
+    pub kind: EventType,
+    /// The step it concerns, if any.
+    pub step: Option<String>,
+    /// The attempt number it concerns, if any.
+    pub attempt: Option<i32>,
+    /// Details (errors, outputs, decisions, deadlines).
+    pub data: Value,
+}
+
+impl NewEvent {
+    /// A mission-level event.
+    pub fn mission(kind: EventType, data: Value) -> Self {
+        Self {
+            kind,
+            step: None,
+            attempt: None,
+            data,
+        }
+    }
+
+    /// An event about one attempt of one step.
+    pub fn step(kind: EventType, step: &str, attempt: i32, data: Value) -> Self {
+        Self {
+            kind,
+            step: Some(step.to_owned()),
+            attempt: Some(attempt),
+            data,
+        }
+    }
+}
+
+/// An event as recorded: `seq` orders the events of one mission without gaps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the mission's history, from 1.
+    pub seq: i64,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// The wire name of its [`EventType`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The step it concerns.
+    pub step: Option<String>,
+    /// The attempt it concerns.
+    pub attempt: Option<i32>,
+    /// Details.
+    pub data: Value,
+}

@@ -1,0 +1,539 @@
+//! The PostgreSQL implementation of the storage traits. Every state change is one statement or
+//! one explicit transaction; the lease token in each write's `where` clause is the fence.
+
+use crate::error::{StoreError, StoreResult};
+use crate::event::{Event, EventType, NewEvent};
+use crate::ids::{LeaseToken, MissionId, WorkerId};
+use crate::status::{MissionStatus, StepKind, StepStatus};
+use crate::store::{
+    Claim, Decision, JournalStore, Lease, LeaseState, MissionChange, MissionQuery, MissionRecord,
+    MissionStore, NewMission, Outcome, StepRecord, Submitted, Transition,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// The migrations of the whole product, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Storage on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Wrap a pool (migrations must have been applied: see [`MIGRATOR`]).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for components that keep their own tables next to the engine's.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The JSON rows that `jsonb_to_recordset` turns back into journal entries.
+fn steps_json(steps: &[StepRecord]) -> Value {
+    Value::Array(
+        steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "position": s.position, "name": s.name, "kind": s.kind, "status": s.status,
+                    "attempts": s.attempts, "input": s.input, "output": s.output, "error": s.error,
+                    "wake_at": s.wake_at, "started_at": s.started_at, "finished_at": s.finished_at,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn events_json(events: &[NewEvent]) -> Value {
+    Value::Array(
+        events
+            .iter()
+            .map(|e| json!({ "type": e.kind.as_str(), "step": e.step, "attempt": e.attempt, "data": e.data }))
+            .collect(),
+    )
+}
+
+/// The mission-row columns a transition sets; `mode` picks which of them apply.
+struct MissionColumns {
+    mode: &'static str,
+    status: Option<MissionStatus>,
+    wake_at: Option<DateTime<Utc>>,
+    output: Option<Value>,
+    error: Option<Value>,
+}
+
+impl From<MissionChange> for MissionColumns {
+    fn from(change: MissionChange) -> Self {
+        let base = |mode, status| MissionColumns {
+            mode,
+            status,
+            wake_at: None,
+            output: None,
+            error: None,
+        };
+        match change {
+            MissionChange::Keep => base("keep", None),
+            MissionChange::Suspend { wake_at } => MissionColumns {
+                wake_at,
+                ..base("park", Some(MissionStatus::Waiting))
+            },
+            MissionChange::Release => base("park", Some(MissionStatus::Pending)),
+            MissionChange::Finish(Outcome::Succeeded(output)) => MissionColumns {
+                output: Some(output),
+                ..base("park", Some(MissionStatus::Succeeded))
+            },
+            MissionChange::Finish(Outcome::Failed(error)) => MissionColumns {
+                error: Some(error),
+                ..base("park", Some(MissionStatus::Failed))
+            },
+            MissionChange::Finish(Outcome::Cancelled(error)) => MissionColumns {
+                error: Some(error),
+                ..base("park", Some(MissionStatus::Cancelled))
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl MissionStore for PgStore {
+    async fn submit(&self, new: NewMission) -> StoreResult<Submitted> {
+        let inserted = sqlx::query_as!(
+            MissionRecord,
+            r#"
+            with ins as (
+                insert into missions (id, workflow, input, idempotency_key, last_seq, enqueued_at)
+                values ($1, $2, $3, $4, 1, now())
+                on conflict (idempotency_key) do nothing
+                returning *
+            ), ev as (
+                insert into events (mission_id, seq, type, data)
+                select id, 1, 'mission_submitted', jsonb_build_object('workflow', workflow) from ins
+            )
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+            from ins
+            "#,
+            new.id as MissionId,
+            new.workflow,
+            new.input,
+            new.idempotency_key,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(mission) = inserted {
+            return Ok(Submitted {
+                mission,
+                created: true,
+            });
+        }
+        let key = new.idempotency_key.as_deref().unwrap_or_default();
+        let existing = sqlx::query_as!(
+            MissionRecord,
+            r#"
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+            from missions where idempotency_key = $1
+            "#,
+            key,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if existing.workflow != new.workflow || existing.input != new.input {
+            return Err(StoreError::Conflict(format!(
+                "idempotency key `{key}` was already used by mission {} with a different request",
+                existing.id
+            )));
+        }
+        Ok(Submitted {
+            mission: existing,
+            created: false,
+        })
+    }
+
+    async fn mission(&self, id: MissionId) -> StoreResult<Option<MissionRecord>> {
+        Ok(sqlx::query_as!(
+            MissionRecord,
+            r#"
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+            from missions where id = $1
+            "#,
+            id as MissionId,
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn journal(&self, id: MissionId) -> StoreResult<Vec<StepRecord>> {
+        load_journal(&self.pool, id).await
+    }
+
+    async fn list(&self, query: &MissionQuery) -> StoreResult<Vec<MissionRecord>> {
+        let (after_at, after_id) = match query.after {
+            Some((at, id)) => (Some(at), Some(id.0)),
+            None => (None, None),
+        };
+        Ok(sqlx::query_as!(
+            MissionRecord,
+            r#"
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+            from missions
+            where ($1::mission_status is null or status = $1)
+              and ($2::text is null or workflow = $2)
+              and ($3::timestamptz is null or (created_at, id) < ($3, $4::uuid))
+            order by created_at desc, id desc
+            limit $5
+            "#,
+            query.status as Option<MissionStatus>,
+            query.workflow,
+            after_at,
+            after_id,
+            query.limit,
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn history(&self, id: MissionId, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
+        Ok(sqlx::query_as!(
+            Event,
+            r#"
+            select seq, at, type as "kind", step, attempt, data
+            from events where mission_id = $1 and seq > $2
+            order by seq limit $3
+            "#,
+            id as MissionId,
+            after,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn decide(&self, id: MissionId, step: &str, decision: Decision) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let status = sqlx::query_scalar!(
+            r#"select status as "status: MissionStatus" from missions where id = $1 for update"#,
+            id as MissionId,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))?;
+        if status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "mission {id} is {}",
+                status.as_str()
+            )));
+        }
+        let (new_status, kind) = if decision.approve {
+            (StepStatus::Succeeded, EventType::ApprovalGranted)
+        } else {
+            (StepStatus::Rejected, EventType::ApprovalRejected)
+        };
+        let record = json!({ "decision": if decision.approve { "approve" } else { "reject" },
+                             "by": decision.by, "comment": decision.comment, "timed_out": false });
+        let attempts = sqlx::query_scalar!(
+            r#"
+            update steps set status = $3, output = case when $4 then $5::jsonb end,
+                   error = case when $4 then null else $5::jsonb end,
+                   wake_at = null, finished_at = now(), updated_at = now()
+            where mission_id = $1 and name = $2 and kind = 'approval' and status = 'waiting'
+            returning attempts
+            "#,
+            id as MissionId,
+            step,
+            new_status as StepStatus,
+            decision.approve,
+            record,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "step `{step}` of mission {id} is not waiting for a decision"
+            ))
+        })?;
+        // The decision makes the mission runnable. Bumping the token fences out a worker that
+        // claimed it at the same instant (say, for the approval's timeout): its writes now fail.
+        let seq = sqlx::query_scalar!(
+            r#"
+            update missions set status = 'pending', wake_at = null, lease_owner = null,
+                   lease_expires_at = null, lease_token = lease_token + 1, enqueued_at = now(),
+                   last_seq = last_seq + 1, updated_at = now()
+            where id = $1 returning last_seq
+            "#,
+            id as MissionId,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        insert_event(
+            &mut tx,
+            id,
+            seq,
+            &NewEvent::step(kind, step, attempts, record),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, id: MissionId, by: &str) -> StoreResult<MissionStatus> {
+        let mut tx = self.pool.begin().await?;
+        let (status, already) = sqlx::query!(
+            r#"select status as "status: MissionStatus", cancel_requested from missions where id = $1 for update"#,
+            id as MissionId,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| (r.status, r.cancel_requested))
+        .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))?;
+        if status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "mission {id} is already {}",
+                status.as_str()
+            )));
+        }
+        if already {
+            return Ok(status);
+        }
+        // A parked mission is made runnable so a worker can run its compensations now; a running
+        // one learns of the request from its next write or lease renewal.
+        let row = sqlx::query!(
+            r#"
+            update missions set cancel_requested = true,
+                   status = case when status = 'waiting' then 'pending' else status end,
+                   wake_at = case when status = 'waiting' then null else wake_at end,
+                   enqueued_at = case when status = 'waiting' then now() else enqueued_at end,
+                   last_seq = last_seq + 1, updated_at = now()
+            where id = $1 returning status as "status: MissionStatus", last_seq
+            "#,
+            id as MissionId,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let event = NewEvent::mission(EventType::MissionCancelRequested, json!({ "by": by }));
+        insert_event(&mut tx, id, row.last_seq, &event).await?;
+        tx.commit().await?;
+        Ok(row.status)
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: MissionId,
+    seq: i64,
+    event: &NewEvent,
+) -> StoreResult<()> {
+    sqlx::query!(
+        "insert into events (mission_id, seq, type, step, attempt, data) values ($1, $2, $3, $4, $5, $6)",
+        id as MissionId,
+        seq,
+        event.kind.as_str(),
+        event.step,
+        event.attempt,
+        event.data,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn load_journal(pool: &PgPool, id: MissionId) -> StoreResult<Vec<StepRecord>> {
+    Ok(sqlx::query_as!(
+        StepRecord,
+        r#"
+        select position, name, kind as "kind: StepKind", status as "status: StepStatus", attempts,
+               input, output, error, wake_at, started_at, finished_at
+        from steps where mission_id = $1 order by position
+        "#,
+        id as MissionId,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+#[async_trait]
+impl JournalStore for PgStore {
+    async fn claim(
+        &self,
+        id: MissionId,
+        worker: &WorkerId,
+        ttl: Duration,
+    ) -> StoreResult<Option<Claim>> {
+        let claimed = sqlx::query!(
+            r#"
+            with prev as (
+                select id, status, wake_at, lease_owner, lease_expires_at from missions where id = $1 for update
+            ), claimed as (
+                update missions m set status = 'running', lease_owner = $2,
+                       lease_token = m.lease_token + 1,
+                       lease_expires_at = now() + make_interval(secs => $3),
+                       last_seq = m.last_seq + 1, updated_at = now()
+                from prev
+                where m.id = prev.id
+                  and (prev.status = 'pending'
+                       or (prev.status = 'waiting' and prev.wake_at <= now())
+                       or (prev.status = 'running' and prev.lease_expires_at < now()))
+                returning m.*, prev.status as prev_status, prev.lease_owner as prev_owner
+            ), ev as (
+                insert into events (mission_id, seq, type, data)
+                select id, last_seq,
+                       case when lease_token = 1 then 'mission_started' else 'mission_resumed' end,
+                       jsonb_strip_nulls(jsonb_build_object(
+                           'worker', lease_owner, 'lease', lease_token,
+                           'lease_expired_from', case when prev_status = 'running' then prev_owner end))
+                from claimed
+            )
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at,
+                   lease_token
+            from claimed
+            "#,
+            id as MissionId,
+            worker.0,
+            seconds(ttl),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = claimed else { return Ok(None) };
+        let journal = load_journal(&self.pool, id).await?;
+        Ok(Some(Claim {
+            lease: Lease {
+                mission: id,
+                token: LeaseToken(row.lease_token),
+            },
+            mission: MissionRecord {
+                id: row.id,
+                workflow: row.workflow,
+                status: row.status,
+                input: row.input,
+                output: row.output,
+                error: row.error,
+                idempotency_key: row.idempotency_key,
+                cancel_requested: row.cancel_requested,
+                wake_at: row.wake_at,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            },
+            journal,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> StoreResult<LeaseState> {
+        sqlx::query_scalar!(
+            r#"
+            update missions set lease_expires_at = now() + make_interval(secs => $3)
+            where id = $1 and lease_token = $2 and status = 'running'
+            returning cancel_requested
+            "#,
+            lease.mission as MissionId,
+            lease.token.0,
+            seconds(ttl),
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|cancel_requested| LeaseState { cancel_requested })
+        .ok_or(StoreError::LeaseLost(lease.mission))
+    }
+
+    async fn apply(&self, lease: &Lease, transition: Transition) -> StoreResult<LeaseState> {
+        let columns = MissionColumns::from(transition.mission);
+        // One statement, hence one transaction and one round trip: the fenced mission update
+        // gates the journal upsert and the event inserts, which read their rows from it.
+        let cancel_requested = sqlx::query_scalar!(
+            r#"
+            with m as (
+                update missions set
+                    last_seq = last_seq + jsonb_array_length($4::jsonb),
+                    updated_at = now(),
+                    status = coalesce($5::mission_status, status),
+                    wake_at = case when $3 = 'keep' then wake_at else $6 end,
+                    output = coalesce($7, output),
+                    error = coalesce($8, error),
+                    lease_owner = case when $3 = 'keep' then lease_owner end,
+                    lease_expires_at = case when $3 = 'keep' then lease_expires_at end,
+                    enqueued_at = case when $3 = 'keep' then enqueued_at
+                                       when $5 = 'pending' then now() end
+                where id = $1 and lease_token = $2 and status = 'running'
+                returning id, last_seq, cancel_requested
+            ), s as (
+                insert into steps (mission_id, position, name, kind, status, attempts, input, output,
+                                   error, wake_at, started_at, finished_at)
+                select m.id, r.position, r.name, r.kind, r.status, r.attempts, r.input, r.output,
+                       r.error, r.wake_at, r.started_at, r.finished_at
+                from m, jsonb_to_recordset($9::jsonb) as r(
+                    position int, name text, kind step_kind, status step_status, attempts int,
+                    input jsonb, output jsonb, error jsonb, wake_at timestamptz,
+                    started_at timestamptz, finished_at timestamptz)
+                on conflict (mission_id, position) do update set
+                    status = excluded.status, attempts = excluded.attempts, input = excluded.input,
+                    output = excluded.output, error = excluded.error, wake_at = excluded.wake_at,
+                    started_at = excluded.started_at, finished_at = excluded.finished_at,
+                    updated_at = now()
+            ), e as (
+                insert into events (mission_id, seq, type, step, attempt, data)
+                select m.id, m.last_seq - jsonb_array_length($4::jsonb) + r.ord, r.type, r.step,
+                       r.attempt, coalesce(r.data, '{}')
+                from m, rows from (jsonb_to_recordset($4::jsonb)
+                    as (type text, step text, attempt int, data jsonb)) with ordinality
+                    as r(type, step, attempt, data, ord)
+            )
+            select cancel_requested from m
+            "#,
+            lease.mission as MissionId,
+            lease.token.0,
+            columns.mode,
+            events_json(&transition.events),
+            columns.status as Option<MissionStatus>,
+            columns.wake_at,
+            columns.output,
+            columns.error,
+            steps_json(&transition.steps),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        cancel_requested
+            .map(|cancel_requested| LeaseState { cancel_requested })
+            .ok_or(StoreError::LeaseLost(lease.mission))
+    }
+
+    async fn due(&self, limit: i64, redeliver_after: Duration) -> StoreResult<Vec<MissionId>> {
+        Ok(sqlx::query_scalar!(
+            r#"
+            update missions set enqueued_at = now()
+            where id in (
+                select id from missions
+                where (status = 'pending'
+                       and (enqueued_at is null or enqueued_at < now() - make_interval(secs => $2)))
+                   or (status = 'waiting' and wake_at <= now()
+                       and (enqueued_at is null or enqueued_at < wake_at
+                            or enqueued_at < now() - make_interval(secs => $2)))
+                   or (status = 'running' and lease_expires_at < now()
+                       and (enqueued_at is null or enqueued_at < lease_expires_at
+                            or enqueued_at < now() - make_interval(secs => $2)))
+                order by updated_at
+                limit $1
+                for update skip locked
+            )
+            returning id as "id: MissionId"
+            "#,
+            limit,
+            seconds(redeliver_after),
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

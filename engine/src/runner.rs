@@ -1,0 +1,238 @@
+//! The runner: takes one wake-up of one mission, claims its lease, replays the workflow through
+//! a [`Context`], and settles the result (finish, compensate, park or release). The lease is
+//! renewed by a heartbeat for as long as the run lasts.
+
+use crate::context::{Context, RunSignals};
+use crate::engine::Engine;
+use crate::error::{StoreError, StoreResult, WorkflowError};
+use crate::event::{EventType, NewEvent};
+use crate::ids::MissionId;
+use crate::store::{Claim, JournalStore, Lease, MissionChange, Outcome};
+use futures::FutureExt;
+use serde_json::{json, Value};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// What one wake-up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The mission was not runnable (finished, parked, or leased by a live worker).
+    NotClaimed,
+    /// The mission parked itself on a timer, backoff or approval.
+    Parked,
+    /// The mission was handed back because this worker is shutting down.
+    Released,
+    /// The mission finished (succeeded, failed or cancelled).
+    Finished,
+    /// Another worker took the lease; this run's late writes were refused.
+    LeaseLost,
+}
+
+impl Engine {
+    /// Advance one mission as far as it can go now. Storage errors other than a lost lease are
+    /// returned; the lease then expires and the reconciler hands the mission to another worker.
+    pub async fn run_mission(&self, id: MissionId) -> StoreResult<RunOutcome> {
+        let config = self.config();
+        let Some(claim) = self
+            .store()
+            .claim(id, self.worker_id(), config.lease_ttl)
+            .await?
+        else {
+            return Ok(RunOutcome::NotClaimed);
+        };
+        let span = tracing::info_span!("mission", mission = %id, workflow = %claim.mission.workflow, lease = claim.lease.token.0);
+        self.run_claimed(claim).instrument(span).await
+    }
+
+    async fn run_claimed(&self, claim: Claim) -> StoreResult<RunOutcome> {
+        let Claim {
+            lease,
+            mission,
+            journal,
+        } = claim;
+        let signals = RunSignals::new(mission.cancel_requested, self.shutdown_token());
+        let heartbeat = tokio::spawn(heartbeat(
+            self.store().clone(),
+            lease,
+            self.config().lease_ttl,
+            signals.clone(),
+        ));
+        let mut ctx = Context::new(
+            mission.id,
+            lease,
+            self.store().clone(),
+            journal,
+            signals,
+            self.config().max_payload_bytes,
+        );
+        let result = match self.registry().get(&mission.workflow) {
+            Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, mission.input.clone()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(WorkflowError::failed(format!(
+                        "workflow panicked: {}",
+                        panic_message(&panic)
+                    )))
+                }),
+            None => Err(WorkflowError::failed(format!(
+                "workflow `{}` is not registered in this worker",
+                mission.workflow
+            ))),
+        };
+        let outcome = self.settle(&mut ctx, result).await;
+        heartbeat.abort();
+        match outcome {
+            Err(WorkflowError::Store(StoreError::LeaseLost(_))) => {
+                tracing::warn!("lease lost to another worker; abandoning this run");
+                Ok(RunOutcome::LeaseLost)
+            }
+            Err(WorkflowError::Store(e)) => Err(e),
+            Err(other) => Err(StoreError::Corrupt(format!(
+                "unsettled workflow result: {other}"
+            ))),
+            Ok(outcome) => {
+                if outcome == RunOutcome::Released {
+                    self.wake(mission.id).await;
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// Turn a workflow result into the mission's next state.
+    async fn settle(
+        &self,
+        ctx: &mut Context,
+        result: Result<Value, WorkflowError>,
+    ) -> Result<RunOutcome, WorkflowError> {
+        let finish = |outcome: Outcome, kind: EventType, data: Value| {
+            (
+                MissionChange::Finish(outcome),
+                vec![NewEvent::mission(kind, data)],
+            )
+        };
+        let (change, events) = match result {
+            Ok(output) => match serde_json::to_vec(&output).map(|b| b.len()) {
+                Ok(size) if size > self.config().max_payload_bytes => {
+                    let error = json!({ "message": format!("mission output of {size} bytes exceeds the limit of {} bytes", self.config().max_payload_bytes) });
+                    finish(
+                        Outcome::Failed(error.clone()),
+                        EventType::MissionFailed,
+                        json!({ "error": error }),
+                    )
+                }
+                _ => finish(
+                    Outcome::Succeeded(output),
+                    EventType::MissionSucceeded,
+                    json!({}),
+                ),
+            },
+            Err(WorkflowError::Suspended { wake_at }) => {
+                if ctx.parked() {
+                    return Ok(RunOutcome::Parked);
+                }
+                (
+                    MissionChange::Suspend { wake_at },
+                    vec![NewEvent::mission(
+                        EventType::MissionSuspended,
+                        json!({ "until": wake_at }),
+                    )],
+                )
+            }
+            Err(WorkflowError::ShuttingDown) => (
+                MissionChange::Release,
+                vec![NewEvent::mission(
+                    EventType::MissionReleased,
+                    json!({ "reason": "worker shutting down" }),
+                )],
+            ),
+            Err(WorkflowError::Cancelled) => {
+                let summary = match ctx.compensate().await {
+                    Ok(summary) => summary,
+                    Err(interrupt) => return Box::pin(self.settle(ctx, Err(interrupt))).await,
+                };
+                let error = json!({ "message": "mission was cancelled", "compensation": summary });
+                finish(
+                    Outcome::Cancelled(error.clone()),
+                    EventType::MissionCancelled,
+                    error,
+                )
+            }
+            Err(nondeterminism @ WorkflowError::Nondeterminism { .. }) => {
+                // The code no longer matches the journal: undoing steps with that code could do
+                // more harm, so the mission stops here for a person to look at.
+                tracing::error!(error = %nondeterminism, "replay diverged from the journal");
+                let error = json!({ "code": "HC001", "message": nondeterminism.to_string() });
+                finish(
+                    Outcome::Failed(error.clone()),
+                    EventType::MissionFailed,
+                    json!({ "error": error }),
+                )
+            }
+            Err(WorkflowError::Store(e)) => return Err(WorkflowError::Store(e)),
+            Err(failure) => {
+                let cause = failure_json(&failure);
+                let summary = match ctx.compensate().await {
+                    Ok(summary) => summary,
+                    Err(interrupt) => return Box::pin(self.settle(ctx, Err(interrupt))).await,
+                };
+                let error = json!({ "message": failure.to_string(), "cause": cause, "compensation": summary });
+                finish(
+                    Outcome::Failed(error.clone()),
+                    EventType::MissionFailed,
+                    json!({ "error": error }),
+                )
+            }
+        };
+        let released = matches!(change, MissionChange::Release);
+        let parked = matches!(change, MissionChange::Suspend { .. });
+        ctx.write(change, Vec::new(), events).await?;
+        Ok(if released {
+            RunOutcome::Released
+        } else if parked {
+            RunOutcome::Parked
+        } else {
+            RunOutcome::Finished
+        })
+    }
+}
+
+fn failure_json(failure: &WorkflowError) -> Value {
+    match failure {
+        WorkflowError::StepFailed { step, error } => json!({ "step": step, "error": error }),
+        WorkflowError::Rejected { step, decision } => json!({ "step": step, "rejected": decision }),
+        other => json!({ "message": other.to_string() }),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Renew the lease every third of its lifetime; relay cancellation requests and a lost lease.
+async fn heartbeat(
+    store: Arc<dyn crate::store::Store>,
+    lease: Lease,
+    ttl: std::time::Duration,
+    signals: Arc<RunSignals>,
+) {
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match JournalStore::renew(store.as_ref(), &lease, ttl).await {
+            Ok(state) => signals.set_cancel_requested(state.cancel_requested),
+            Err(StoreError::LeaseLost(_)) => {
+                signals.set_lease_lost();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed; will retry"),
+        }
+    }
+}

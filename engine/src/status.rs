@@ -1,0 +1,109 @@
+//! The lifecycle states of missions and steps, mirrored by Postgres enums.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a mission is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "mission_status", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum MissionStatus {
+    /// Runnable: waiting for a worker to claim it.
+    Pending,
+    /// Leased by a worker that is advancing it.
+    Running,
+    /// Parked on a timer, a retry backoff or an approval; no worker holds it.
+    Waiting,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with an error (after its compensations ran).
+    Failed,
+    /// Cancelled by a user (after its compensations ran).
+    Cancelled,
+}
+
+impl MissionStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [MissionStatus; 6] = [
+        Self::Pending,
+        Self::Running,
+        Self::Waiting,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// A terminal mission never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The wire name (`"pending"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for MissionStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown mission status `{s}`"))
+    }
+}
+
+/// Where one journaled step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "step_status", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Recorded but not running: a retry is scheduled for `wake_at`.
+    Pending,
+    /// An attempt started and has not been recorded as finished.
+    Running,
+    /// Waiting for a timer or a human decision.
+    Waiting,
+    /// Finished with an output; replays return it without running again.
+    Succeeded,
+    /// Failed for good (a fatal error or retries exhausted).
+    Failed,
+    /// An approval that was rejected (by a human or by its timeout).
+    Rejected,
+    /// Succeeded earlier, then undone by its compensation.
+    Compensated,
+    /// Abandoned because the mission was cancelled before it finished.
+    Skipped,
+}
+
+impl StepStatus {
+    /// A settled step is never executed again.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Rejected | Self::Compensated | Self::Skipped
+        )
+    }
+}
+
+/// What a journal entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "step_kind", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// A side effect run by a closure (an HTTP call, a container restart...).
+    Task,
+    /// A wait for a human decision.
+    Approval,
+    /// A durable timer.
+    Sleep,
+    /// The undo of an earlier task, run when the mission fails or is cancelled.
+    Compensation,
+}

@@ -1,0 +1,222 @@
+//! The storage contract. The engine talks to storage only through these traits, so a second
+//! backend (an embedded SQLite for a zero-setup mode) can be added without touching workflows.
+
+use crate::error::StoreResult;
+use crate::event::{Event, NewEvent};
+use crate::ids::{LeaseToken, MissionId, WorkerId};
+use crate::status::{MissionStatus, StepKind, StepStatus};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A mission to create.
+#[derive(Debug, Clone)]
+pub struct NewMission {
+    /// Its id (chosen by the caller so it can log before the insert).
+    pub id: MissionId,
+    /// The registered workflow to run.
+    pub workflow: String,
+    /// The workflow's input.
+    pub input: Value,
+    /// Deduplicates submissions: the same key returns the first mission.
+    pub idempotency_key: Option<String>,
+}
+
+/// The outcome of a submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The mission (the existing one for a repeated idempotency key).
+    pub mission: MissionRecord,
+    /// False when an earlier submission with the same idempotency key was returned.
+    pub created: bool,
+}
+
+/// A mission as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionRecord {
+    /// Its id.
+    pub id: MissionId,
+    /// The workflow it runs.
+    pub workflow: String,
+    /// Where it is.
+    pub status: MissionStatus,
+    /// The workflow input.
+    pub input: Value,
+    /// The output, once succeeded.
+    pub output: Option<Value>,
+    /// The error, once failed or cancelled.
+    pub error: Option<Value>,
+    /// The submission's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Whether someone asked to cancel it.
+    pub cancel_requested: bool,
+    /// When a waiting mission becomes runnable.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One journal entry: a step, an approval, a timer or a compensation at a fixed position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Position in the journal, from 0; replay matches calls to entries by position.
+    pub position: i32,
+    /// The step's name, unique within the mission.
+    pub name: String,
+    /// What the entry records.
+    pub kind: StepKind,
+    /// Where it is.
+    pub status: StepStatus,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// The input it was called with (checked on replay).
+    pub input: Option<Value>,
+    /// Its output once succeeded (or an approval's decision).
+    pub output: Option<Value>,
+    /// Its last error.
+    pub error: Option<Value>,
+    /// A retry's, a timer's or an approval timeout's deadline.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// When its first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it settled.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A lease held on a mission: writes carry the token and are refused once it is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The leased mission.
+    pub mission: MissionId,
+    /// The fencing token.
+    pub token: LeaseToken,
+}
+
+/// What a successful claim hands the runner.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The lease to write under.
+    pub lease: Lease,
+    /// The mission, as claimed.
+    pub mission: MissionRecord,
+    /// Its journal, in position order.
+    pub journal: Vec<StepRecord>,
+}
+
+/// How a transition changes the mission row itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MissionChange {
+    /// The mission keeps running under the lease.
+    Keep,
+    /// Park it; it becomes runnable at `wake_at` (or on an outside event when `None`).
+    Suspend {
+        /// When to wake it.
+        wake_at: Option<DateTime<Utc>>,
+    },
+    /// Give it back unfinished, runnable at once.
+    Release,
+    /// Finish it.
+    Finish(Outcome),
+}
+
+/// How a mission ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// With an output.
+    Succeeded(Value),
+    /// With an error.
+    Failed(Value),
+    /// Cancelled, with a summary of what was undone.
+    Cancelled(Value),
+}
+
+/// One atomic state change under a lease: the mission row, any journal entries and the history
+/// events are written in one transaction, or not at all.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// The mission row's change.
+    pub mission: MissionChange,
+    /// Journal entries to insert or replace, whole.
+    pub steps: Vec<StepRecord>,
+    /// History events to append, in order.
+    pub events: Vec<NewEvent>,
+}
+
+/// What the store says back to a lease holder after a write or a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseState {
+    /// Someone asked to cancel the mission.
+    pub cancel_requested: bool,
+}
+
+/// A human decision on an approval step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Approve or reject.
+    pub approve: bool,
+    /// Who decided (an API key's name).
+    pub by: String,
+    /// Their comment.
+    pub comment: Option<String>,
+}
+
+/// A page request for the mission list (newest first, keyset pagination).
+#[derive(Debug, Clone, Default)]
+pub struct MissionQuery {
+    /// Only missions in this status.
+    pub status: Option<MissionStatus>,
+    /// Only missions of this workflow.
+    pub workflow: Option<String>,
+    /// Start after this (created_at, id) position.
+    pub after: Option<(DateTime<Utc>, MissionId)>,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// Submitting and inspecting missions, and the decisions people make about them.
+#[async_trait]
+pub trait MissionStore: Send + Sync + 'static {
+    /// Create a mission (or return the one with the same idempotency key).
+    async fn submit(&self, mission: NewMission) -> StoreResult<Submitted>;
+    /// One mission.
+    async fn mission(&self, id: MissionId) -> StoreResult<Option<MissionRecord>>;
+    /// A mission's journal, in position order.
+    async fn journal(&self, id: MissionId) -> StoreResult<Vec<StepRecord>>;
+    /// A page of missions.
+    async fn list(&self, query: &MissionQuery) -> StoreResult<Vec<MissionRecord>>;
+    /// A page of a mission's history: events with `seq > after`, at most `limit`.
+    async fn history(&self, id: MissionId, after: i64, limit: i64) -> StoreResult<Vec<Event>>;
+    /// Record a decision on a waiting approval; fails with `Conflict` when it is not waiting.
+    async fn decide(&self, id: MissionId, step: &str, decision: Decision) -> StoreResult<()>;
+    /// Ask to cancel a live mission; returns its status. Terminal missions are a `Conflict`.
+    async fn request_cancel(&self, id: MissionId, by: &str) -> StoreResult<MissionStatus>;
+}
+
+/// Leases and the journal: what workers and the reconciler use to advance missions.
+#[async_trait]
+pub trait JournalStore: Send + Sync + 'static {
+    /// Take the lease of a runnable mission and load its journal; `None` when it is not runnable
+    /// (finished, parked in the future, or leased by a live worker).
+    async fn claim(
+        &self,
+        id: MissionId,
+        worker: &WorkerId,
+        ttl: Duration,
+    ) -> StoreResult<Option<Claim>>;
+    /// Extend a lease; fails with `LeaseLost` when it was taken over.
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> StoreResult<LeaseState>;
+    /// Apply one transition atomically under the lease; fails with `LeaseLost` when fenced out.
+    async fn apply(&self, lease: &Lease, transition: Transition) -> StoreResult<LeaseState>;
+    /// Missions that should be running but may have no wake-up in the queue: pending ones not
+    /// enqueued for `redeliver_after`, waiting ones whose time has come, and running ones whose
+    /// lease expired. They are marked enqueued in the same statement.
+    async fn due(&self, limit: i64, redeliver_after: Duration) -> StoreResult<Vec<MissionId>>;
+}
+
+/// A complete storage backend.
+pub trait Store: MissionStore + JournalStore {}
+impl<T: MissionStore + JournalStore> Store for T {}
