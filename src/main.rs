@@ -1,1 +1,209 @@
-fn main() {}
+//! The `hypercode` binary: migrations, the API server, the workers and key management, wired
+//! from the library crates. This is the only place `anyhow` is used.
+
+mod config;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use config::Settings;
+use hypercode_api::{keys, AppState};
+use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
+use hypercode_workers::{queue, reconciler, worker};
+use sqlx::postgres::PgPoolOptions;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "hypercode",
+    version,
+    about = "HyperCode: a durable mission runner"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the database migrations to DATABASE_URL (idempotent).
+    Migrate,
+    /// Serve the HTTP API; also runs the reconciler and timers.
+    Serve {
+        /// Also execute missions in this process (a worker pool beside the API).
+        #[arg(long)]
+        worker: bool,
+        /// Missions in flight at once when --worker is given.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Address to listen on.
+        #[arg(long, env = "HYPERCODE_LISTEN", default_value = "127.0.0.1:8000")]
+        listen: String,
+    },
+    /// Run a worker pool that executes missions from the Redis queue.
+    Worker {
+        /// Missions in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once, alone on the last line.
+    Create {
+        /// A name to recognise the key by (shown as the approver of decisions).
+        #[arg(long)]
+        name: String,
+        /// admin, operator, agent or viewer.
+        #[arg(long)]
+        role: keys::Role,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    let settings = Settings::from_env()?;
+    match cli.command {
+        Command::Migrate => {
+            let pool = connect(&settings).await?;
+            hypercode_engine::postgres::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
+            println!("migrations applied");
+        }
+        Command::Keys {
+            command: KeysCommand::Create { name, role },
+        } => {
+            let pool = connect(&settings).await?;
+            let created = keys::create(&pool, &name, role).await?;
+            println!(
+                "created {} key `{}` ({})",
+                created.role.as_str(),
+                created.name,
+                created.id
+            );
+            println!("{}", created.key);
+        }
+        Command::Serve {
+            worker,
+            concurrency,
+            listen,
+        } => serve(settings, worker.then_some(concurrency), &listen).await?,
+        Command::Worker { concurrency } => {
+            let (engine, queue) = engine(&settings).await?;
+            let shutdown = shutdown_signal();
+            worker::run(engine, queue, concurrency, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HYPERCODE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("HYPERCODE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn connect(settings: &Settings) -> Result<sqlx::PgPool> {
+    PgPoolOptions::new()
+        .max_connections(settings.db_pool)
+        .connect(&settings.database_url)
+        .await
+        .context("connecting to DATABASE_URL")
+}
+
+async fn engine(settings: &Settings) -> Result<(Engine, queue::QueueConfig)> {
+    let pool = connect(settings).await?;
+    let queue = queue::QueueConfig {
+        redis_url: settings.redis_url()?.to_owned(),
+        queue: settings.queue.clone(),
+    };
+    let wake = queue::RedisWake::connect(&queue)
+        .await
+        .context("connecting to HYPERCODE_REDIS_URL")?;
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("hypercode/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let config = EngineConfig {
+        lease_ttl: settings.lease_ttl,
+        max_payload_bytes: settings.max_payload_bytes,
+    };
+    let engine = Engine::new(
+        Arc::new(PgStore::new(pool)),
+        hypercode_workflows::registry(http),
+        Arc::new(wake),
+        config,
+    );
+    Ok((engine, queue))
+}
+
+async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Result<()> {
+    let (engine, queue) = engine(&settings).await?;
+    let shutdown = shutdown_signal();
+    let reconcile = reconciler::ReconcilerConfig {
+        tick: settings.tick,
+        redeliver_after: settings.redeliver_after,
+        ..Default::default()
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let (reconciler_engine, reconciler_stop) = (engine.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        reconciler::run(reconciler_engine, reconcile, reconciler_stop).await;
+        Ok::<(), anyhow::Error>(())
+    });
+    if let Some(concurrency) = worker {
+        let (worker_engine, worker_stop) = (engine.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            Ok(worker::run(worker_engine, queue, concurrency, worker_stop).await?)
+        });
+    }
+    let pool = connect(&settings).await?;
+    let app = hypercode_api::app(AppState { engine, pool });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    // Printed on stdout so scripts and tests that listen on port 0 can find the address.
+    println!("listening on http://{}", listener.local_addr()?);
+    let stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Cancelled on SIGTERM or SIGINT.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutdown signal received");
+        fire.cancel();
+    });
+    token
+}

@@ -1,1 +1,160 @@
-//! placeholder
+//! HyperCode's HTTP API: submit, inspect, approve and cancel missions over JSON.
+//!
+//! [`app`] builds the whole service; the binary serves it. How the crate is laid out:
+//! - `missions`: the `/api/v1/missions` handlers, thin translations to [`Engine`] calls.
+//! - `views`: the response bodies, the JSON contract spelled out field by field.
+//! - `cursor`: the opaque keyset cursor of the mission list.
+//! - `auth`: the `Reader`/`Operator` extractors that authenticate a key and check its role.
+//! - [`keys`]: API keys (create, list, revoke, authenticate), also used by the key CLI.
+//! - `extract`: JSON, path and query extractors whose rejections are problem details, with
+//!   JSON pointers to the offending value.
+//! - `error`: `ApiError`, the one place statuses are chosen and RFC 9457 bodies are rendered.
+//!
+//! Every error response, including those of the middleware (body limit, timeout), unknown
+//! routes and wrong methods, is `application/problem+json`.
+
+mod auth;
+mod cursor;
+mod error;
+mod extract;
+pub mod keys;
+mod missions;
+mod views;
+
+use crate::error::{ApiError, PROBLEM_JSON};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hypercode_engine::{Engine, MissionId};
+use sqlx::PgPool;
+use std::time::Duration;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// Largest accepted request body.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Longest a request may take before it is answered with 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The status of a timed-out request: the server was too slow, so not 408 (a slow client).
+const TIMEOUT_STATUS: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+
+/// What handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The engine: submissions, decisions, cancellations and reads.
+    pub engine: Engine,
+    /// The database, for API keys (the engine's tables are reached through the engine).
+    pub pool: PgPool,
+}
+
+/// The whole API with its middleware, ready to serve.
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(healthz))
+        .merge(missions::routes())
+        .fallback(not_found)
+        // After the routes: it applies to the routes present when it is called.
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    // Layers run outside-in in the reverse of the order they are added.
+    routes
+        // The body limit is enforced by the layer alone, so there is one limit, not two.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            TIMEOUT_STATUS,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(middleware::from_fn(problems_for_layer_errors))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let span = tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        mission = tracing::field::Empty,
+                    );
+                    if let Some(id) = mission_in_path(request.uri().path()) {
+                        span.record("mission", tracing::field::display(id));
+                    }
+                    span
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+}
+
+/// `GET /healthz`: the process is up and serving (no database check, so a database outage does
+/// not get healthy API processes restarted).
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The body-limit and timeout layers answer with bare status codes; give those a problem body
+/// like every other error. Responses that already are problems pass through untouched.
+async fn problems_for_layer_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    if is_problem {
+        return response;
+    }
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+            "the request body exceeds the limit of {BODY_LIMIT} bytes"
+        ))
+        .into_response(),
+        TIMEOUT_STATUS => ApiError::Timeout.into_response(),
+        _ => response,
+    }
+}
+
+/// The mission id in a `/api/v1/missions/{id}/...` path, for the request span.
+fn mission_in_path(path: &str) -> Option<MissionId> {
+    path.strip_prefix("/api/v1/missions/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mission_ids_are_found_in_paths() {
+        let id = "0190a7c4-7bde-7cc2-9a5e-3f1b2c3d4e5f";
+        for path in [
+            format!("/api/v1/missions/{id}"),
+            format!("/api/v1/missions/{id}/history"),
+            format!("/api/v1/missions/{id}/approvals/deploy"),
+        ] {
+            assert_eq!(
+                mission_in_path(&path).map(|m| m.to_string()).as_deref(),
+                Some(id)
+            );
+        }
+        assert_eq!(mission_in_path("/api/v1/missions"), None);
+        assert_eq!(mission_in_path("/api/v1/missions/"), None);
+        assert_eq!(mission_in_path("/api/v1/missions/nope"), None);
+        assert_eq!(mission_in_path("/healthz"), None);
+    }
+}

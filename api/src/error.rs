@@ -1,0 +1,336 @@
+//! Every error the API returns, rendered as RFC 9457 problem details
+//! (`application/problem+json`): `{"type", "title", "status", "detail", "errors"?}`.
+//!
+//! Handlers return `Result<_, ApiError>`; engine errors convert with `?`. Internal failures are
+//! logged here and answered with a generic detail, so no database message reaches a client.
+
+use crate::keys::KeyError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hypercode_engine::{StoreError, SubmitError};
+use serde::Serialize;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Problem `type` URIs are this followed by a slug (`.../not-found`).
+const TYPE_BASE: &str = "https://hypercode.dev/problems/";
+
+/// One located problem in a request body; `pointer` is an RFC 6901 pointer into the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Where, e.g. `/input/steps/0/name`.
+    pub pointer: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem at `pointer`.
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a request failed. The `Display` text is the problem's `detail`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No key, or one that is unknown, malformed or revoked.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The key's role does not allow the action.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such route, mission or step.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists, but not for this method.
+    #[error("this method is not allowed on this resource")]
+    MethodNotAllowed,
+    /// A path or query parameter could not be parsed; the detail names it.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// The body is not JSON (syntax error, truncated, trailing data); the detail has the position.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// The body could not be read at all (the connection failed mid-body).
+    #[error("{0}")]
+    UnreadableBody(String),
+    /// The body is not declared as JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body is JSON of the wrong shape (a wrong type, an unknown or missing field).
+    #[error("the request body does not have the expected shape")]
+    InvalidBody(Vec<FieldError>),
+    /// The named workflow is not registered.
+    #[error("no workflow is registered under `{0}`")]
+    UnknownWorkflow(String),
+    /// The workflow refused the mission's input.
+    #[error("the workflow refused the input")]
+    InvalidInput(Vec<FieldError>),
+    /// The body (or the mission input in it) is over a size limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The request conflicts with the current state (a decided approval, a finished mission, a
+    /// reused idempotency key).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request took longer than the server allows.
+    #[error("the request took too long to process")]
+    Timeout,
+    /// The database cannot take requests right now (pool exhausted or closed).
+    #[error("the service is temporarily unavailable; retry later")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug or an infrastructure fault. Logged, never shown.
+    #[error("an internal error occurred")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The serialized body.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl ApiError {
+    /// Wrap an unexpected failure (logged when rendered).
+    pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    /// The status, the `type` slug and the `title`: the one place each error's class is decided.
+    fn class(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::InvalidParameter(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+            ),
+            Self::MalformedJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON body",
+            ),
+            Self::UnreadableBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "unreadable-body",
+                "Unreadable request body",
+            ),
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::InvalidBody(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Invalid request body",
+            ),
+            Self::UnknownWorkflow(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-workflow",
+                "Unknown workflow",
+            ),
+            Self::InvalidInput(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "Invalid mission input",
+            ),
+            Self::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+        }
+    }
+
+    /// The problem document.
+    fn body(&self) -> Vec<u8> {
+        let (status, slug, title) = self.class();
+        let errors = self.field_errors();
+        let problem = Problem {
+            kind: format!("{TYPE_BASE}{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: errors.as_deref(),
+        };
+        // Serializing strings and numbers cannot fail; the fallback only satisfies the types.
+        serde_json::to_vec(&problem).unwrap_or_default()
+    }
+
+    /// The located problems, for the validation errors that have them.
+    fn field_errors(&self) -> Option<Vec<FieldError>> {
+        match self {
+            Self::InvalidBody(errors) | Self::InvalidInput(errors) => Some(errors.clone()),
+            Self::UnknownWorkflow(name) => Some(vec![FieldError::new(
+                "/workflow",
+                format!("no workflow is registered under `{name}`"),
+            )]),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(e) => tracing::error!(error = %e, debug = ?e, "internal error"),
+            Self::Unavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            _ => {}
+        }
+        let mut response = (self.class().0, self.body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match self {
+            // RFC 9110: a 401 must say how to authenticate.
+            Self::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"hypercode\""),
+                );
+            }
+            Self::Timeout | Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            StoreError::Conflict(why) => Self::Conflict(why),
+            StoreError::Database(e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)) => {
+                Self::Unavailable(e)
+            }
+            // A lost lease is a worker's concern; reaching the API with one is a bug.
+            e @ (StoreError::Database(_) | StoreError::LeaseLost(_) | StoreError::Corrupt(_)) => {
+                Self::internal(e)
+            }
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::UnknownWorkflow(name) => Self::UnknownWorkflow(name),
+            SubmitError::TooLarge { size, limit } => Self::PayloadTooLarge(format!(
+                "the mission input is {size} bytes of JSON; the limit is {limit}"
+            )),
+            // The workflow locates problems inside its input; the client needs them located
+            // inside the request body, where the input sits under `/input`.
+            SubmitError::Invalid(problems) => Self::InvalidInput(
+                problems
+                    .into_iter()
+                    .map(|p| FieldError::new(format!("/input{}", p.pointer), p.message))
+                    .collect(),
+            ),
+            SubmitError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Database(e) => StoreError::Database(e).into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hypercode_engine::InputProblem;
+
+    /// Status, content type and parsed body of an error's response.
+    fn render(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let json = serde_json::from_slice(&error.body()).unwrap_or_default();
+        let response = error.into_response();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (response.status(), content_type, json)
+    }
+
+    #[test]
+    fn input_problems_are_located_under_input() {
+        let error = ApiError::from(SubmitError::Invalid(vec![
+            InputProblem::new("/steps/0/name", "required"),
+            InputProblem::new("", "must be an object"),
+        ]));
+        let (status, content_type, json) = render(error);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(content_type.as_deref(), Some(PROBLEM_JSON));
+        assert_eq!(json["errors"][0]["pointer"], "/input/steps/0/name");
+        assert_eq!(json["errors"][1]["pointer"], "/input");
+        assert_eq!(json["type"], "https://hypercode.dev/problems/invalid-input");
+    }
+
+    #[test]
+    fn unknown_workflows_point_at_the_workflow_field() {
+        let (status, _, json) = render(SubmitError::UnknownWorkflow("nope".into()).into());
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(json["errors"][0]["pointer"], "/workflow");
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let error = ApiError::from(StoreError::Corrupt("secret table detail".into()));
+        let (status, _, json) = render(error);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(json["detail"], "an internal error occurred");
+        assert!(json.get("errors").is_none());
+    }
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        let not_found = ApiError::from(StoreError::NotFound("mission x".into()));
+        assert_eq!(not_found.class().0, StatusCode::NOT_FOUND);
+        let conflict = ApiError::from(StoreError::Conflict("mission x is failed".into()));
+        assert_eq!(conflict.class().0, StatusCode::CONFLICT);
+        let busy = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(busy.class().0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

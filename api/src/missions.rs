@@ -1,0 +1,291 @@
+//! The mission routes: submit, show, list, decide an approval, cancel, read the history.
+//!
+//! Handlers only translate HTTP to engine calls and back; every rule about missions (what a
+//! valid input is, when a decision or a cancellation is allowed) lives in the engine, whose
+//! errors become problem responses through `From` conversions.
+
+use crate::auth::{Operator, Reader};
+use crate::cursor::Cursor;
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
+use crate::views::{EventView, HistoryPage, MissionDetail, MissionPage, MissionView};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use hypercode_engine::store::{Decision, MissionQuery, MissionRecord};
+use hypercode_engine::{MissionId, MissionStatus};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Mission list page sizes.
+const LIST_LIMIT_DEFAULT: i64 = 50;
+const LIST_LIMIT_MAX: i64 = 500;
+
+/// History page sizes.
+const HISTORY_LIMIT_DEFAULT: i64 = 1000;
+const HISTORY_LIMIT_MAX: i64 = 10_000;
+
+/// The routes, relative to the root.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/missions", post(submit).get(list))
+        .route("/api/v1/missions/{id}", get(show))
+        .route("/api/v1/missions/{id}/approvals/{step}", post(decide))
+        .route("/api/v1/missions/{id}/cancel", post(cancel))
+        .route("/api/v1/missions/{id}/history", get(history))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    workflow: String,
+    input: Value,
+    idempotency_key: Option<String>,
+}
+
+/// `POST /api/v1/missions`: 201 for a new mission, 200 for a repeat of an idempotent submission.
+async fn submit(
+    Operator(principal): Operator,
+    State(state): State<AppState>,
+    Json(body): Json<SubmitBody>,
+) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
+    let submitted = state
+        .engine
+        .submit(&body.workflow, body.input, body.idempotency_key)
+        .await?;
+    let id = submitted.mission.id;
+    tracing::Span::current().record("mission", tracing::field::display(id));
+    let status = if submitted.created {
+        // The engine does not know who submitted; the audit trail gets it here.
+        tracing::info!(mission = %id, by = %principal.name, "submission accepted");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(detail(&state, submitted.mission).await?)))
+}
+
+/// `GET /api/v1/missions/{id}`.
+async fn show(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<MissionDetail>, ApiError> {
+    let id = mission_id(&id)?;
+    Ok(axum::Json(detail(&state, find(&state, id).await?).await?))
+}
+
+/// The list's query string; values are parsed by hand so errors name the parameter.
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/missions`: newest first, keyset-paginated.
+async fn list(
+    _: Reader,
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<MissionPage>, ApiError> {
+    let limit = limit_param(params.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
+    let status = non_empty(params.status)
+        .map(|s| {
+            s.parse::<MissionStatus>().map_err(|_| {
+                ApiError::InvalidParameter(format!(
+                    "`status` must be one of {}; got `{s}`",
+                    MissionStatus::ALL.map(MissionStatus::as_str).join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    let after = non_empty(params.cursor)
+        .map(|c| Cursor::decode(&c).map_err(|e| ApiError::InvalidParameter(e.to_string())))
+        .transpose()?;
+    // One row more than asked says whether another page exists without a count query.
+    let mut missions = state
+        .engine
+        .store()
+        .list(&MissionQuery {
+            status,
+            workflow: non_empty(params.workflow),
+            after: after.map(|c| (c.created_at, c.id)),
+            limit: limit + 1,
+        })
+        .await?;
+    // `limit` was checked to be positive, so the conversion is exact.
+    let page_size = limit as usize;
+    let next_cursor = if missions.len() > page_size {
+        missions.truncate(page_size);
+        missions.last().map(|m| {
+            Cursor {
+                created_at: m.created_at,
+                id: m.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(axum::Json(MissionPage {
+        missions: missions.into_iter().map(MissionView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Verdict {
+    Approve,
+    Reject,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    decision: Verdict,
+    comment: Option<String>,
+}
+
+/// `POST /api/v1/missions/{id}/approvals/{step}`: decide a waiting approval; the decision is
+/// signed with the key's name.
+async fn decide(
+    Operator(principal): Operator,
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+    Json(body): Json<DecideBody>,
+) -> Result<axum::Json<MissionDetail>, ApiError> {
+    let id = mission_id(&id)?;
+    let decision = Decision {
+        approve: matches!(body.decision, Verdict::Approve),
+        by: principal.name,
+        comment: body.comment,
+    };
+    state.engine.decide(id, &step, decision).await?;
+    Ok(axum::Json(detail(&state, find(&state, id).await?).await?))
+}
+
+/// `POST /api/v1/missions/{id}/cancel`: 202, since compensations still have to run on a worker.
+/// Any body is ignored.
+async fn cancel(
+    Operator(principal): Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
+    let id = mission_id(&id)?;
+    state.engine.cancel(id, &principal.name).await?;
+    let mission = find(&state, id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(detail(&state, mission).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/missions/{id}/history`: events with `seq > after`, in order.
+async fn history(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HistoryParams>,
+) -> Result<axum::Json<HistoryPage>, ApiError> {
+    let id = mission_id(&id)?;
+    let limit = limit_param(params.limit, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX)?;
+    let after = match non_empty(params.after) {
+        None => 0,
+        Some(after) => after
+            .parse::<i64>()
+            .ok()
+            .filter(|a| *a >= 0)
+            .ok_or_else(|| {
+                ApiError::InvalidParameter(format!(
+                    "`after` must be a non-negative integer (an event's seq); got `{after}`"
+                ))
+            })?,
+    };
+    // An unknown mission has an empty history too; only this check tells the two apart.
+    find(&state, id).await?;
+    let events = state.engine.store().history(id, after, limit).await?;
+    Ok(axum::Json(HistoryPage {
+        next_after: events.last().map(|e| e.seq),
+        events: events.into_iter().map(EventView::from).collect(),
+    }))
+}
+
+/// The mission with this id, or a 404.
+async fn find(state: &AppState, id: MissionId) -> Result<MissionRecord, ApiError> {
+    state
+        .engine
+        .store()
+        .mission(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("mission {id} not found")))
+}
+
+/// A mission with its journal.
+async fn detail(state: &AppState, mission: MissionRecord) -> Result<MissionDetail, ApiError> {
+    let journal = state.engine.store().journal(mission.id).await?;
+    Ok(MissionDetail::new(mission, journal))
+}
+
+/// A path's `{id}`: not a UUID is a malformed request (400), not a missing resource (404).
+fn mission_id(raw: &str) -> Result<MissionId, ApiError> {
+    raw.parse()
+        .map_err(|e| ApiError::InvalidParameter(format!("path parameter `id` must be a UUID: {e}")))
+}
+
+/// Empty query values (`?status=`) mean "not given", as HTML forms send them.
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+fn limit_param(raw: Option<String>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let Some(raw) = non_empty(raw) else {
+        return Ok(default);
+    };
+    raw.parse::<i64>()
+        .ok()
+        .filter(|limit| (1..=max).contains(limit))
+        .ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "`limit` must be an integer from 1 to {max}; got `{raw}`"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_default_and_are_bounded() {
+        assert_eq!(limit_param(None, 50, 500).ok(), Some(50));
+        assert_eq!(limit_param(Some(String::new()), 50, 500).ok(), Some(50));
+        assert_eq!(limit_param(Some("500".into()), 50, 500).ok(), Some(500));
+        for bad in ["0", "-1", "501", "ten", "1.5"] {
+            let error = limit_param(Some(bad.into()), 50, 500);
+            assert!(
+                matches!(&error, Err(ApiError::InvalidParameter(d)) if d.contains("`limit`")),
+                "{bad}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mission_ids_must_be_uuids() {
+        assert!(mission_id("0190a7c4-7bde-7cc2-9a5e-3f1b2c3d4e5f").is_ok());
+        assert!(matches!(
+            mission_id("42"),
+            Err(ApiError::InvalidParameter(d)) if d.contains("`id`")
+        ));
+    }
+}

@@ -1,0 +1,240 @@
+//! The response bodies. They are the public JSON contract, so they are spelled out here rather
+//! than reusing the engine's records: a field added to storage does not leak onto the wire.
+
+use chrono::{DateTime, Utc};
+use hypercode_engine::store::{MissionRecord, StepRecord};
+use hypercode_engine::{Event, MissionId, MissionStatus, StepKind, StepStatus};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A mission, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct MissionView {
+    /// Its id.
+    pub id: MissionId,
+    /// The workflow it runs.
+    pub workflow: String,
+    /// Where it is.
+    pub status: MissionStatus,
+    /// Its input.
+    pub input: Value,
+    /// Its output, once succeeded.
+    pub output: Option<Value>,
+    /// Its error, once failed or cancelled.
+    pub error: Option<Value>,
+    /// The idempotency key it was submitted with.
+    pub idempotency_key: Option<String>,
+    /// Whether cancellation was requested.
+    pub cancel_requested: bool,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<MissionRecord> for MissionView {
+    fn from(m: MissionRecord) -> Self {
+        Self {
+            id: m.id,
+            workflow: m.workflow,
+            status: m.status,
+            input: m.input,
+            output: m.output,
+            error: m.error,
+            idempotency_key: m.idempotency_key,
+            cancel_requested: m.cancel_requested,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// A mission with its steps, as shown by itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct MissionDetail {
+    /// The mission's own fields.
+    #[serde(flatten)]
+    pub mission: MissionView,
+    /// Its steps, approvals and timers in journal order.
+    pub steps: Vec<StepView>,
+}
+
+impl MissionDetail {
+    /// Combine a mission with its journal. Compensation entries are left out: they are how an
+    /// undo is executed, and their effect already shows as the undone step's `compensated`.
+    pub fn new(mission: MissionRecord, journal: Vec<StepRecord>) -> Self {
+        Self {
+            mission: mission.into(),
+            steps: journal
+                .into_iter()
+                .filter(|s| s.kind != StepKind::Compensation)
+                .map(StepView::from)
+                .collect(),
+        }
+    }
+}
+
+/// One step of a mission.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepView {
+    /// Its name, unique within the mission.
+    pub name: String,
+    /// Task, approval or sleep.
+    pub kind: StepKind,
+    /// Where it is.
+    pub status: StepStatus,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// The input it was called with.
+    pub input: Option<Value>,
+    /// Its output (an approval's decision).
+    pub output: Option<Value>,
+    /// Its last error.
+    pub error: Option<Value>,
+    /// When its first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it settled.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When a retry, a timer or an approval timeout is due.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+impl From<StepRecord> for StepView {
+    fn from(s: StepRecord) -> Self {
+        Self {
+            name: s.name,
+            kind: s.kind,
+            status: s.status,
+            attempts: s.attempts,
+            input: s.input,
+            output: s.output,
+            error: s.error,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            wake_at: s.wake_at,
+        }
+    }
+}
+
+/// A page of the mission list.
+#[derive(Debug, Clone, Serialize)]
+pub struct MissionPage {
+    /// Newest first.
+    pub missions: Vec<MissionView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// One history event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    /// Position in the mission's history, from 1.
+    pub seq: i64,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// What happened (`step_succeeded`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The step it concerns.
+    pub step: Option<String>,
+    /// The attempt it concerns.
+    pub attempt: Option<i32>,
+    /// Details.
+    pub data: Value,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        Self {
+            seq: e.seq,
+            at: e.at,
+            kind: e.kind,
+            step: e.step,
+            attempt: e.attempt,
+            data: e.data,
+        }
+    }
+}
+
+/// A page of a mission's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryPage {
+    /// In `seq` order.
+    pub events: Vec<EventView>,
+    /// The last `seq` shown, to pass as `after` for the next page (or to poll for new events);
+    /// `null` when the page is empty, in which case the same `after` should be used again.
+    pub next_after: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn step(position: i32, name: &str, kind: StepKind, status: StepStatus) -> StepRecord {
+        StepRecord {
+            position,
+            name: name.to_owned(),
+            kind,
+            status,
+            attempts: 1,
+            input: None,
+            output: None,
+            error: None,
+            wake_at: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn detail_hides_compensations_and_has_the_contract_fields() {
+        let now = Utc::now();
+        let mission = MissionRecord {
+            id: MissionId::new(),
+            workflow: "plan".into(),
+            status: MissionStatus::Failed,
+            input: json!({}),
+            output: None,
+            error: Some(json!({"message": "boom"})),
+            idempotency_key: None,
+            cancel_requested: false,
+            wake_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let journal = vec![
+            step(0, "a", StepKind::Task, StepStatus::Compensated),
+            step(1, "b", StepKind::Task, StepStatus::Failed),
+            step(2, "undo:a", StepKind::Compensation, StepStatus::Succeeded),
+        ];
+        let json = serde_json::to_value(MissionDetail::new(mission, journal)).unwrap_or_default();
+        let mut keys: Vec<_> = json
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "cancel_requested",
+                "created_at",
+                "error",
+                "id",
+                "idempotency_key",
+                "input",
+                "output",
+                "status",
+                "steps",
+                "updated_at",
+                "workflow"
+            ]
+        );
+        assert_eq!(json["status"], "failed");
+        let steps = json["steps"].as_array().cloned().unwrap_or_default();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0]["status"], "compensated");
+        assert_eq!(steps[0]["kind"], "task");
+        assert_eq!(steps[1]["name"], "b");
+    }
+}

@@ -1,0 +1,79 @@
+//! Configuration from the environment. Every secret may also come from `NAME_FILE` (the Docker
+//! secrets convention); setting both is refused, so a stale variable can never win silently.
+
+use anyhow::{bail, Context as _, Result};
+use std::time::Duration;
+
+/// Read a secret from `NAME` or from the file named by `NAME_FILE`.
+pub fn secret(name: &str) -> Result<Option<String>> {
+    let file_var = format!("{name}_FILE");
+    match (std::env::var(name).ok(), std::env::var(&file_var).ok()) {
+        (Some(_), Some(_)) => bail!("both {name} and {file_var} are set; set only one"),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => {
+            let value = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {file_var}={path}"))?;
+            Ok(Some(value.trim_end().to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// A required secret.
+pub fn required_secret(name: &str) -> Result<String> {
+    secret(name)?.with_context(|| format!("{name} (or {name}_FILE) must be set"))
+}
+
+fn number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={value} is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Everything the processes read from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `HYPERCODE_REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// `HYPERCODE_QUEUE`: the queue name (isolates deployments sharing a Redis).
+    pub queue: String,
+    /// `HYPERCODE_LEASE_TTL_MS`.
+    pub lease_ttl: Duration,
+    /// `HYPERCODE_MAX_PAYLOAD_BYTES`.
+    pub max_payload_bytes: usize,
+    /// `HYPERCODE_TICK_MS`: the reconciler's scan interval.
+    pub tick: Duration,
+    /// `HYPERCODE_REDELIVER_AFTER_MS`.
+    pub redeliver_after: Duration,
+    /// `HYPERCODE_DB_POOL`: connections per process.
+    pub db_pool: u32,
+}
+
+impl Settings {
+    /// Read the settings; only `DATABASE_URL` is required here.
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {
+            database_url: required_secret("DATABASE_URL")?,
+            redis_url: secret("HYPERCODE_REDIS_URL")?,
+            queue: std::env::var("HYPERCODE_QUEUE").unwrap_or_else(|_| "hypercode".to_owned()),
+            lease_ttl: Duration::from_millis(number("HYPERCODE_LEASE_TTL_MS", 30_000)?.max(300)),
+            max_payload_bytes: number("HYPERCODE_MAX_PAYLOAD_BYTES", 1024 * 1024)? as usize,
+            tick: Duration::from_millis(number("HYPERCODE_TICK_MS", 100)?.max(5)),
+            redeliver_after: Duration::from_millis(number("HYPERCODE_REDELIVER_AFTER_MS", 10_000)?),
+            db_pool: number("HYPERCODE_DB_POOL", 16)? as u32,
+        })
+    }
+
+    /// The Redis URL, required by processes that use the queue.
+    pub fn redis_url(&self) -> Result<&str> {
+        self.redis_url
+            .as_deref()
+            .context("HYPERCODE_REDIS_URL (or HYPERCODE_REDIS_URL_FILE) must be set")
+    }
+}
