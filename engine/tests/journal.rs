@@ -1,0 +1,376 @@
+//! The engine against a real PostgreSQL: replay, fencing, limits and failure handling, driven
+//! run by run (the test plays the worker, so each run's effect can be checked in between).
+
+use async_trait::async_trait;
+use hypercode_engine::postgres::{PgStore, MIGRATOR};
+use hypercode_engine::store::{JournalStore, MissionChange, MissionStore, Transition};
+use hypercode_engine::{
+    Context, Engine, EngineConfig, MissionId, MissionStatus, Registry, RunOutcome, Step, StepError,
+    StepStatus, StoreError, Wake, WakeError, WorkerId, Workflow, WorkflowResult,
+};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The test drives runs itself, so wake-ups only need to be counted.
+#[derive(Default)]
+struct CountWakes(AtomicUsize);
+
+#[async_trait]
+impl Wake for CountWakes {
+    async fn wake(&self, _: MissionId) -> Result<(), WakeError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Step `first` (counted), a short sleep, then step `second`; `renamed` makes a later replay ask
+/// for a different first step, as a careless deploy would.
+#[derive(Default)]
+struct Probe {
+    first_runs: AtomicUsize,
+    renamed: AtomicBool,
+    huge_output: AtomicBool,
+}
+
+struct Counting(Arc<Probe>);
+
+#[async_trait]
+impl Workflow for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
+        Ok(())
+    }
+    async fn run(&self, ctx: &mut Context, _input: Value) -> WorkflowResult<Value> {
+        let first = if self.0.renamed.load(Ordering::SeqCst) {
+            "first-renamed"
+        } else {
+            "first"
+        };
+        let n: usize = ctx
+            .step(Step::new(first), || async {
+                Ok::<_, StepError>(self.0.first_runs.fetch_add(1, Ordering::SeqCst) + 1)
+            })
+            .await?;
+        ctx.sleep("nap", Duration::from_millis(50)).await?;
+        let big = self.0.huge_output.load(Ordering::SeqCst);
+        let second: String = ctx
+            .step(Step::new("second"), || async move {
+                Ok::<_, StepError>(if big { "x".repeat(4096) } else { "done".into() })
+            })
+            .await?;
+        Ok(json!({ "first": n, "second": second.len() }))
+    }
+}
+
+struct Panics;
+
+#[async_trait]
+impl Workflow for Panics {
+    fn name(&self) -> &'static str {
+        "panics"
+    }
+    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
+        Ok(())
+    }
+    async fn run(&self, _: &mut Context, _: Value) -> WorkflowResult<Value> {
+        panic!("boom")
+    }
+}
+
+fn engine(pool: PgPool, probe: Arc<Probe>) -> Engine {
+    let registry = Registry::new().register(Counting(probe)).register(Panics);
+    let config = EngineConfig {
+        lease_ttl: Duration::from_secs(5),
+        max_payload_bytes: 1024,
+    };
+    Engine::new(
+        Arc::new(PgStore::new(pool)),
+        registry,
+        Arc::new(CountWakes::default()),
+        config,
+    )
+}
+
+async fn run_until_settled(engine: &Engine, id: MissionId) -> MissionStatus {
+    for _ in 0..100 {
+        engine.run_mission(id).await.expect("run");
+        let mission = engine.store().mission(id).await.unwrap().unwrap();
+        if mission.status.is_terminal()
+            || mission.status == MissionStatus::Waiting && mission.wake_at.is_none()
+        {
+            return mission.status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("mission {id} did not settle");
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn recorded_steps_are_not_run_again_on_resume(pool: PgPool) {
+    let counting = Arc::new(Probe::default());
+    let engine = engine(pool, counting.clone());
+    let id = engine
+        .submit("counting", json!({}), None)
+        .await
+        .unwrap()
+        .mission
+        .id;
+
+    assert_eq!(
+        engine.run_mission(id).await.unwrap(),
+        RunOutcome::Parked,
+        "parks on the sleep"
+    );
+    assert_eq!(
+        run_until_settled(&engine, id).await,
+        MissionStatus::Succeeded
+    );
+
+    assert_eq!(
+        counting.first_runs.load(Ordering::SeqCst),
+        1,
+        "`first` ran once across two runs"
+    );
+    let mission = engine.store().mission(id).await.unwrap().unwrap();
+    assert_eq!(mission.output, Some(json!({ "first": 1, "second": 4 })));
+    let journal = engine.store().journal(id).await.unwrap();
+    let names: Vec<_> = journal
+        .iter()
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("first", StepStatus::Succeeded),
+            ("nap", StepStatus::Succeeded),
+            ("second", StepStatus::Succeeded)
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_diverging_replay_fails_with_a_named_error(pool: PgPool) {
+    let counting = Arc::new(Probe::default());
+    let engine = engine(pool, counting.clone());
+    let id = engine
+        .submit("counting", json!({}), None)
+        .await
+        .unwrap()
+        .mission
+        .id;
+    assert_eq!(engine.run_mission(id).await.unwrap(), RunOutcome::Parked);
+
+    counting.renamed.store(true, Ordering::SeqCst);
+    assert_eq!(run_until_settled(&engine, id).await, MissionStatus::Failed);
+    let error = engine
+        .store()
+        .mission(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .error
+        .unwrap();
+    assert_eq!(error["code"], "HC001");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("`first`") && message.contains("`first-renamed`"),
+        "{message}"
+    );
+    assert_eq!(
+        counting.first_runs.load(Ordering::SeqCst),
+        1,
+        "the renamed step never ran"
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_stale_lease_cannot_write(pool: PgPool) {
+    let store = PgStore::new(pool);
+    let id = MissionId::new();
+    store
+        .submit(hypercode_engine::store::NewMission {
+            id,
+            workflow: "counting".into(),
+            input: json!({}),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let (old, new) = (WorkerId("old".into()), WorkerId("new".into()));
+    let first = store
+        .claim(id, &old, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .expect("claimable");
+    assert!(
+        store
+            .claim(id, &new, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "a live lease is exclusive"
+    );
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = store
+        .claim(id, &new, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("expired lease is taken over");
+    assert!(second.lease.token > first.lease.token);
+
+    let write = |lease| {
+        let store = store.clone();
+        async move {
+            store
+                .apply(
+                    &lease,
+                    Transition {
+                        mission: MissionChange::Keep,
+                        steps: vec![],
+                        events: vec![],
+                    },
+                )
+                .await
+        }
+    };
+    assert!(
+        matches!(write(first.lease).await, Err(StoreError::LeaseLost(_))),
+        "the old holder is fenced out"
+    );
+    assert!(matches!(
+        store.renew(&first.lease, Duration::from_secs(5)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    write(second.lease).await.expect("the new holder writes");
+
+    let history = store.history(id, 0, 100).await.unwrap();
+    let resumed = history
+        .iter()
+        .find(|e| e.kind == "mission_resumed")
+        .expect("resume recorded");
+    assert_eq!(resumed.data["lease_expired_from"], "old");
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn oversized_outputs_and_panics_fail_the_mission_clearly(pool: PgPool) {
+    let counting = Arc::new(Probe {
+        huge_output: AtomicBool::new(true),
+        ..Probe::default()
+    });
+    let engine = engine(pool, counting);
+    let id = engine
+        .submit("counting", json!({}), None)
+        .await
+        .unwrap()
+        .mission
+        .id;
+    assert_eq!(run_until_settled(&engine, id).await, MissionStatus::Failed);
+    let second = engine
+        .store()
+        .journal(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "second")
+        .unwrap();
+    assert_eq!(second.status, StepStatus::Failed);
+    assert!(second.error.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .contains("exceeds the limit of 1024 bytes"));
+
+    let big = engine
+        .submit("counting", json!({ "pad": "y".repeat(2048) }), None)
+        .await;
+    assert!(matches!(
+        big,
+        Err(hypercode_engine::SubmitError::TooLarge { limit: 1024, .. })
+    ));
+
+    let id = engine
+        .submit("panics", json!({}), None)
+        .await
+        .unwrap()
+        .mission
+        .id;
+    assert_eq!(run_until_settled(&engine, id).await, MissionStatus::Failed);
+    let error = engine
+        .store()
+        .mission(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .error
+        .unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("workflow panicked: boom"),
+        "{error}"
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_history_of_100_000_events_reads_in_pages(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let id = MissionId::new();
+    store
+        .submit(hypercode_engine::store::NewMission {
+            id,
+            workflow: "counting".into(),
+            input: json!({}),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    sqlx::query("insert into events (mission_id, seq, type, data) select $1, s, 'step_succeeded', '{}' from generate_series(2, 100000) s")
+        .bind(id.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (mut after, mut seen) = (0, 0);
+    loop {
+        let page = store.history(id, after, 10_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(
+            page.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+            "pages are ordered without gaps"
+        );
+        assert_eq!(page[0].seq, after + 1);
+        seen += page.len();
+        after = last.seq;
+    }
+    assert_eq!(seen, 100_000);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn events_are_append_only(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let id = MissionId::new();
+    store
+        .submit(hypercode_engine::store::NewMission {
+            id,
+            workflow: "counting".into(),
+            input: json!({}),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let update = sqlx::query("update events set type = 'forged' where mission_id = $1")
+        .bind(id.0)
+        .execute(&pool)
+        .await;
+    assert!(update.unwrap_err().to_string().contains("append-only"));
+    let delete = sqlx::query("delete from events where mission_id = $1")
+        .bind(id.0)
+        .execute(&pool)
+        .await;
+    assert!(delete.unwrap_err().to_string().contains("append-only"));
+}
