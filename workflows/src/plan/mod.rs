@@ -1,5 +1,5 @@
 //! The `plan` workflow: a declarative mission submitted as JSON. Its steps run in order; each
-//! is an HTTP call, an approval gate or a durable sleep, and an HTTP step may register an HTTP
+//! is an HTTP call, an approval gate, a durable sleep or a no-op, and an HTTP step may register an HTTP
 //! compensation. Strings in a request may reference earlier outputs with `{{steps.a.output...}}`.
 
 mod http;
@@ -10,7 +10,8 @@ pub use spec::{Action, Compensate, HttpRequest, Plan, PlanStep};
 
 use async_trait::async_trait;
 use hypercode_engine::{
-    Approval, Context, InputProblem, Step, Workflow, WorkflowError, WorkflowResult,
+    Approval, Context, InputProblem, RetryPolicy, Step, StepError, Workflow, WorkflowError,
+    WorkflowResult,
 };
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -74,9 +75,8 @@ impl Workflow for PlanWorkflow {
                                     .resolve_request(&request);
                                 let key = format!("{mission}:compensate:{own}");
                                 async move {
-                                    let resolved = resolved.map_err(|e| {
-                                        hypercode_engine::StepError::fatal(e.to_string())
-                                    })?;
+                                    let resolved =
+                                        resolved.map_err(|e| StepError::fatal(e.to_string()))?;
                                     http::call(&client, &resolved, &key).await
                                 }
                             });
@@ -90,6 +90,11 @@ impl Workflow for PlanWorkflow {
                 Action::Approval { message, timeout_s } => {
                     let timeout = timeout_s.map(Duration::from_secs_f64);
                     ctx.approval(&name, Approval { message, timeout }).await?
+                }
+                Action::Noop(value) => {
+                    let options = Step::new(&name).retry(RetryPolicy::NONE);
+                    ctx.step(options, || async { Ok::<_, StepError>(value) })
+                        .await?
                 }
                 Action::Sleep { ms } => {
                     ctx.sleep(&name, Duration::from_millis(ms)).await?;

@@ -49,6 +49,9 @@ pub enum Action {
         /// How long, in milliseconds.
         ms: u64,
     },
+    /// Do nothing but record the given value as the step's output (a marker, or a step whose
+    /// cost is only the engine's own: what benchmarks measure).
+    Noop(Value),
 }
 
 /// An HTTP call, before or after its templates are resolved.
@@ -106,6 +109,8 @@ struct RawStep {
     approval: Option<RawApproval>,
     #[serde(default)]
     sleep: Option<RawSleep>,
+    #[serde(default)]
+    noop: Option<Value>,
     #[serde(default)]
     retry: Option<RetryPolicy>,
     #[serde(default)]
@@ -256,6 +261,9 @@ fn check_step(
             timeout_s: approval.timeout_s,
         });
     }
+    if let Some(value) = &step.noop {
+        return Some(Action::Noop(value.clone()));
+    }
     let sleep = step.sleep.as_ref()?;
     if sleep.ms as f64 > MAX_WAIT_S * 1000.0 {
         problems.push(InputProblem::new(
@@ -347,10 +355,12 @@ mod tests {
              "retry": {"max_attempts": 5}, "compensate": {"http": {"method": "DELETE", "url": "http://127.0.0.1:1/x/{{steps.a.output.body.id}}"}}},
             {"name": "b", "approval": {"message": "ok?", "timeout_s": 60}},
             {"name": "c", "sleep": {"ms": 10}},
-            {"name": "d", "http": {"url": "http://127.0.0.1:1/{{steps.a.output.body.id}}"}}
+            {"name": "d", "http": {"url": "http://127.0.0.1:1/{{steps.a.output.body.id}}"}},
+            {"name": "e", "noop": {"k": 1}}
         ]}))
         .expect("valid plan");
-        assert_eq!(plan.steps.len(), 4);
+        assert_eq!(plan.steps.len(), 5);
+        assert!(matches!(&plan.steps[4].action, Action::Noop(v) if v["k"] == 1));
         assert!(matches!(plan.steps[2].action, Action::Sleep { ms: 10 }));
     }
 
