@@ -207,11 +207,12 @@ fn check_step(
         step.http.is_some(),
         step.approval.is_some(),
         step.sleep.is_some(),
+        step.noop.is_some(),
     ];
     if actions.iter().filter(|a| **a).count() != 1 {
         problems.push(InputProblem::new(
             at,
-            "a step needs exactly one action: `http`, `approval` or `sleep`",
+            "a step needs exactly one action: `http`, `approval`, `sleep` or `noop`",
         ));
         return None;
     }
