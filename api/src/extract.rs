@@ -6,6 +6,7 @@
 //! taken from the path `serde_path_to_error` tracks while deserializing).
 
 use crate::error::{ApiError, FieldError};
+use crate::BODY_LIMIT;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
@@ -28,7 +29,9 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             // Over the body limit shows up here when the client sent no Content-Length.
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(rejection.body_text())
+                ApiError::PayloadTooLarge(format!(
+                    "the request body exceeds the limit of {BODY_LIMIT} bytes"
+                ))
             } else {
                 ApiError::UnreadableBody(rejection.body_text())
             }
