@@ -33,6 +33,7 @@ pub struct Step {
     name: String,
     input: Option<Value>,
     retry: RetryPolicy,
+    local: bool,
     compensation: Option<(Compensation, RetryPolicy)>,
 }
 
@@ -43,8 +44,18 @@ impl Step {
             name: name.into(),
             input: None,
             retry: RetryPolicy::default(),
+            local: false,
             compensation: None,
         }
+    }
+
+    /// Mark the step local: it has no effect outside this process (a computation, a marker),
+    /// so its start need not be durable before it runs. It is recorded in one write, on
+    /// completion, with its `step_started` and `step_succeeded` events together; a crash
+    /// before that write re-runs it, which is harmless for such a step.
+    pub fn local(mut self) -> Self {
+        self.local = true;
+        self
     }
 
     /// Record the step's input: it is shown in history and checked on replay.
@@ -114,6 +125,14 @@ impl RunSignals {
     fn cancel_requested(&self) -> bool {
         self.cancel_requested.load(Ordering::Relaxed)
     }
+}
+
+/// How a task-like entry runs: its retries, whether its start is written before it runs, and
+/// an extra row written with its success (a compensation marks its original step compensated).
+struct TaskOptions {
+    retry: RetryPolicy,
+    local: bool,
+    also_on_success: Option<StepRecord>,
 }
 
 struct Registered {
@@ -191,10 +210,16 @@ impl Context {
             name,
             input,
             retry,
+            local,
             compensation,
         } = step;
+        let options = TaskOptions {
+            retry,
+            local,
+            also_on_success: None,
+        };
         let output = self
-            .run_task(&name, StepKind::Task, input, retry, None, || async {
+            .run_task(&name, StepKind::Task, input, options, || async {
                 let value = f().await?;
                 serde_json::to_value(value)
                     .map_err(|e| StepError::fatal(format!("output is not JSON: {e}")))
@@ -262,7 +287,7 @@ impl Context {
                     1,
                     json!({ "message": approval.message, "deadline": deadline }),
                 );
-                self.park(entry, event, deadline).await
+                self.park(entry, vec![event], deadline).await
             }
         }
     }
@@ -306,7 +331,7 @@ impl Context {
                     1,
                     json!({ "until": deadline }),
                 );
-                self.park(entry, event, Some(deadline)).await
+                self.park(entry, vec![event], Some(deadline)).await
             }
         }
     }
@@ -331,8 +356,11 @@ impl Context {
                     &name,
                     StepKind::Compensation,
                     input,
-                    comp.retry,
-                    Some(marked),
+                    TaskOptions {
+                        retry: comp.retry,
+                        local: false,
+                        also_on_success: Some(marked),
+                    },
                     || undo(output),
                 )
                 .await
@@ -347,15 +375,13 @@ impl Context {
         Ok(json!({ "compensated": undone, "compensation_failed": failed }))
     }
 
-    /// Execute (or replay) one task-like entry. `also_on_success` is written in the same
-    /// transaction as the success (a compensation marks its original step compensated).
+    /// Execute (or replay) one task-like entry.
     async fn run_task<Fut>(
         &mut self,
         name: &str,
         kind: StepKind,
         input: Option<Value>,
-        retry: RetryPolicy,
-        also_on_success: Option<StepRecord>,
+        options: TaskOptions,
         f: impl FnOnce() -> Fut,
     ) -> WorkflowResult<Value>
     where
@@ -414,12 +440,20 @@ impl Context {
         entry.attempts = attempt;
         entry.wake_at = None;
         entry.started_at.get_or_insert_with(Utc::now);
-        self.write(
-            MissionChange::Keep,
-            vec![entry.clone()],
-            vec![NewEvent::step(started, name, attempt, json!({}))],
-        )
-        .await?;
+        let TaskOptions {
+            retry,
+            local,
+            also_on_success,
+        } = options;
+        let mut events = vec![NewEvent::step(started, name, attempt, json!({}))];
+        if !local {
+            self.write(
+                MissionChange::Keep,
+                vec![entry.clone()],
+                std::mem::take(&mut events),
+            )
+            .await?;
+        }
 
         let span = tracing::info_span!("step", step = name, attempt);
         let limit = self.max_payload_bytes;
@@ -434,12 +468,8 @@ impl Context {
                 entry.error = None;
                 entry.finished_at = Some(Utc::now());
                 let steps = std::iter::once(entry).chain(also_on_success).collect();
-                self.write(
-                    MissionChange::Keep,
-                    steps,
-                    vec![NewEvent::step(succeeded, name, attempt, json!({}))],
-                )
-                .await?;
+                events.push(NewEvent::step(succeeded, name, attempt, json!({})));
+                self.write(MissionChange::Keep, steps, events).await?;
                 Ok(output)
             }
             Err(err) if err.retry == Retry::Retryable && retry.allows_another(attempt as u32) => {
@@ -449,9 +479,14 @@ impl Context {
                 entry.error = Some(err.to_json());
                 entry.wake_at = Some(at);
                 let data = json!({ "error": err.to_json(), "delay_ms": delay.as_millis() as u64, "next_attempt_at": at });
-                let event = NewEvent::step(EventType::StepRetryScheduled, name, attempt, data);
+                events.push(NewEvent::step(
+                    EventType::StepRetryScheduled,
+                    name,
+                    attempt,
+                    data,
+                ));
                 tracing::info!(step = name, attempt, error = %err, ?delay, "step failed; retry scheduled");
-                self.park(entry, event, Some(at)).await
+                self.park(entry, events, Some(at)).await
             }
             Err(err) => {
                 tracing::warn!(step = name, attempt, error = %err, "step failed");
@@ -460,9 +495,13 @@ impl Context {
                 entry.status = StepStatus::Failed;
                 entry.error = Some(error.clone());
                 entry.finished_at = Some(Utc::now());
-                let event = NewEvent::step(failed, name, attempt, json!({ "error": error }));
-                self.write(MissionChange::Keep, vec![entry], vec![event])
-                    .await?;
+                events.push(NewEvent::step(
+                    failed,
+                    name,
+                    attempt,
+                    json!({ "error": error }),
+                ));
+                self.write(MissionChange::Keep, vec![entry], events).await?;
                 Err(WorkflowError::StepFailed {
                     step: name.to_owned(),
                     error,
@@ -543,10 +582,10 @@ impl Context {
     async fn park<T>(
         &mut self,
         entry: StepRecord,
-        event: NewEvent,
+        events: Vec<NewEvent>,
         wake_at: Option<DateTime<Utc>>,
     ) -> WorkflowResult<T> {
-        self.write(MissionChange::Suspend { wake_at }, vec![entry], vec![event])
+        self.write(MissionChange::Suspend { wake_at }, vec![entry], events)
             .await?;
         self.parked = true;
         Err(WorkflowError::Suspended { wake_at })

@@ -399,7 +399,9 @@ impl JournalStore for PgStore {
             )
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
                    output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at,
-                   lease_token
+                   lease_token,
+                   (select coalesce(jsonb_agg(to_jsonb(s) order by s.position), '[]')
+                    from steps s where s.mission_id = claimed.id) as "journal!"
             from claimed
             "#,
             id as MissionId,
@@ -409,7 +411,9 @@ impl JournalStore for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = claimed else { return Ok(None) };
-        let journal = load_journal(&self.pool, id).await?;
+        // The journal comes back in the claim's own round trip, as one JSON array.
+        let journal: Vec<StepRecord> = serde_json::from_value(row.journal)
+            .map_err(|e| StoreError::Corrupt(format!("journal of mission {id}: {e}")))?;
         Ok(Some(Claim {
             lease: Lease {
                 mission: id,

@@ -92,7 +92,7 @@ impl Workflow for PlanWorkflow {
                     ctx.approval(&name, Approval { message, timeout }).await?
                 }
                 Action::Noop(value) => {
-                    let options = Step::new(&name).retry(RetryPolicy::NONE);
+                    let options = Step::new(&name).retry(RetryPolicy::NONE).local();
                     ctx.step(options, || async { Ok::<_, StepError>(value) })
                         .await?
                 }
