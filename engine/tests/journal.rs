@@ -374,3 +374,64 @@ async fn events_are_append_only(pool: PgPool) {
         .await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn concurrent_writes_commit_together_and_stay_fenced_one_by_one(pool: PgPool) {
+    use hypercode_engine::event::{EventType, NewEvent};
+    let store = PgStore::new(pool);
+    let worker = WorkerId("w".into());
+    let mut leases = Vec::new();
+    for _ in 0..40 {
+        let id = MissionId::new();
+        store
+            .submit(hypercode_engine::store::NewMission {
+                id,
+                workflow: "counting".into(),
+                input: json!({}),
+                idempotency_key: None,
+            })
+            .await
+            .unwrap();
+        leases.push(
+            store
+                .claim(id, &worker, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .unwrap()
+                .lease,
+        );
+    }
+    let mut stale = leases[7];
+    stale.token = hypercode_engine::ids::LeaseToken(stale.token.0 - 1);
+    let transition = || Transition {
+        mission: MissionChange::Keep,
+        steps: vec![],
+        events: vec![NewEvent::mission(
+            EventType::MissionSuspended,
+            json!({ "probe": true }),
+        )],
+    };
+    let writes = leases.iter().chain(std::iter::once(&stale)).map(|lease| {
+        let store = store.clone();
+        let lease = *lease;
+        async move { store.apply(&lease, transition()).await }
+    });
+    let results = futures::future::join_all(writes).await;
+    assert!(
+        results[..40].iter().all(|r| r.is_ok()),
+        "every current lease writes"
+    );
+    assert!(
+        matches!(results[40], Err(StoreError::LeaseLost(_))),
+        "the stale one alone is refused"
+    );
+    for lease in &leases {
+        let history = store.history(lease.mission, 0, 10).await.unwrap();
+        let probes = history.iter().filter(|e| e.data["probe"] == true).count();
+        assert_eq!(
+            probes, 1,
+            "mission {} got exactly its own event",
+            lease.mission
+        );
+    }
+}

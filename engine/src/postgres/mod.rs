@@ -10,10 +10,12 @@ use crate::store::{
     MissionStore, NewMission, Outcome, StepRecord, Submitted, Transition,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::time::Duration;
+
+mod group_commit;
+use group_commit::GroupCommit;
 
 /// The migrations of the whole product, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -22,12 +24,15 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    writer: GroupCommit,
 }
 
 impl PgStore {
-    /// Wrap a pool (migrations must have been applied: see [`MIGRATOR`]).
+    /// Wrap a pool (migrations must have been applied: see [`MIGRATOR`]). Starts the
+    /// group-commit writers, so it must be called within a Tokio runtime.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        let writer = GroupCommit::start(pool.clone(), GroupCommit::WRITERS, GroupCommit::MAX_BATCH);
+        Self { pool, writer }
     }
 
     /// The pool, for components that keep their own tables next to the engine's.
@@ -65,45 +70,38 @@ fn events_json(events: &[NewEvent]) -> Value {
     )
 }
 
-/// The mission-row columns a transition sets; `mode` picks which of them apply.
-struct MissionColumns {
-    mode: &'static str,
-    status: Option<MissionStatus>,
-    wake_at: Option<DateTime<Utc>>,
-    output: Option<Value>,
-    error: Option<Value>,
-}
-
-impl From<MissionChange> for MissionColumns {
-    fn from(change: MissionChange) -> Self {
-        let base = |mode, status| MissionColumns {
-            mode,
-            status,
-            wake_at: None,
-            output: None,
-            error: None,
-        };
-        match change {
-            MissionChange::Keep => base("keep", None),
-            MissionChange::Suspend { wake_at } => MissionColumns {
-                wake_at,
-                ..base("park", Some(MissionStatus::Waiting))
-            },
-            MissionChange::Release => base("park", Some(MissionStatus::Pending)),
-            MissionChange::Finish(Outcome::Succeeded(output)) => MissionColumns {
-                output: Some(output),
-                ..base("park", Some(MissionStatus::Succeeded))
-            },
-            MissionChange::Finish(Outcome::Failed(error)) => MissionColumns {
-                error: Some(error),
-                ..base("park", Some(MissionStatus::Failed))
-            },
-            MissionChange::Finish(Outcome::Cancelled(error)) => MissionColumns {
-                error: Some(error),
-                ..base("park", Some(MissionStatus::Cancelled))
-            },
+/// One transition as a row of the group-commit statement: the fenced mission change, the
+/// journal rows and the events. `mode` says which mission columns it sets.
+fn transition_json(lease: &Lease, transition: Transition) -> Value {
+    let (mode, status, wake_at, output, error) = match transition.mission {
+        MissionChange::Keep => ("keep", None, None, None, None),
+        MissionChange::Suspend { wake_at } => {
+            ("park", Some(MissionStatus::Waiting), wake_at, None, None)
         }
-    }
+        MissionChange::Release => ("park", Some(MissionStatus::Pending), None, None, None),
+        MissionChange::Finish(Outcome::Succeeded(output)) => (
+            "park",
+            Some(MissionStatus::Succeeded),
+            None,
+            Some(output),
+            None,
+        ),
+        MissionChange::Finish(Outcome::Failed(error)) => {
+            ("park", Some(MissionStatus::Failed), None, None, Some(error))
+        }
+        MissionChange::Finish(Outcome::Cancelled(error)) => (
+            "park",
+            Some(MissionStatus::Cancelled),
+            None,
+            None,
+            Some(error),
+        ),
+    };
+    json!({
+        "mission_id": lease.mission, "token": lease.token.0, "mode": mode, "status": status,
+        "wake_at": wake_at, "output": output, "error": error,
+        "steps": steps_json(&transition.steps), "events": events_json(&transition.events),
+    })
 }
 
 #[async_trait]
@@ -454,64 +452,9 @@ impl JournalStore for PgStore {
     }
 
     async fn apply(&self, lease: &Lease, transition: Transition) -> StoreResult<LeaseState> {
-        let columns = MissionColumns::from(transition.mission);
-        // One statement, hence one transaction and one round trip: the fenced mission update
-        // gates the journal upsert and the event inserts, which read their rows from it.
-        let cancel_requested = sqlx::query_scalar!(
-            r#"
-            with m as (
-                update missions set
-                    last_seq = last_seq + jsonb_array_length($4::jsonb),
-                    updated_at = now(),
-                    status = coalesce($5::mission_status, status),
-                    wake_at = case when $3 = 'keep' then wake_at else $6 end,
-                    output = coalesce($7, output),
-                    error = coalesce($8, error),
-                    lease_owner = case when $3 = 'keep' then lease_owner end,
-                    lease_expires_at = case when $3 = 'keep' then lease_expires_at end,
-                    enqueued_at = case when $3 = 'keep' then enqueued_at
-                                       when $5 = 'pending' then now() end
-                where id = $1 and lease_token = $2 and status = 'running'
-                returning id, last_seq, cancel_requested
-            ), s as (
-                insert into steps (mission_id, position, name, kind, status, attempts, input, output,
-                                   error, wake_at, started_at, finished_at)
-                select m.id, r.position, r.name, r.kind, r.status, r.attempts, r.input, r.output,
-                       r.error, r.wake_at, r.started_at, r.finished_at
-                from m, jsonb_to_recordset($9::jsonb) as r(
-                    position int, name text, kind step_kind, status step_status, attempts int,
-                    input jsonb, output jsonb, error jsonb, wake_at timestamptz,
-                    started_at timestamptz, finished_at timestamptz)
-                on conflict (mission_id, position) do update set
-                    status = excluded.status, attempts = excluded.attempts, input = excluded.input,
-                    output = excluded.output, error = excluded.error, wake_at = excluded.wake_at,
-                    started_at = excluded.started_at, finished_at = excluded.finished_at,
-                    updated_at = now()
-            ), e as (
-                insert into events (mission_id, seq, type, step, attempt, data)
-                select m.id, m.last_seq - jsonb_array_length($4::jsonb) + r.ord, r.type, r.step,
-                       r.attempt, coalesce(r.data, '{}')
-                from m, rows from (jsonb_to_recordset($4::jsonb)
-                    as (type text, step text, attempt int, data jsonb)) with ordinality
-                    as r(type, step, attempt, data, ord)
-            )
-            select cancel_requested from m
-            "#,
-            lease.mission as MissionId,
-            lease.token.0,
-            columns.mode,
-            events_json(&transition.events),
-            columns.status as Option<MissionStatus>,
-            columns.wake_at,
-            columns.output,
-            columns.error,
-            steps_json(&transition.steps),
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        cancel_requested
-            .map(|cancel_requested| LeaseState { cancel_requested })
-            .ok_or(StoreError::LeaseLost(lease.mission))
+        self.writer
+            .apply(lease.mission, transition_json(lease, transition))
+            .await
     }
 
     async fn due(&self, limit: i64, redeliver_after: Duration) -> StoreResult<Vec<MissionId>> {
