@@ -50,7 +50,12 @@ pub struct WorkerId(pub String);
 impl WorkerId {
     /// A name unique to this process: host name, pid and a random suffix.
     pub fn for_this_process() -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".to_owned());
         let suffix: u32 = rand::random();
         Self(format!("{host}-{}-{suffix:08x}", std::process::id()))
     }
