@@ -30,9 +30,11 @@ impl QueueConfig {
         Config::default().queue(&self.queue).persist_results(false)
     }
 
-    /// The pub/sub channel apalis-redis announces new jobs on.
-    pub fn available_channel(&self) -> String {
-        format!("tasks:{}:available", self.apalis().active_jobs_list())
+    /// The pub/sub channel a wake-up is announced on. apalis-redis files every pushed job as
+    /// scheduled (due now) and announces nothing, so idle workers would only find it on their
+    /// next poll; this announcement lets them fetch at once.
+    pub fn signal_channel(&self) -> String {
+        format!("hypercode:{}:wake", self.queue)
     }
 }
 
