@@ -4,7 +4,17 @@
 mod common;
 
 use common::Harness;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
+use tokio::process::Command;
+
+async fn output(mut command: Command) -> Output {
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("run the binary")
+}
 
 #[tokio::test]
 async fn migrate_is_idempotent_and_keys_print_alone_on_the_last_line() {
@@ -31,13 +41,8 @@ async fn migrate_is_idempotent_and_keys_print_alone_on_the_last_line() {
     let other = harness.create_key("ops2", "viewer").await;
     assert_ne!(other, last, "keys are random");
 
-    let unknown_role = harness
-        .command(&["keys", "create", "--name", "x", "--role", "emperor"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+    let unknown_role =
+        output(harness.command(&["keys", "create", "--name", "x", "--role", "emperor"])).await;
     assert!(!unknown_role.status.success());
 }
 
@@ -52,29 +57,20 @@ async fn secrets_can_come_from_files_but_not_from_both_places() {
     // Secret files usually end with a newline; it is not part of the value.
     std::fs::write(&secret, format!("{}\n", harness.database_url)).unwrap();
 
-    let from_file = harness
-        .command(&["migrate"])
+    let mut command = harness.command(&["migrate"]);
+    command
         .env_remove("DATABASE_URL")
-        .env("DATABASE_URL_FILE", &secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+        .env("DATABASE_URL_FILE", &secret);
+    let from_file = output(command).await;
     assert!(
         from_file.status.success(),
         "{}",
         String::from_utf8_lossy(&from_file.stderr)
     );
 
-    let both = harness
-        .command(&["migrate"])
-        .env("DATABASE_URL_FILE", &secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+    let mut command = harness.command(&["migrate"]);
+    command.env("DATABASE_URL_FILE", &secret);
+    let both = output(command).await;
     assert!(!both.status.success(), "setting both must be refused");
     let stderr = String::from_utf8_lossy(&both.stderr);
     assert!(
@@ -84,15 +80,11 @@ async fn secrets_can_come_from_files_but_not_from_both_places() {
         "{stderr}"
     );
 
-    let missing = harness
-        .command(&["migrate"])
+    let mut command = harness.command(&["migrate"]);
+    command
         .env_remove("DATABASE_URL")
-        .env("DATABASE_URL_FILE", harness.dir.join("no-such-file"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+        .env("DATABASE_URL_FILE", harness.dir.join("no-such-file"));
+    let missing = output(command).await;
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("DATABASE_URL_FILE"));
 }

@@ -96,6 +96,14 @@ fn engine(pool: PgPool, probe: Arc<Probe>) -> Engine {
     )
 }
 
+/// A fresh mission of the `counting` workflow, stored directly (no engine, no wake-up).
+async fn submitted(store: &PgStore) -> MissionId {
+    let id = MissionId::new();
+    let mission = hypercode_engine::store::NewMission { id, workflow: "counting".into(), input: json!({}), idempotency_key: None };
+    store.submit(mission).await.unwrap();
+    id
+}
+
 async fn run_until_settled(engine: &Engine, id: MissionId) -> MissionStatus {
     for _ in 0..100 {
         engine.run_mission(id).await.expect("run");
@@ -191,16 +199,7 @@ async fn a_diverging_replay_fails_with_a_named_error(pool: PgPool) {
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_stale_lease_cannot_write(pool: PgPool) {
     let store = PgStore::new(pool);
-    let id = MissionId::new();
-    store
-        .submit(hypercode_engine::store::NewMission {
-            id,
-            workflow: "counting".into(),
-            input: json!({}),
-            idempotency_key: None,
-        })
-        .await
-        .unwrap();
+    let id = submitted(&store).await;
     let (old, new) = (WorkerId("old".into()), WorkerId("new".into()));
     let first = store
         .claim(id, &old, Duration::from_millis(100))
@@ -320,16 +319,7 @@ async fn oversized_outputs_and_panics_fail_the_mission_clearly(pool: PgPool) {
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_history_of_100_000_events_reads_in_pages(pool: PgPool) {
     let store = PgStore::new(pool.clone());
-    let id = MissionId::new();
-    store
-        .submit(hypercode_engine::store::NewMission {
-            id,
-            workflow: "counting".into(),
-            input: json!({}),
-            idempotency_key: None,
-        })
-        .await
-        .unwrap();
+    let id = submitted(&store).await;
     sqlx::query("insert into events (mission_id, seq, type, data) select $1, s, 'step_succeeded', '{}' from generate_series(2, 100000) s")
         .bind(id.0)
         .execute(&pool)
@@ -353,16 +343,7 @@ async fn a_history_of_100_000_events_reads_in_pages(pool: PgPool) {
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn events_are_append_only(pool: PgPool) {
     let store = PgStore::new(pool.clone());
-    let id = MissionId::new();
-    store
-        .submit(hypercode_engine::store::NewMission {
-            id,
-            workflow: "counting".into(),
-            input: json!({}),
-            idempotency_key: None,
-        })
-        .await
-        .unwrap();
+    let id = submitted(&store).await;
     let update = sqlx::query("update events set type = 'forged' where mission_id = $1")
         .bind(id.0)
         .execute(&pool)
@@ -382,16 +363,7 @@ async fn concurrent_writes_commit_together_and_stay_fenced_one_by_one(pool: PgPo
     let worker = WorkerId("w".into());
     let mut leases = Vec::new();
     for _ in 0..40 {
-        let id = MissionId::new();
-        store
-            .submit(hypercode_engine::store::NewMission {
-                id,
-                workflow: "counting".into(),
-                input: json!({}),
-                idempotency_key: None,
-            })
-            .await
-            .unwrap();
+        let id = submitted(&store).await;
         leases.push(
             store
                 .claim(id, &worker, Duration::from_secs(5))
