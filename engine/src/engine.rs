@@ -20,10 +20,21 @@ pub trait Wake: Send + Sync + 'static {
     async fn wake(&self, id: MissionId) -> Result<(), WakeError>;
 }
 
-/// The queue could not take a wake-up (the reconciler will re-send it).
+/// The queue did not take a wake-up; the reconciler re-sends it later, so this delays the
+/// mission but loses nothing.
 #[derive(Debug, thiserror::Error)]
-#[error("could not enqueue a wake-up: {0}")]
-pub struct WakeError(pub String);
+pub enum WakeError {
+    /// The queue holds as many wake-ups as it should; the mission waits in Postgres until the
+    /// workers catch up (backpressure, not a fault).
+    #[error("the queue is full ({depth} wake-ups waiting)")]
+    Backlogged {
+        /// Wake-ups waiting when this one was refused.
+        depth: u64,
+    },
+    /// The queue could not be reached.
+    #[error("could not enqueue a wake-up: {0}")]
+    Unavailable(String),
+}
 
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
@@ -174,8 +185,14 @@ impl Engine {
 
     /// Send a wake-up; a failure is only logged, since the reconciler re-sends lost wake-ups.
     pub async fn wake(&self, id: MissionId) {
-        if let Err(e) = self.waker.wake(id).await {
-            tracing::warn!(mission = %id, error = %e, "wake-up not enqueued; the reconciler will retry");
+        match self.waker.wake(id).await {
+            Ok(()) => {}
+            Err(e @ WakeError::Backlogged { .. }) => {
+                tracing::debug!(mission = %id, error = %e, "wake-up deferred; the reconciler will send it")
+            }
+            Err(e) => {
+                tracing::warn!(mission = %id, error = %e, "wake-up not enqueued; the reconciler will retry")
+            }
         }
     }
 }

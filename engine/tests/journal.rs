@@ -99,7 +99,12 @@ fn engine(pool: PgPool, probe: Arc<Probe>) -> Engine {
 /// A fresh mission of the `counting` workflow, stored directly (no engine, no wake-up).
 async fn submitted(store: &PgStore) -> MissionId {
     let id = MissionId::new();
-    let mission = hypercode_engine::store::NewMission { id, workflow: "counting".into(), input: json!({}), idempotency_key: None };
+    let mission = hypercode_engine::store::NewMission {
+        id,
+        workflow: "counting".into(),
+        input: json!({}),
+        idempotency_key: None,
+    };
     store.submit(mission).await.unwrap();
     id
 }

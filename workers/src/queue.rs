@@ -6,6 +6,19 @@ use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use async_trait::async_trait;
 use hypercode_engine::{MissionId, Wake, WakeError};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Most wake-ups kept waiting in Redis. apalis-redis files every job in its scheduled set and a
+/// worker's fetch promotes all due ones in one Lua call, which fails past Lua's stack limit
+/// (about 8 000 values) and then fails on every poll. So the queue is a bounded buffer in front
+/// of Postgres: past this depth, wake-ups are refused and the reconciler sends them as the
+/// workers catch up.
+pub const MAX_DEPTH: u64 = 4_000;
+
+/// How long a measured queue depth is trusted before it is measured again.
+const DEPTH_TTL: Duration = Duration::from_millis(100);
 
 /// The job a worker receives: which mission to advance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,24 +61,70 @@ pub async fn storage(config: &QueueConfig) -> Result<RedisStorage<WakeJob>, Work
 #[derive(Debug, Clone)]
 pub struct RedisWake {
     storage: RedisStorage<WakeJob>,
+    conn: ConnectionManager,
+    channel: String,
+    scheduled_key: String,
+    active_key: String,
+    depth: Arc<Mutex<Option<(Instant, u64)>>>,
 }
 
 impl RedisWake {
     /// Connect to the queue.
     pub async fn connect(config: &QueueConfig) -> Result<Self, WorkerError> {
+        let apalis = config.apalis();
         Ok(Self {
             storage: storage(config).await?,
+            conn: apalis_redis::connect(config.redis_url.as_str()).await?,
+            channel: config.signal_channel(),
+            scheduled_key: apalis.scheduled_jobs_set(),
+            active_key: apalis.active_jobs_list(),
+            depth: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Count one more wake-up against the queue's depth. The depth is measured at most every
+    /// [`DEPTH_TTL`]; in between, each accepted wake-up adds one to the estimate.
+    async fn reserve(&self) -> Result<(), WakeError> {
+        let mut depth = self.depth.lock().await;
+        let (measured_at, current) = match *depth {
+            Some((at, n)) if at.elapsed() < DEPTH_TTL => (at, n),
+            _ => {
+                let (scheduled, active): (u64, u64) = redis::pipe()
+                    .zcard(&self.scheduled_key)
+                    .llen(&self.active_key)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(|e| WakeError::Unavailable(e.to_string()))?;
+                (Instant::now(), scheduled + active)
+            }
+        };
+        if current >= MAX_DEPTH {
+            *depth = Some((measured_at, current));
+            return Err(WakeError::Backlogged { depth: current });
+        }
+        *depth = Some((measured_at, current + 1));
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Wake for RedisWake {
     async fn wake(&self, mission: MissionId) -> Result<(), WakeError> {
+        self.reserve().await?;
         let mut storage = self.storage.clone();
         storage
             .push(WakeJob { mission })
             .await
-            .map_err(|e| WakeError(e.to_string()))
+            .map_err(|e| WakeError::Unavailable(e.to_string()))?;
+        // The job is safe in Redis now; a lost announcement only costs a poll interval.
+        let announced: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(mission.to_string())
+            .query_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = announced {
+            tracing::debug!(error = %e, "wake-up announcement failed; workers will poll");
+        }
+        Ok(())
     }
 }
