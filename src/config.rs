@@ -53,6 +53,8 @@ pub struct Settings {
     pub redeliver_after: Duration,
     /// `HYPERCODE_DB_POOL`: connections per process.
     pub db_pool: u32,
+    /// `HYPERCODE_QUEUE_MAX_DEPTH`: wake-ups kept waiting in Redis before backpressure.
+    pub queue_max_depth: u64,
 }
 
 impl Settings {
@@ -67,6 +69,11 @@ impl Settings {
             tick: Duration::from_millis(number("HYPERCODE_TICK_MS", 100)?.max(5)),
             redeliver_after: Duration::from_millis(number("HYPERCODE_REDELIVER_AFTER_MS", 10_000)?),
             db_pool: number("HYPERCODE_DB_POOL", 16)? as u32,
+            queue_max_depth: number(
+                "HYPERCODE_QUEUE_MAX_DEPTH",
+                hypercode_workers::queue::MAX_DEPTH,
+            )?
+            .clamp(1, 7_000),
         })
     }
 

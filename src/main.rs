@@ -135,7 +135,7 @@ async fn engine(settings: &Settings) -> Result<(Engine, queue::QueueConfig)> {
         redis_url: settings.redis_url()?.to_owned(),
         queue: settings.queue.clone(),
     };
-    let wake = queue::RedisWake::connect(&queue)
+    let wake = queue::RedisWake::connect(&queue, settings.queue_max_depth)
         .await
         .context("connecting to HYPERCODE_REDIS_URL")?;
     let http = reqwest::Client::builder()

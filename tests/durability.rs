@@ -320,3 +320,43 @@ async fn redis_flushed_under_a_running_worker() {
     assert_eq!(h.callee.with_key(&format!("{id}:a")).len(), 1);
     assert_eq!(h.callee.with_key(&format!("{id}:b")).len(), 1);
 }
+
+/// A burst larger than the queue may hold: wake-ups past the depth limit are refused, those
+/// missions wait in Postgres, and the reconciler feeds them in as the workers drain the queue.
+#[tokio::test]
+async fn a_burst_beyond_the_queue_depth_completes() {
+    let mut h = Harness::with(Options {
+        workers: 0,
+        redeliver_after_ms: Some(300),
+        env: vec![("HYPERCODE_QUEUE_MAX_DEPTH", "3".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let m = h.submit(json!([{ "name": "a", "noop": { "i": i } }])).await;
+        ids.push(id_of(&m));
+    }
+    let queue = hypercode_workers::queue::QueueConfig {
+        redis_url: h.redis_url.clone(),
+        queue: h.queue.clone(),
+    };
+    let client = redis::Client::open(h.redis_url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let waiting: u64 = redis::cmd("ZCARD")
+        .arg(queue.apalis().scheduled_jobs_set())
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert_eq!(waiting, 3, "the queue holds no more than its depth");
+
+    h.start_worker().await;
+    for id in &ids {
+        let mission = h.wait_terminal(id, "succeeded", secs(30)).await;
+        assert_eq!(step(&mission, "a")["attempts"], 1);
+    }
+}

@@ -403,6 +403,8 @@ pub struct Options {
     pub redeliver_after_ms: Option<u64>,
     /// Use this Redis URL instead of the shared one.
     pub redis_url: Option<String>,
+    /// Further environment variables for every child process.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -415,6 +417,7 @@ impl Default for Options {
             tick_ms: None,
             redeliver_after_ms: None,
             redis_url: None,
+            env: Vec::new(),
         }
     }
 }
@@ -527,6 +530,7 @@ impl Harness {
                 None => cmd.env_remove(name),
             };
         }
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// Most wake-ups kept waiting in Redis. apalis-redis files every job in its scheduled set and a
+/// Default for the most wake-ups kept waiting in Redis. apalis-redis files every job in its scheduled set and a
 /// worker's fetch promotes all due ones in one Lua call, which fails past Lua's stack limit
 /// (about 8 000 values) and then fails on every poll. So the queue is a bounded buffer in front
 /// of Postgres: past this depth, wake-ups are refused and the reconciler sends them as the
@@ -65,12 +65,13 @@ pub struct RedisWake {
     channel: String,
     scheduled_key: String,
     active_key: String,
+    max_depth: u64,
     depth: Arc<Mutex<Option<(Instant, u64)>>>,
 }
 
 impl RedisWake {
-    /// Connect to the queue.
-    pub async fn connect(config: &QueueConfig) -> Result<Self, WorkerError> {
+    /// Connect to the queue; at most `max_depth` wake-ups are kept waiting (see [`MAX_DEPTH`]).
+    pub async fn connect(config: &QueueConfig, max_depth: u64) -> Result<Self, WorkerError> {
         let apalis = config.apalis();
         Ok(Self {
             storage: storage(config).await?,
@@ -78,6 +79,7 @@ impl RedisWake {
             channel: config.signal_channel(),
             scheduled_key: apalis.scheduled_jobs_set(),
             active_key: apalis.active_jobs_list(),
+            max_depth,
             depth: Arc::new(Mutex::new(None)),
         })
     }
@@ -98,7 +100,7 @@ impl RedisWake {
                 (Instant::now(), scheduled + active)
             }
         };
-        if current >= MAX_DEPTH {
+        if current >= self.max_depth {
             *depth = Some((measured_at, current));
             return Err(WakeError::Backlogged { depth: current });
         }
