@@ -2,6 +2,7 @@
 //! secrets convention); setting both is refused, so a stale variable can never win silently.
 
 use anyhow::{bail, Context as _, Result};
+use hypercode_api::rate_limit::{RateLimits, DEFAULT_RATE};
 use std::time::Duration;
 
 /// Read a secret from `NAME` or from the file named by `NAME_FILE`.
@@ -34,6 +35,30 @@ fn number(name: &str, default: u64) -> Result<u64> {
     }
 }
 
+/// A number of at most `u32::MAX`, or `None` when the variable is not set.
+fn optional_u32(name: &str) -> Result<Option<u32>> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{name}={value} is not a whole number below 2^32")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `HYPERCODE_RATE_LIMIT` and its per-role overrides (requests per second per key; 0 is no
+/// limit).
+fn rate_limits() -> Result<RateLimits> {
+    Ok(RateLimits {
+        default: optional_u32("HYPERCODE_RATE_LIMIT")?.unwrap_or(DEFAULT_RATE),
+        admin: optional_u32("HYPERCODE_RATE_LIMIT_ADMIN")?,
+        operator: optional_u32("HYPERCODE_RATE_LIMIT_OPERATOR")?,
+        agent: optional_u32("HYPERCODE_RATE_LIMIT_AGENT")?,
+        viewer: optional_u32("HYPERCODE_RATE_LIMIT_VIEWER")?,
+    })
+}
+
 /// Everything the processes read from the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -55,6 +80,8 @@ pub struct Settings {
     pub db_pool: u32,
     /// `HYPERCODE_QUEUE_MAX_DEPTH`: wake-ups kept waiting in Redis before backpressure.
     pub queue_max_depth: u64,
+    /// `HYPERCODE_RATE_LIMIT` and `HYPERCODE_RATE_LIMIT_{ADMIN,OPERATOR,AGENT,VIEWER}`.
+    pub rate_limits: RateLimits,
 }
 
 impl Settings {
@@ -74,6 +101,7 @@ impl Settings {
                 hypercode_workers::queue::MAX_DEPTH,
             )?
             .clamp(1, 7_000),
+            rate_limits: rate_limits()?,
         })
     }
 

@@ -3,9 +3,10 @@
 
 mod config;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use config::Settings;
+use hypercode_api::rate_limit::RateLimiter;
 use hypercode_api::{keys, AppState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
 use hypercode_workers::{queue, reconciler, worker};
@@ -64,6 +65,17 @@ enum KeysCommand {
         #[arg(long)]
         role: keys::Role,
     },
+    /// List every key: id, name, role, creation time, whether revoked (never the secrets).
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id; it stops working with the next request.
+    Revoke {
+        /// The key's id (see `keys list`).
+        id: String,
+    },
 }
 
 #[tokio::main]
@@ -80,19 +92,7 @@ async fn main() -> Result<()> {
                 .context("applying migrations")?;
             println!("migrations applied");
         }
-        Command::Keys {
-            command: KeysCommand::Create { name, role },
-        } => {
-            let pool = connect(&settings).await?;
-            let created = keys::create(&pool, &name, role).await?;
-            println!(
-                "created {} key `{}` ({})",
-                created.role.as_str(),
-                created.name,
-                created.id
-            );
-            println!("{}", created.key);
-        }
+        Command::Keys { command } => manage_keys(&settings, command).await?,
         Command::Serve {
             worker,
             concurrency,
@@ -102,6 +102,48 @@ async fn main() -> Result<()> {
             let (engine, queue) = engine(&settings).await?;
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn manage_keys(settings: &Settings, command: KeysCommand) -> Result<()> {
+    let pool = connect(settings).await?;
+    match command {
+        KeysCommand::Create { name, role } => {
+            let created = keys::create(&pool, &name, role).await?;
+            println!(
+                "created {} key `{}` ({})",
+                created.role.as_str(),
+                created.name,
+                created.id
+            );
+            // The only place a key is ever shown.
+            println!("{}", created.key);
+        }
+        KeysCommand::List { json } => {
+            let listed = keys::list(&pool).await?;
+            if json {
+                println!("{}", keys::to_json(&listed));
+            } else {
+                print!("{}", keys::table(&listed));
+            }
+        }
+        KeysCommand::Revoke { id: raw } => {
+            // Not a UUID cannot be any key's id: the same answer as an unknown id.
+            let outcome = match raw.trim().parse() {
+                Ok(id) => keys::revoke(&pool, id).await?,
+                Err(_) => keys::Revocation::Unknown,
+            };
+            match outcome {
+                keys::Revocation::Revoked(name) => println!("revoked key `{name}` ({raw})"),
+                keys::Revocation::AlreadyRevoked(at) => {
+                    bail!("key {raw} was already revoked (at {at})")
+                }
+                keys::Revocation::Unknown => {
+                    bail!("no API key has the id `{raw}` (see `hypercode keys list`)")
+                }
+            }
         }
     }
     Ok(())
@@ -175,7 +217,13 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
         });
     }
     let pool = connect(&settings).await?;
-    let app = hypercode_api::app(AppState { engine, pool });
+    let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
+        .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
+    let app = hypercode_api::app(AppState {
+        engine,
+        pool,
+        limiter,
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

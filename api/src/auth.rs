@@ -1,20 +1,32 @@
-//! Authentication and authorization, as extractors: a handler that takes [`Reader`] or
-//! [`Operator`] cannot run for a caller without a live key (401) or the right role (403).
-//! Being extractors placed before the body and path, they also decide first, so an anonymous
-//! caller learns nothing about which ids exist or what a valid body looks like.
+//! Authentication, rate limiting and authorization.
+//!
+//! [`authenticate`] is the middleware of every route that needs a key: it looks the key up (on
+//! every request: a revoked key fails at once, nothing is cached), takes a token from the key's
+//! rate-limit bucket ([`crate::rate_limit`]) and leaves the [`Principal`] in the request's
+//! extensions. The extractors [`Reader`] and [`Operator`] then check the role (403); a handler
+//! that takes one cannot run for a caller without a live key (401), within its rate (429) and
+//! with the right role. Should a route be reached without the middleware, the extractor
+//! authenticates and rate-limits itself, so each request is authenticated exactly once.
+//! Both run before the body and path are looked at, so an anonymous caller learns nothing
+//! about which ids exist or what a valid body looks like.
 //!
 //! | role     | read missions | submit, decide, cancel |
 //! |----------|---------------|------------------------|
 //! | admin    | yes           | yes                    |
 //! | operator | yes           | yes                    |
-//! | agent    | yes           | no                     |
+//! | agent    | no            | no                     |
 //! | viewer   | yes           | no                     |
+//!
+//! Agents are automated callers meant for the agent endpoints and heartbeats only; no mission
+//! route, not even a read, is open to them.
 
 use crate::error::ApiError;
 use crate::keys::{self, Principal, Role};
 use crate::AppState;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
 /// The header carrying a bare key.
 const API_KEY_HEADER: &str = "x-api-key";
@@ -38,7 +50,7 @@ enum Access {
 impl Access {
     fn allows(self, role: Role) -> bool {
         match self {
-            Self::Read => true,
+            Self::Read => matches!(role, Role::Admin | Role::Operator | Role::Viewer),
             Self::Operate => matches!(role, Role::Admin | Role::Operator),
         }
     }
@@ -46,7 +58,7 @@ impl Access {
     /// The roles to name in a 403, so the caller knows what key to ask for.
     fn required(self) -> &'static str {
         match self {
-            Self::Read => "viewer, agent, operator or admin",
+            Self::Read => "viewer, operator or admin",
             Self::Operate => "operator or admin",
         }
     }
@@ -68,11 +80,53 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-async fn authorize(parts: &Parts, state: &AppState, access: Access) -> Result<Principal, ApiError> {
-    let presented = presented_key(&parts.headers)?;
+/// Middleware: authenticate the request's key and apply its rate limit, once, before any
+/// extractor runs; the [`Principal`] is left in the request's extensions.
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match admit(request.headers(), &state).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The live key presented in `headers` (401 if none), within its rate limit (429 if not).
+async fn admit(headers: &HeaderMap, state: &AppState) -> Result<Principal, ApiError> {
+    let presented = presented_key(headers)?;
     let principal = keys::authenticate(&state.pool, presented)
         .await?
         .ok_or(ApiError::Unauthorized("the API key is invalid or revoked"))?;
+    state
+        .limiter
+        .check(&principal)
+        .await
+        .map_err(|limited| ApiError::TooManyRequests {
+            limit: limited.limit,
+            burst: limited.burst,
+            retry_after_s: limited.retry_after_s,
+        })?;
+    Ok(principal)
+}
+
+async fn authorize(
+    parts: &mut Parts,
+    state: &AppState,
+    access: Access,
+) -> Result<Principal, ApiError> {
+    let principal = match parts.extensions.get::<Principal>() {
+        Some(principal) => principal.clone(),
+        None => {
+            let principal = admit(&parts.headers, state).await?;
+            parts.extensions.insert(principal.clone());
+            principal
+        }
+    };
     if !access.allows(principal.role) {
         return Err(ApiError::Forbidden(format!(
             "this action requires the {} role; key `{}` has the {} role",
@@ -138,8 +192,19 @@ mod tests {
 
     #[test]
     fn only_operators_and_admins_operate() {
+        assert!(Access::Read.allows(Role::Admin));
+        assert!(Access::Read.allows(Role::Operator));
+        assert!(Access::Read.allows(Role::Viewer));
+        assert!(!Access::Read.allows(Role::Agent));
         for role in Role::ALL {
-            assert!(Access::Read.allows(role));
+            // A 403 names the roles that would have been allowed.
+            for access in [Access::Read, Access::Operate] {
+                assert_eq!(
+                    access.allows(role),
+                    access.required().contains(role.as_str()),
+                    "{access:?} {role}"
+                );
+            }
         }
         assert!(Access::Operate.allows(Role::Admin));
         assert!(Access::Operate.allows(Role::Operator));

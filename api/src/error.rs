@@ -78,6 +78,18 @@ pub enum ApiError {
     /// reused idempotency key).
     #[error("{0}")]
     Conflict(String),
+    /// The key's rate limit is exhausted; `retry_after_s` (at least 1) is the `Retry-After`.
+    #[error(
+        "this API key may make {limit} requests per second (bursts of {burst}); retry in {retry_after_s} s"
+    )]
+    TooManyRequests {
+        /// Sustained requests per second allowed to the key.
+        limit: u32,
+        /// The bucket's size.
+        burst: u64,
+        /// Whole seconds until a request will be accepted again.
+        retry_after_s: u64,
+    },
     /// The request took longer than the server allows.
     #[error("the request took too long to process")]
     Timeout,
@@ -159,6 +171,11 @@ impl ApiError {
                 "Payload too large",
             ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
             Self::Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
@@ -225,6 +242,9 @@ impl IntoResponse for ApiError {
             }
             Self::Timeout | Self::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::TooManyRequests { retry_after_s, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
             }
             _ => {}
         }

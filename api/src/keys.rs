@@ -32,7 +32,8 @@ pub enum Role {
     Admin,
     /// Reads, and submitting, deciding and cancelling missions.
     Operator,
-    /// An automated caller; reads only on the mission routes.
+    /// An automated caller: the agent endpoints and heartbeats only, none of the mission
+    /// routes (not even reads).
     Agent,
     /// Reads only.
     Viewer,
@@ -75,7 +76,8 @@ impl std::str::FromStr for Role {
 }
 
 /// A freshly created key. `key` is the only copy of the secret: show it once, then drop it.
-#[derive(Debug, Clone, Serialize)]
+/// (Its `Debug` leaves the secret out, so it cannot reach a log by accident.)
+#[derive(Clone)]
 pub struct CreatedKey {
     /// The key's id (for revocation).
     pub id: Uuid,
@@ -85,6 +87,17 @@ pub struct CreatedKey {
     pub role: Role,
     /// The secret itself (`hc_` and 40 base64url characters).
     pub key: String,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A stored key, without its secret.
@@ -163,21 +176,96 @@ pub async fn list(pool: &PgPool) -> Result<Vec<KeyInfo>, KeyError> {
     .await?)
 }
 
-/// Revoke a key; it never authenticates again. False when there is no such live key (unknown,
-/// or already revoked: the first revocation time is kept).
-pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<bool, KeyError> {
-    let revoked = sqlx::query!(
-        "update api_keys set revoked_at = now() where id = $1 and revoked_at is null",
+/// What [`revoke`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The key was live and is revoked now; this is its name.
+    Revoked(String),
+    /// The key was revoked already, at this time (which is kept).
+    AlreadyRevoked(DateTime<Utc>),
+    /// No key has this id.
+    Unknown,
+}
+
+/// Revoke a key; it never authenticates again, from the next request on (authentication reads
+/// the table on every request; nothing is cached).
+pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<Revocation, KeyError> {
+    let revoked = sqlx::query_scalar!(
+        "update api_keys set revoked_at = now() where id = $1 and revoked_at is null returning name",
         id,
     )
-    .execute(pool)
-    .await?
-    .rows_affected()
-        > 0;
-    if revoked {
-        tracing::info!(key_id = %id, "API key revoked");
+    .fetch_optional(pool)
+    .await?;
+    if let Some(name) = revoked {
+        tracing::info!(key_id = %id, name, "API key revoked");
+        return Ok(Revocation::Revoked(name));
     }
-    Ok(revoked)
+    let earlier = sqlx::query_scalar!("select revoked_at from api_keys where id = $1", id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match earlier {
+        Some(Some(at)) => Revocation::AlreadyRevoked(at),
+        // Live a moment ago but not now cannot happen (revocation is final); report it as
+        // unknown rather than guess.
+        Some(None) | None => Revocation::Unknown,
+    })
+}
+
+/// `keys list`'s human table: id, name, role, creation time and whether revoked. Never the
+/// secrets, which are not stored.
+pub fn table(keys: &[KeyInfo]) -> String {
+    let rows: Vec<[String; 5]> = keys
+        .iter()
+        .map(|k| {
+            [
+                k.id.to_string(),
+                k.name.clone(),
+                k.role.to_string(),
+                k.created_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                match k.revoked_at {
+                    Some(at) => format!("yes ({})", at.format("%Y-%m-%dT%H:%M:%SZ")),
+                    None => "no".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    let header = ["ID", "NAME", "ROLE", "CREATED_AT", "REVOKED"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `keys list --json`: an array of `{"id", "name", "role", "created_at", "revoked",
+/// "revoked_at"}`.
+pub fn to_json(keys: &[KeyInfo]) -> String {
+    let listing: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "id": k.id,
+                "name": k.name,
+                "role": k.role,
+                "created_at": k.created_at,
+                "revoked": k.revoked_at.is_some(),
+                "revoked_at": k.revoked_at,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(listing).to_string()
 }
 
 /// The live key matching `presented`, or `None` (unknown, malformed or revoked).
@@ -271,6 +359,56 @@ mod tests {
         assert_eq!(digest.len(), 32);
         assert_eq!(digest, hash("hc_test"));
         assert_ne!(digest, hash("hc_tesu"));
+    }
+
+    #[test]
+    fn created_keys_do_not_debug_print_their_secret() {
+        let created = CreatedKey {
+            id: Uuid::now_v7(),
+            name: "n".to_owned(),
+            role: Role::Admin,
+            key: generate(),
+        };
+        let printed = format!("{created:?} {created:#?}");
+        assert!(!printed.contains(&created.key), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+    }
+
+    #[test]
+    fn listings_have_every_column() {
+        let at = Utc::now();
+        let keys = [
+            KeyInfo {
+                id: Uuid::now_v7(),
+                name: "ops".to_owned(),
+                role: Role::Operator,
+                created_at: at,
+                revoked_at: None,
+            },
+            KeyInfo {
+                id: Uuid::now_v7(),
+                name: "old viewer".to_owned(),
+                role: Role::Viewer,
+                created_at: at,
+                revoked_at: Some(at),
+            },
+        ];
+        let table = table(&keys);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("ID") && lines[0].ends_with("REVOKED"));
+        assert!(
+            lines[1].contains("operator") && lines[1].ends_with("no"),
+            "{table}"
+        );
+        assert!(lines[2].contains(" yes ("), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&to_json(&keys)).unwrap_or_default();
+        assert_eq!(json[0]["role"], "operator");
+        assert_eq!(json[0]["revoked"], false);
+        assert_eq!(json[1]["revoked"], true);
+        assert_eq!(json[1]["id"], keys[1].id.to_string());
+        assert!(json[0]["created_at"].is_string());
+        assert!(json[0]["revoked_at"].is_null());
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //!
 //! [`app`] builds the whole service; the binary serves it. How the crate is laid out:
 //! - `missions`: the `/api/v1/missions` handlers, thin translations to [`Engine`] calls.
+//! - `events`: `/api/v1/events`, history events of all missions as a live, resumable SSE stream.
 //! - `views`: the response bodies, the JSON contract spelled out field by field.
 //! - `cursor`: the opaque keyset cursor of the mission list.
-//! - `auth`: the `Reader`/`Operator` extractors that authenticate a key and check its role.
+//! - `auth`: the middleware that authenticates a key (once per request) and applies its rate
+//!   limit, and the `Reader`/`Operator` extractors that check its role.
+//! - [`rate_limit`]: per-key token buckets in Redis, shared by every API replica.
 //! - [`keys`]: API keys (create, list, revoke, authenticate), also used by the key CLI.
 //! - `extract`: JSON, path and query extractors whose rejections are problem details, with
 //!   JSON pointers to the offending value.
@@ -16,9 +19,11 @@
 mod auth;
 mod cursor;
 mod error;
+mod events;
 mod extract;
 pub mod keys;
 mod missions;
+pub mod rate_limit;
 mod views;
 
 use crate::error::{ApiError, PROBLEM_JSON};
@@ -52,13 +57,23 @@ pub struct AppState {
     pub engine: Engine,
     /// The database, for API keys (the engine's tables are reached through the engine).
     pub pool: PgPool,
+    /// The per-key rate limiter (shared by every replica through Redis).
+    pub limiter: rate_limit::RateLimiter,
 }
 
 /// The whole API with its middleware, ready to serve.
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
-        .route("/healthz", get(healthz))
         .merge(missions::routes())
+        .merge(events::routes())
+        // Authentication and the per-key rate limit, once per request, for the routes added
+        // above only: /healthz (below) stays open, and unknown routes and wrong methods keep
+        // their 404 and 405.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .route("/healthz", get(healthz))
         .fallback(not_found)
         // After the routes: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)

@@ -6,7 +6,7 @@
 
 use crate::auth::{Operator, Reader};
 use crate::cursor::Cursor;
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Path, Query};
 use crate::views::{EventView, HistoryPage, MissionDetail, MissionPage, MissionView};
 use crate::AppState;
@@ -26,6 +26,11 @@ const LIST_LIMIT_MAX: i64 = 500;
 /// History page sizes.
 const HISTORY_LIMIT_DEFAULT: i64 = 1000;
 const HISTORY_LIMIT_MAX: i64 = 10_000;
+
+/// The deepest nesting of arrays and objects accepted in a mission's input (`{}` and `[]` are
+/// one level; scalars add none). Later stages walk inputs recursively (serialization, for
+/// one), so depth is bounded here, well below serde_json's own parsing limit of 128.
+const MAX_INPUT_DEPTH: usize = 64;
 
 /// The routes, relative to the root.
 pub(crate) fn routes() -> Router<AppState> {
@@ -51,6 +56,13 @@ async fn submit(
     State(state): State<AppState>,
     Json(body): Json<SubmitBody>,
 ) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
+    let depth = depth(&body.input);
+    if depth > MAX_INPUT_DEPTH {
+        return Err(ApiError::InvalidInput(vec![FieldError::new(
+            "/input",
+            format!("the input is nested {depth} levels deep; the limit is {MAX_INPUT_DEPTH}"),
+        )]));
+    }
     let submitted = state
         .engine
         .submit(&body.workflow, body.input, body.idempotency_key)
@@ -243,6 +255,27 @@ fn mission_id(raw: &str) -> Result<MissionId, ApiError> {
         .map_err(|e| ApiError::InvalidParameter(format!("path parameter `id` must be a UUID: {e}")))
 }
 
+/// How deeply arrays and objects nest in `value` (0 for a scalar), found with an explicit stack
+/// rather than recursion, so no input can exhaust the thread's stack.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(items) => {
+                deepest = deepest.max(level);
+                stack.extend(items.iter().map(|item| (item, level + 1)));
+            }
+            Value::Object(fields) => {
+                deepest = deepest.max(level);
+                stack.extend(fields.values().map(|field| (field, level + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Empty query values (`?status=`) mean "not given", as HTML forms send them.
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
@@ -277,6 +310,26 @@ mod tests {
                 matches!(&error, Err(ApiError::InvalidParameter(d)) if d.contains("`limit`")),
                 "{bad}: {error:?}"
             );
+        }
+    }
+
+    #[test]
+    fn depth_counts_nested_containers() {
+        use serde_json::json;
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!("s")), 0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!([1, 2])), 1);
+        assert_eq!(depth(&json!({ "a": [1, { "b": null }], "c": 2 })), 3);
+        // Built by hand: far deeper than serde_json would parse, and no stack overflow.
+        let mut deep = json!(0);
+        for _ in 0..100_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        assert_eq!(depth(&deep), 100_000);
+        // Dropping a Value recurses; unwind it iteratively.
+        while let Value::Array(mut items) = deep {
+            deep = items.pop().unwrap_or(Value::Null);
         }
     }
 

@@ -218,5 +218,46 @@ pub trait JournalStore: Send + Sync + 'static {
 }
 
 /// A complete storage backend.
-pub trait Store: MissionStore + JournalStore {}
-impl<T: MissionStore + JournalStore> Store for T {}
+pub trait Store: MissionStore + JournalStore + EventFeed {}
+impl<T: MissionStore + JournalStore + EventFeed> Store for T {}
+
+/// The global feed of history events, for live followers (`GET /api/v1/events`). Every event of
+/// every mission has a *position* (its `id`): unique, never reused, and the feed delivers events
+/// in position order. Positions are drawn when events are inserted, but transactions commit in
+/// any order, so a follower must not read past the *horizon*: the position up to which every
+/// event is committed (or rolled back) for good. Reading only up to the horizon, a follower that
+/// resumes "after position N" can never miss an event that committed late behind its cursor.
+///
+/// Events are handed out as `(position, mission, event)`.
+#[async_trait]
+pub trait EventFeed: Send + Sync + 'static {
+    /// Start following the feed: a background task (with one database connection of its own)
+    /// learns of every commit that appends events, in any process, and publishes the horizon.
+    /// The first value is already a valid horizon, and it only grows. Each call starts one such
+    /// task, which lives as long as a receiver does: call it once per process and share it.
+    async fn follow_feed(&self) -> StoreResult<tokio::sync::watch::Receiver<i64>>;
+
+    /// The last position handed out so far (committed or not): no event has a larger one.
+    async fn feed_head(&self) -> StoreResult<i64>;
+
+    /// Events of all missions with `after < position <= upto`, in position order, at most
+    /// `limit`.
+    async fn feed_page(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, MissionId, Event)>>;
+
+    /// One mission's events after position `after` and after `seq` `after_seq`, in `seq` order
+    /// (the mission's own, which its positions follow), stopping before the first one above
+    /// `upto`; at most `limit`.
+    async fn mission_feed_page(
+        &self,
+        mission: MissionId,
+        after: i64,
+        after_seq: i64,
+        upto: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, MissionId, Event)>>;
+}

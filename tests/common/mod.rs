@@ -446,6 +446,8 @@ pub struct Harness {
     pub serve: Option<Proc>,
     /// The workers, in start order.
     pub workers: Vec<Proc>,
+    /// Further API servers on the same database and Redis ([`Harness::start_another_serve`]).
+    pub other_serves: Vec<Proc>,
     options: Options,
     database: String,
     spawned: usize,
@@ -484,6 +486,7 @@ impl Harness {
             dir,
             serve: None,
             workers: Vec::new(),
+            other_serves: Vec::new(),
             options: options.clone(),
             database,
             spawned: 0,
@@ -579,7 +582,23 @@ impl Harness {
     /// Start the API server (`serve`, with `--worker` if the options say so) and wait until it
     /// prints its address.
     pub async fn start_serve(&mut self) {
-        let log = self.log_path("serve");
+        let (address, proc) = self.spawn_serve("serve").await;
+        self.base = address;
+        self.serve = Some(proc);
+    }
+
+    /// Start one more API server (a replica sharing the database and Redis); returns its base
+    /// URL. `base` and `serve` stay the first one's.
+    pub async fn start_another_serve(&mut self) -> String {
+        let name = format!("serve-{}", self.other_serves.len() + 2);
+        let (address, proc) = self.spawn_serve(&name).await;
+        self.other_serves.push(proc);
+        address
+    }
+
+    /// Spawn `serve` and wait until it prints its address.
+    async fn spawn_serve(&mut self, name: &str) -> (String, Proc) {
+        let log = self.log_path(name);
         let stderr = std::fs::File::create(&log).expect("create the serve log");
         let mut args = vec!["serve"];
         if self.options.serve_with_worker {
@@ -611,12 +630,12 @@ impl Harness {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.base = address.trim_end_matches('/').to_owned();
-        self.serve = Some(Proc {
-            name: "serve".to_owned(),
+        let proc = Proc {
+            name: name.to_owned(),
             log,
             child,
-        });
+        };
+        (address.trim_end_matches('/').to_owned(), proc)
     }
 
     /// Start one more `worker` process; returns its index in `workers`.
@@ -828,6 +847,7 @@ impl Drop for Harness {
     fn drop(&mut self) {
         let failed = std::thread::panicking();
         let mut procs: Vec<&mut Proc> = self.serve.iter_mut().collect();
+        procs.extend(self.other_serves.iter_mut());
         procs.extend(self.workers.iter_mut());
         if failed {
             eprintln!(

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::time::Duration;
 
+mod feed;
 mod group_commit;
 use group_commit::GroupCommit;
 
