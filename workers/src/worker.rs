@@ -36,9 +36,9 @@ async fn handle(job: WakeJob, engine: Data<Engine>) -> Result<(), BoxDynError> {
 
 /// A stream that yields whenever a wake-up is announced on the queue's channel, and at least
 /// every [`FALLBACK_POLL`].
-async fn wake_signals(
+pub async fn wake_signals(
     config: &QueueConfig,
-) -> Result<Coalesce<impl Stream<Item = ()> + Unpin + Send>, WorkerError> {
+) -> Result<impl Stream<Item = ()> + Unpin + Send, WorkerError> {
     let client = redis::Client::open(config.redis_url.as_str())?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(config.signal_channel()).await?;

@@ -7,9 +7,9 @@
 use anyhow::Result;
 use apalis::prelude::{BackendExt, BoxDynError, Data, TaskSink, WorkerBuilder, WorkerBuilderExt};
 use clap::Parser;
-use futures::StreamExt;
 use hypercode_engine::MissionId;
 use hypercode_workers::queue::{storage, QueueConfig, WakeJob};
+use hypercode_workers::worker::wake_signals;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,35 +27,6 @@ struct Args {
     /// Worker concurrency (as `hypercode worker --concurrency`).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-}
-
-/// Folds pending wake signals into one item, as `hypercode worker` does (apalis polls its wake
-/// stream once per fetch).
-struct Coalesce<S>(S);
-
-impl<S: futures::Stream<Item = ()> + Unpin> futures::Stream for Coalesce<S> {
-    type Item = ();
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<()>> {
-        use std::task::Poll;
-        let mut fired = false;
-        loop {
-            match self.0.poll_next_unpin(cx) {
-                Poll::Ready(Some(())) => fired = true,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => {
-                    return if fired {
-                        Poll::Ready(Some(()))
-                    } else {
-                        Poll::Pending
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Counts handled jobs and notes when the first and the last ran.
@@ -105,16 +76,9 @@ async fn main() -> Result<()> {
     let push_secs = push_start.elapsed().as_secs_f64();
 
     let client = redis::Client::open(config.redis_url.as_str())?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(config.signal_channel()).await?;
-    let signals = Coalesce(futures::stream::select(
-        pubsub.into_on_message().map(|_| ()),
-        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_millis(
-            500,
-        )))
-        .map(|_| ()),
-    ));
-    let backend = storage(&config).await?.poll_with_stream(signals);
+    let backend = storage(&config)
+        .await?
+        .poll_with_stream(wake_signals(&config).await?);
     let tally = Arc::new(Tally {
         n: args.n,
         done: AtomicUsize::new(0),
