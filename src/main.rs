@@ -1,6 +1,8 @@
 //! The `hypercode` binary: migrations, the API server, the workers and key management, wired
-//! from the library crates. This is the only place `anyhow` is used.
+//! from the library crates, and `mission ...`, a client of the HTTP API. This is the only place
+//! `anyhow` is used.
 
+mod client;
 mod config;
 
 use anyhow::{bail, Context as _, Result};
@@ -11,6 +13,7 @@ use hypercode_api::{keys, AppState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
 use hypercode_workers::{queue, reconciler, worker};
 use sqlx::postgres::PgPoolOptions;
+use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "hypercode",
     version,
-    about = "HyperCode: a durable mission runner"
+    about = "HyperCode: a durable mission runner",
+    after_help = client::EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +56,10 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Submit, list, inspect, approve, cancel and watch missions on a server over its HTTP API
+    /// (HYPERCODE_URL, HYPERCODE_API_KEY; no database needed).
+    #[command(after_help = client::EXIT_CODES)]
+    Mission(client::MissionArgs),
 }
 
 #[derive(Subcommand)]
@@ -79,9 +87,13 @@ enum KeysCommand {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<ExitCode> {
     init_tracing();
     let cli = Cli::parse();
+    // The client talks to a server over HTTP: it must not need the server's settings.
+    if let Command::Mission(args) = cli.command {
+        return Ok(client::run(args).await);
+    }
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
@@ -103,8 +115,9 @@ async fn main() -> Result<()> {
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
+        Command::Mission(_) => unreachable!("handled above"),
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn manage_keys(settings: &Settings, command: KeysCommand) -> Result<()> {

@@ -10,12 +10,12 @@
 //! Both run before the body and path are looked at, so an anonymous caller learns nothing
 //! about which ids exist or what a valid body looks like.
 //!
-//! | role     | read missions | submit, decide, cancel |
-//! |----------|---------------|------------------------|
-//! | admin    | yes           | yes                    |
-//! | operator | yes           | yes                    |
-//! | agent    | no            | no                     |
-//! | viewer   | yes           | no                     |
+//! | role     | read missions, approvals inbox, workflows | submit, decide, cancel, retry |
+//! |----------|-------------------------------------------|-------------------------------|
+//! | admin    | yes                                       | yes                           |
+//! | operator | yes                                       | yes                           |
+//! | agent    | no                                        | no                            |
+//! | viewer   | yes                                       | no                            |
 //!
 //! Agents are automated callers meant for the agent endpoints and heartbeats only; no mission
 //! route, not even a read, is open to them.
@@ -36,7 +36,7 @@ const API_KEY_HEADER: &str = "x-api-key";
 #[derive(Debug, Clone, Copy)]
 pub struct Reader;
 
-/// A caller allowed to change missions: submit, decide approvals, cancel.
+/// A caller allowed to change missions: submit, decide approvals, cancel, retry.
 #[derive(Debug, Clone)]
 pub struct Operator(pub Principal);
 

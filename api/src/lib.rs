@@ -2,6 +2,7 @@
 //!
 //! [`app`] builds the whole service; the binary serves it. How the crate is laid out:
 //! - `missions`: the `/api/v1/missions` handlers, thin translations to [`Engine`] calls.
+//! - `operations`: `/api/v1/approvals` (the inbox of waiting approvals) and `/api/v1/workflows`.
 //! - `events`: `/api/v1/events`, history events of all missions as a live, resumable SSE stream.
 //! - `views`: the response bodies, the JSON contract spelled out field by field.
 //! - `cursor`: the opaque keyset cursor of the mission list.
@@ -23,6 +24,7 @@ mod events;
 mod extract;
 pub mod keys;
 mod missions;
+mod operations;
 pub mod rate_limit;
 mod views;
 
@@ -65,6 +67,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(missions::routes())
+        .merge(operations::routes())
         .merge(events::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz (below) stays open, and unknown routes and wrong methods keep

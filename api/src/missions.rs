@@ -1,4 +1,4 @@
-//! The mission routes: submit, show, list, decide an approval, cancel, read the history.
+//! The mission routes: submit, show, list, decide an approval, cancel, retry, read the history.
 //!
 //! Handlers only translate HTTP to engine calls and back; every rule about missions (what a
 //! valid input is, when a decision or a cancellation is allowed) lives in the engine, whose
@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
+use chrono::{DateTime, Utc};
 use hypercode_engine::store::{Decision, MissionQuery, MissionRecord};
 use hypercode_engine::{MissionId, MissionStatus};
 use serde::Deserialize;
@@ -39,6 +40,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/missions/{id}", get(show))
         .route("/api/v1/missions/{id}/approvals/{step}", post(decide))
         .route("/api/v1/missions/{id}/cancel", post(cancel))
+        .route("/api/v1/missions/{id}/retry", post(retry))
         .route("/api/v1/missions/{id}/history", get(history))
 }
 
@@ -96,9 +98,14 @@ struct ListParams {
     workflow: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    q: Option<String>,
 }
 
-/// `GET /api/v1/missions`: newest first, keyset-paginated.
+/// `GET /api/v1/missions`: newest first, keyset-paginated. Filters combine: `status`,
+/// `workflow`, `created_after` (inclusive) and `created_before` (exclusive), both RFC 3339, and
+/// `q`, a case-insensitive substring of the input's JSON text.
 async fn list(
     _: Reader,
     State(state): State<AppState>,
@@ -125,6 +132,9 @@ async fn list(
         .list(&MissionQuery {
             status,
             workflow: non_empty(params.workflow),
+            created_after: time_param("created_after", params.created_after)?,
+            created_before: time_param("created_before", params.created_before)?,
+            search: non_empty(params.q),
             after: after.map(|c| (c.created_at, c.id)),
             limit: limit + 1,
         })
@@ -190,6 +200,32 @@ async fn cancel(
 ) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
     let id = mission_id(&id)?;
     state.engine.cancel(id, &principal.name).await?;
+    let mission = find(&state, id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(detail(&state, mission).await?),
+    ))
+}
+
+/// `POST /api/v1/missions/{id}/retry`: re-run a failed mission from its first failed step; 202
+/// (the work happens on a worker), 409 unless the mission is `failed`. Any body is ignored.
+///
+/// What is kept and what runs again: steps that succeeded and were not undone keep their
+/// recorded output and do not run again. The first failed step runs again (status `pending`,
+/// its attempt count continues, its last error stays on it and in the history); a rejected
+/// approval is asked again (`waiting`, with a fresh deadline). Every step that was
+/// `compensated` runs again too, since its effect was undone; its compensation entries leave
+/// the journal, while their history events stay. The mission's error and output are cleared,
+/// it becomes `pending`, and a `mission_retried` event records `{"by", "from_step"}`. A
+/// mission stopped by nondeterminism (`HC001`) is retried the same way, against the code now
+/// deployed.
+async fn retry(
+    Operator(principal): Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
+    let id = mission_id(&id)?;
+    state.engine.retry(id, &principal.name).await?;
     let mission = find(&state, id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -276,12 +312,28 @@ fn depth(value: &Value) -> usize {
     deepest
 }
 
+/// An optional RFC 3339 timestamp parameter. A `+` offset sent unencoded arrives as a space
+/// (form decoding), so a space is read back as `+`.
+fn time_param(name: &str, raw: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(raw) = non_empty(raw) else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(&raw)
+        .or_else(|e| DateTime::parse_from_rfc3339(&raw.replace(' ', "+")).map_err(|_| e))
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| {
+            ApiError::InvalidParameter(format!(
+                "`{name}` must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z; got `{raw}`: {e}"
+            ))
+        })
+}
+
 /// Empty query values (`?status=`) mean "not given", as HTML forms send them.
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
-fn limit_param(raw: Option<String>, default: i64, max: i64) -> Result<i64, ApiError> {
+pub(crate) fn limit_param(raw: Option<String>, default: i64, max: i64) -> Result<i64, ApiError> {
     let Some(raw) = non_empty(raw) else {
         return Ok(default);
     };
@@ -330,6 +382,27 @@ mod tests {
         // Dropping a Value recurses; unwind it iteratively.
         while let Value::Array(mut items) = deep {
             deep = items.pop().unwrap_or(Value::Null);
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let at = |raw: &str| time_param("created_after", Some(raw.to_owned()));
+        assert_eq!(at("").ok(), Some(None));
+        assert!(matches!(at("2026-11-26T02:00:00Z"), Ok(Some(_))));
+        assert_eq!(
+            at("2026-11-26T04:00:00+02:00").ok().flatten(),
+            at("2026-11-26T02:00:00Z").ok().flatten()
+        );
+        assert_eq!(
+            at("2026-11-26T04:00:00 02:00").ok().flatten(),
+            at("2026-11-26T02:00:00Z").ok().flatten()
+        );
+        for bad in ["yesterday", "2026-11-26", "1764122400"] {
+            assert!(
+                matches!(&at(bad), Err(ApiError::InvalidParameter(d)) if d.contains("`created_after`")),
+                "{bad}"
+            );
         }
     }
 

@@ -2,7 +2,7 @@
 //! than reusing the engine's records: a field added to storage does not leak onto the wire.
 
 use chrono::{DateTime, Utc};
-use hypercode_engine::store::{MissionRecord, StepRecord};
+use hypercode_engine::store::{MissionRecord, StepRecord, WaitingApproval};
 use hypercode_engine::{Event, MissionId, MissionStatus, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::Value;
@@ -123,6 +123,62 @@ pub struct MissionPage {
     pub missions: Vec<MissionView>,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
+}
+
+/// An approval step waiting for a decision, as the inbox lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalView {
+    /// The mission it belongs to.
+    pub mission_id: MissionId,
+    /// That mission's workflow.
+    pub workflow: String,
+    /// The approval step's name (what to decide at `/missions/{id}/approvals/{step}`).
+    pub step: String,
+    /// What the approver is asked.
+    pub message: Option<String>,
+    /// When the decision was requested.
+    pub requested_at: DateTime<Utc>,
+    /// When no decision counts as a rejection; `null` for no timeout.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The mission (without its steps).
+    pub mission: MissionView,
+}
+
+impl From<WaitingApproval> for ApprovalView {
+    fn from(a: WaitingApproval) -> Self {
+        Self {
+            mission_id: a.mission.id,
+            workflow: a.mission.workflow.clone(),
+            step: a.step,
+            message: a.message,
+            requested_at: a.requested_at,
+            deadline: a.deadline,
+            mission: a.mission.into(),
+        }
+    }
+}
+
+/// The approvals inbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalInbox {
+    /// Oldest request first.
+    pub approvals: Vec<ApprovalView>,
+}
+
+/// A registered workflow.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowView {
+    /// The name missions are submitted under.
+    pub name: String,
+    /// A JSON Schema of its input.
+    pub input_schema: Value,
+}
+
+/// The registered workflows.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowList {
+    /// Sorted by name.
+    pub workflows: Vec<WorkflowView>,
 }
 
 /// One history event.

@@ -5,7 +5,7 @@
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{MissionId, WorkerId};
 use crate::status::MissionStatus;
-use crate::store::{Decision, NewMission, Store, Submitted};
+use crate::store::{Decision, NewMission, Retried, Store, Submitted};
 use crate::workflow::{InputProblem, Registry};
 use async_trait::async_trait;
 use serde_json::Value;
@@ -181,6 +181,17 @@ impl Engine {
             self.wake(id).await;
         }
         Ok(status)
+    }
+
+    /// Re-run a failed mission from its first failed step (see [`MissionStore::retry`] for
+    /// exactly what is reset), then wake a worker for it.
+    ///
+    /// [`MissionStore::retry`]: crate::store::MissionStore::retry
+    pub async fn retry(&self, id: MissionId, by: &str) -> StoreResult<Retried> {
+        let retried = self.store.retry(id, by).await?;
+        tracing::info!(mission = %id, by, from_step = ?retried.from_step, "mission retried");
+        self.wake(id).await;
+        Ok(retried)
     }
 
     /// Send a wake-up; a failure is only logged, since the reconciler re-sends lost wake-ups.

@@ -53,6 +53,8 @@ pub enum EventType {
     StepCompensated,
     /// A compensation failed for good.
     CompensationFailed,
+    /// An operator re-ran a failed mission from its first failed step.
+    MissionRetried,
 }
 
 impl EventType {
@@ -81,6 +83,7 @@ impl EventType {
             Self::CompensationStarted => "compensation_started",
             Self::StepCompensated => "step_compensated",
             Self::CompensationFailed => "compensation_failed",
+            Self::MissionRetried => "mission_retried",
         }
     }
 }

@@ -171,10 +171,40 @@ pub struct MissionQuery {
     pub status: Option<MissionStatus>,
     /// Only missions of this workflow.
     pub workflow: Option<String>,
+    /// Only missions created at or after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only missions created strictly before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only missions whose input, as JSON text, contains this string (case-insensitive; taken
+    /// literally: `%` and `_` match only themselves).
+    pub search: Option<String>,
     /// Start after this (created_at, id) position.
     pub after: Option<(DateTime<Utc>, MissionId)>,
     /// Page size.
     pub limit: i64,
+}
+
+/// An approval step waiting for a decision, with its mission (the approvals inbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingApproval {
+    /// The mission it belongs to.
+    pub mission: MissionRecord,
+    /// The approval step's name.
+    pub step: String,
+    /// What the approver is asked.
+    pub message: Option<String>,
+    /// When the decision was (last) requested.
+    pub requested_at: DateTime<Utc>,
+    /// When the approval times out (counts as a rejection), if it does.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// What a retry reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retried {
+    /// The first failed or rejected step, which runs (or is asked) again; `None` when the
+    /// mission failed outside any step (a nondeterminism stop, an invalid input).
+    pub from_step: Option<String>,
 }
 
 /// Submitting and inspecting missions, and the decisions people make about them.
@@ -194,6 +224,15 @@ pub trait MissionStore: Send + Sync + 'static {
     async fn decide(&self, id: MissionId, step: &str, decision: Decision) -> StoreResult<()>;
     /// Ask to cancel a live mission; returns its status. Terminal missions are a `Conflict`.
     async fn request_cancel(&self, id: MissionId, by: &str) -> StoreResult<MissionStatus>;
+    /// Approval steps waiting for a decision across live missions, oldest request first.
+    async fn waiting_approvals(&self, limit: i64) -> StoreResult<Vec<WaitingApproval>>;
+    /// Make a failed mission runnable again from its first failed step, in one transaction:
+    /// that step is reset (a task to `pending`, a rejected approval to `waiting` with a fresh
+    /// deadline), every `compensated` step is reset to `pending` (its effect was undone, so it
+    /// runs again), the compensation entries leave the journal (their history events stay), the
+    /// mission's error and output are cleared and it becomes `pending`; a `mission_retried`
+    /// event records `by`. Attempt counts continue. Any other status is a `Conflict`.
+    async fn retry(&self, id: MissionId, by: &str) -> StoreResult<Retried>;
 }
 
 /// Leases and the journal: what workers and the reconciler use to advance missions.

@@ -38,6 +38,12 @@ pub trait Workflow: Send + Sync + 'static {
     /// Check an input at submission, so a bad one is refused with a 4xx instead of failing later.
     fn validate(&self, input: &Value) -> Result<(), Vec<InputProblem>>;
 
+    /// A JSON Schema of the input, for clients and tooling (`GET /api/v1/workflows`). The
+    /// default, `{}`, accepts anything; `validate` stays the authority on what is accepted.
+    fn input_schema(&self) -> Value {
+        Value::Object(serde_json::Map::new())
+    }
+
     /// The workflow itself.
     async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value>;
 }

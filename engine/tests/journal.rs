@@ -202,6 +202,58 @@ async fn a_diverging_replay_fails_with_a_named_error(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
+async fn a_nondeterminism_stop_is_retried_against_the_fixed_code(pool: PgPool) {
+    let counting = Arc::new(Probe::default());
+    let engine = engine(pool, counting.clone());
+    let id = engine
+        .submit("counting", json!({}), None)
+        .await
+        .unwrap()
+        .mission
+        .id;
+    assert_eq!(engine.run_mission(id).await.unwrap(), RunOutcome::Parked);
+    // Only a failed mission can be retried.
+    assert!(matches!(
+        engine.retry(id, "ops").await,
+        Err(StoreError::Conflict(_))
+    ));
+    counting.renamed.store(true, Ordering::SeqCst);
+    assert_eq!(run_until_settled(&engine, id).await, MissionStatus::Failed);
+
+    // The fix is deployed: the code matches the journal again.
+    counting.renamed.store(false, Ordering::SeqCst);
+    let retried = engine.retry(id, "ops").await.unwrap();
+    assert_eq!(
+        retried.from_step.as_deref(),
+        Some("nap"),
+        "the first unsettled entry"
+    );
+    let mission = engine.store().mission(id).await.unwrap().unwrap();
+    assert_eq!(mission.status, MissionStatus::Pending);
+    assert_eq!(mission.error, None);
+    assert_eq!(
+        run_until_settled(&engine, id).await,
+        MissionStatus::Succeeded
+    );
+    assert_eq!(
+        counting.first_runs.load(Ordering::SeqCst),
+        1,
+        "the recorded step did not run again"
+    );
+    let history = engine.store().history(id, 0, 1000).await.unwrap();
+    let retried: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == "mission_retried")
+        .collect();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].data, json!({ "by": "ops", "from_step": "nap" }));
+    assert!(matches!(
+        engine.retry(id, "ops").await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
 async fn a_stale_lease_cannot_write(pool: PgPool) {
     let store = PgStore::new(pool);
     let id = submitted(&store).await;

@@ -111,7 +111,9 @@ impl Callee {
     /// Bind 127.0.0.1:0 and serve the routes:
     /// `POST /ok` → 201 `{"id": n}`; `GET|POST /items/{id}` → 200 echo; `/flaky/{n}` → 503 for the
     /// first `n` requests with the same Idempotency-Key, then 200; `/fail` → 400
-    /// `{"error":"nope"}`; `/slow/{ms}` → 200 after `ms`; `DELETE /undo/{name}` → 200.
+    /// `{"error":"nope"}`; `/slow/{ms}` → 200 after `ms`; `DELETE /undo/{name}` → 200;
+    /// `/broken/{n}` → 400 (not retryable) for the first `n` requests with the same
+    /// Idempotency-Key, then 200.
     pub async fn start() -> Callee {
         let state: Shared = Arc::new(CalleeState {
             started: Some(Instant::now()),
@@ -122,6 +124,7 @@ impl Callee {
             .route("/items/{id}", any(items))
             .route("/flaky/{n}", any(flaky))
             .route("/fail", any(fail))
+            .route("/broken/{n}", any(broken))
             .route("/slow/{ms}", any(slow))
             .route("/undo/{name}", delete(undo))
             .fallback(unknown)
@@ -303,6 +306,38 @@ async fn fail(
         StatusCode::BAD_REQUEST,
         axum::Json(json!({ "error": "nope" })),
     )
+}
+
+async fn broken(
+    State(state): State<Shared>,
+    AxumPath(n): AxumPath<u32>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    record(&state, &method, format!("/broken/{n}"), &headers, &body);
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let seen = {
+        let mut flaky = state.flaky.lock().expect("callee lock");
+        let seen = flaky.entry(format!("broken|{n}|{key}")).or_insert(0);
+        *seen += 1;
+        *seen
+    };
+    if seen <= n {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": "broken", "attempt": seen })),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            axum::Json(json!({ "ok": true, "attempt": seen })),
+        )
+    }
 }
 
 async fn slow(

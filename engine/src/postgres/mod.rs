@@ -7,7 +7,7 @@ use crate::ids::{LeaseToken, MissionId, WorkerId};
 use crate::status::{MissionStatus, StepKind, StepStatus};
 use crate::store::{
     Claim, Decision, JournalStore, Lease, LeaseState, MissionChange, MissionQuery, MissionRecord,
-    MissionStore, NewMission, Outcome, StepRecord, Submitted, Transition,
+    MissionStore, NewMission, Outcome, Retried, StepRecord, Submitted, Transition, WaitingApproval,
 };
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -184,6 +184,10 @@ impl MissionStore for PgStore {
             Some((at, id)) => (Some(at), Some(id.0)),
             None => (None, None),
         };
+        let search = query.search.as_deref().map(like_literal);
+        // The free-text search scans the input's JSON text of every mission the other filters
+        // leave: no index serves it yet (a trigram index on `input::text` would, at a write cost
+        // on every submission). Fine while the list is an operator's tool, not a hot path.
         Ok(sqlx::query_as!(
             MissionRecord,
             r#"
@@ -193,6 +197,9 @@ impl MissionStore for PgStore {
             where ($1::mission_status is null or status = $1)
               and ($2::text is null or workflow = $2)
               and ($3::timestamptz is null or (created_at, id) < ($3, $4::uuid))
+              and ($6::timestamptz is null or created_at >= $6)
+              and ($7::timestamptz is null or created_at < $7)
+              and ($8::text is null or input::text ilike '%' || $8 || '%' escape '\')
             order by created_at desc, id desc
             limit $5
             "#,
@@ -201,6 +208,9 @@ impl MissionStore for PgStore {
             after_at,
             after_id,
             query.limit,
+            query.created_after,
+            query.created_before,
+            search,
         )
         .fetch_all(&self.pool)
         .await?)
@@ -328,6 +338,201 @@ impl MissionStore for PgStore {
         tx.commit().await?;
         Ok(row.status)
     }
+
+    async fn waiting_approvals(&self, limit: i64) -> StoreResult<Vec<WaitingApproval>> {
+        // Driven by the live missions (the small `missions_live` index), then each one's steps
+        // by primary key; a waiting approval's row is not written again until it is decided, so
+        // its `updated_at` is when the decision was requested. (A partial index on waiting
+        // approval steps would defeat the HOT updates the steps table relies on.)
+        let rows = sqlx::query!(
+            r#"
+            select m.id as "id: MissionId", m.workflow, m.status as "status: MissionStatus",
+                   m.input, m.output, m.error, m.idempotency_key, m.cancel_requested,
+                   m.wake_at as mission_wake_at, m.created_at, m.updated_at,
+                   s.name as step, s.input ->> 'message' as message,
+                   s.updated_at as requested_at, s.wake_at as deadline
+            from missions m
+            join steps s on s.mission_id = m.id
+            where m.status in ('pending', 'running', 'waiting')
+              and s.kind = 'approval' and s.status = 'waiting'
+            order by s.updated_at, m.id, s.position
+            limit $1
+            "#,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| WaitingApproval {
+                mission: MissionRecord {
+                    id: r.id,
+                    workflow: r.workflow,
+                    status: r.status,
+                    input: r.input,
+                    output: r.output,
+                    error: r.error,
+                    idempotency_key: r.idempotency_key,
+                    cancel_requested: r.cancel_requested,
+                    wake_at: r.mission_wake_at,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                },
+                step: r.step,
+                message: r.message,
+                requested_at: r.requested_at,
+                deadline: r.deadline,
+            })
+            .collect())
+    }
+
+    async fn retry(&self, id: MissionId, by: &str) -> StoreResult<Retried> {
+        let mut tx = self.pool.begin().await?;
+        let status = sqlx::query_scalar!(
+            r#"select status as "status: MissionStatus" from missions where id = $1 for update"#,
+            id as MissionId,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))?;
+        if status != MissionStatus::Failed {
+            return Err(StoreError::Conflict(format!(
+                "mission {id} is {}; only a failed mission can be retried",
+                status.as_str()
+            )));
+        }
+        let journal = sqlx::query_as!(
+            StepRecord,
+            r#"
+            select position, name, kind as "kind: StepKind", status as "status: StepStatus",
+                   attempts, input, output, error, wake_at, started_at, finished_at
+            from steps where mission_id = $1 order by position
+            "#,
+            id as MissionId,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        // Compensations are journaled after the point where the workflow stopped, so removing
+        // them leaves the positions contiguous; anything else would break replay.
+        if let Some(first) = journal
+            .iter()
+            .position(|s| s.kind == StepKind::Compensation)
+        {
+            if journal[first..]
+                .iter()
+                .any(|s| s.kind != StepKind::Compensation)
+            {
+                return Err(StoreError::Conflict(format!(
+                    "mission {id} has steps journaled after its compensations; it cannot be retried"
+                )));
+            }
+        }
+        let steps = || journal.iter().filter(|s| s.kind != StepKind::Compensation);
+        let failed = steps()
+            .find(|s| matches!(s.status, StepStatus::Failed | StepStatus::Rejected))
+            .or_else(|| steps().find(|s| !s.status.is_settled()));
+        let mut events = vec![NewEvent::mission(
+            EventType::MissionRetried,
+            json!({ "by": by, "from_step": failed.map(|s| s.name.clone()) }),
+        )];
+        sqlx::query!(
+            "delete from steps where mission_id = $1 and kind = 'compensation'",
+            id as MissionId,
+        )
+        .execute(&mut *tx)
+        .await?;
+        // Undone steps run again (their recorded output described an effect that is gone).
+        sqlx::query!(
+            r#"
+            update steps set status = 'pending', output = null, wake_at = null,
+                   finished_at = null, updated_at = now()
+            where mission_id = $1 and kind <> 'compensation' and status = 'compensated'
+            "#,
+            id as MissionId,
+        )
+        .execute(&mut *tx)
+        .await?;
+        match failed {
+            Some(step) if step.status == StepStatus::Rejected => {
+                // A rejected approval is asked again, with a fresh deadline.
+                let timeout_s = step
+                    .input
+                    .as_ref()
+                    .and_then(|i| i["timeout_s"].as_f64())
+                    .filter(|t| t.is_finite() && *t > 0.0);
+                let deadline = sqlx::query_scalar!(
+                    r#"
+                    update steps set status = 'waiting', attempts = attempts + 1, output = null,
+                           wake_at = now() + make_interval(secs => $3::float8),
+                           finished_at = null, updated_at = now()
+                    where mission_id = $1 and position = $2
+                    returning wake_at
+                    "#,
+                    id as MissionId,
+                    step.position,
+                    timeout_s,
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let message = step.input.as_ref().map(|i| i["message"].clone());
+                events.push(NewEvent::step(
+                    EventType::ApprovalRequested,
+                    &step.name,
+                    step.attempts + 1,
+                    json!({ "message": message, "deadline": deadline }),
+                ));
+            }
+            Some(step) if step.status == StepStatus::Failed => {
+                // The next attempt runs at once; the last error stays on the row and in history.
+                sqlx::query!(
+                    r#"
+                    update steps set status = 'pending', wake_at = null, finished_at = null,
+                           updated_at = now()
+                    where mission_id = $1 and position = $2
+                    "#,
+                    id as MissionId,
+                    step.position,
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+        // Bumping the token fences out anything that still holds an old lease.
+        let last_seq = sqlx::query_scalar!(
+            r#"
+            update missions set status = 'pending', output = null, error = null, wake_at = null,
+                   cancel_requested = false, lease_owner = null, lease_expires_at = null,
+                   lease_token = lease_token + 1, enqueued_at = now(),
+                   last_seq = last_seq + $2, updated_at = now()
+            where id = $1 returning last_seq
+            "#,
+            id as MissionId,
+            events.len() as i64,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let first_seq = last_seq - events.len() as i64 + 1;
+        for (seq, event) in (first_seq..).zip(&events) {
+            insert_event(&mut tx, id, seq, event).await?;
+        }
+        tx.commit().await?;
+        Ok(Retried {
+            from_step: failed.map(|s| s.name.clone()),
+        })
+    }
+}
+
+/// `text` as a LIKE pattern that matches it literally (with the `\` escape character).
+fn like_literal(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }
 
 async fn insert_event(

@@ -3,6 +3,7 @@
 //! compensation. Strings in a request may reference earlier outputs with `{{steps.a.output...}}`.
 
 mod http;
+mod schema;
 mod spec;
 mod template;
 
@@ -38,6 +39,10 @@ impl Workflow for PlanWorkflow {
 
     fn validate(&self, input: &Value) -> Result<(), Vec<InputProblem>> {
         Plan::parse(input).map(|_| ())
+    }
+
+    fn input_schema(&self) -> Value {
+        schema::input_schema()
     }
 
     async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
-const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-const MAX_TIMEOUT_MS: u64 = 300_000;
-const MAX_WAIT_S: f64 = 366.0 * 24.0 * 3600.0;
-const MAX_ATTEMPTS: u32 = 100;
+pub(crate) const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+pub(crate) const MAX_TIMEOUT_MS: u64 = 300_000;
+pub(crate) const MAX_WAIT_S: f64 = 366.0 * 24.0 * 3600.0;
+pub(crate) const MAX_ATTEMPTS: u32 = 100;
 
 /// A validated plan.
 #[derive(Debug, Clone)]

@@ -1,0 +1,322 @@
+//! Human-readable output of the mission client: every function returns the text to print
+//! (ending with a newline), from the API's JSON.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// Longest a value is shown inline before it is cut with `…`.
+const SHORT: usize = 100;
+
+/// A string field, or `-`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// An RFC 3339 time as `YYYY-MM-DD HH:MM:SS.mmm` (UTC), or `-`.
+pub fn time(value: &Value) -> String {
+    value
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string()
+        })
+        .unwrap_or_else(|| text(value))
+}
+
+/// Compact JSON on one line, cut to [`SHORT`] characters; empty for null and `{}`.
+pub fn short(value: &Value) -> String {
+    let full = match value {
+        Value::Null => return String::new(),
+        Value::Object(o) if o.is_empty() => return String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let full = full.replace('\n', " ");
+    if full.chars().count() > SHORT {
+        let cut: String = full.chars().take(SHORT - 1).collect();
+        format!("{cut}…")
+    } else {
+        full
+    }
+}
+
+/// Rows as left-aligned columns separated by two spaces (the last column is not padded).
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            if i == last {
+                out.push_str(&cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                out.push_str(&cell);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+/// A problem+json body (or any error body) for stderr.
+pub fn problem(status: StatusCode, body: &str) -> String {
+    let mut out = String::new();
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    match parsed.as_ref().filter(|p| p.is_object()) {
+        Some(problem) => {
+            let title = problem["title"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+            let _ = write!(out, "error: {} ({})", title, status.as_u16());
+            if let Some(detail) = problem["detail"].as_str() {
+                let _ = write!(out, ": {detail}");
+            }
+            out.push('\n');
+            for error in problem["errors"].as_array().into_iter().flatten() {
+                let pointer = error["pointer"].as_str().unwrap_or("");
+                let message = error["message"]
+                    .as_str()
+                    .map_or_else(|| error.to_string(), str::to_owned);
+                if pointer.is_empty() {
+                    let _ = writeln!(out, "  - {message}");
+                } else {
+                    let _ = writeln!(out, "  - {pointer}: {message}");
+                }
+            }
+        }
+        None => {
+            let _ = write!(
+                out,
+                "error: the server answered {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
+            let body = body.trim();
+            if !body.is_empty() {
+                let _ = write!(out, ": {}", short(&Value::String(body.to_owned())));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// After `submit`.
+pub fn submitted(mission: &Value, repeated: bool) -> String {
+    let id = text(&mission["id"]);
+    let how = if repeated {
+        "already submitted with this idempotency key"
+    } else {
+        "submitted"
+    };
+    format!(
+        "mission {id} {how} (workflow {}, status {})\n",
+        text(&mission["workflow"]),
+        text(&mission["status"])
+    )
+}
+
+/// After `approve` / `reject`.
+pub fn decided(mission: &Value, step: &str, approve: bool) -> String {
+    format!(
+        "{} step {step} of mission {} (mission status {})\n",
+        if approve { "approved" } else { "rejected" },
+        text(&mission["id"]),
+        text(&mission["status"])
+    )
+}
+
+/// After `cancel`.
+pub fn cancelled(mission: &Value) -> String {
+    format!(
+        "cancellation requested for mission {} (status {}); compensations run on a worker\n",
+        text(&mission["id"]),
+        text(&mission["status"])
+    )
+}
+
+/// A page of `list`.
+pub fn mission_list(page: &Value) -> String {
+    let missions = page["missions"].as_array().cloned().unwrap_or_default();
+    let mut out = if missions.is_empty() {
+        "no missions\n".to_owned()
+    } else {
+        let rows: Vec<Vec<String>> = missions
+            .iter()
+            .map(|m| {
+                vec![
+                    text(&m["id"]),
+                    text(&m["status"]),
+                    text(&m["workflow"]),
+                    time(&m["created_at"]),
+                    time(&m["updated_at"]),
+                ]
+            })
+            .collect();
+        table(&["ID", "STATUS", "WORKFLOW", "CREATED", "UPDATED"], &rows)
+    };
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        let _ = writeln!(out, "more: --cursor {cursor}");
+    }
+    out
+}
+
+/// `show`: the mission, then its steps.
+pub fn mission(mission: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "mission    {}", text(&mission["id"]));
+    let _ = writeln!(out, "workflow   {}", text(&mission["workflow"]));
+    let mut status = text(&mission["status"]);
+    if mission["cancel_requested"] == Value::Bool(true) {
+        status.push_str(" (cancel requested)");
+    }
+    let _ = writeln!(out, "status     {status}");
+    let _ = writeln!(out, "created    {}", time(&mission["created_at"]));
+    let _ = writeln!(out, "updated    {}", time(&mission["updated_at"]));
+    if let Some(key) = mission["idempotency_key"].as_str() {
+        let _ = writeln!(out, "key        {key}");
+    }
+    if !mission["error"].is_null() {
+        let _ = writeln!(out, "error      {}", short(&mission["error"]));
+    }
+    if !mission["output"].is_null() {
+        let _ = writeln!(out, "output     {}", short(&mission["output"]));
+    }
+    let steps = mission["steps"].as_array().cloned().unwrap_or_default();
+    if steps.is_empty() {
+        out.push_str("steps      none yet\n");
+        return out;
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| {
+            let detail = if !s["error"].is_null() {
+                format!("error: {}", short(&s["error"]))
+            } else if s["status"] == "waiting" && !s["wake_at"].is_null() {
+                format!("until {}", time(&s["wake_at"]))
+            } else {
+                short(&s["output"])
+            };
+            vec![
+                text(&s["name"]),
+                text(&s["kind"]),
+                text(&s["status"]),
+                text(&s["attempts"]),
+                time(&s["started_at"]),
+                time(&s["finished_at"]),
+                detail,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "STEP", "KIND", "STATUS", "ATTEMPTS", "STARTED", "FINISHED", "DETAIL",
+        ],
+        &rows,
+    ));
+    out
+}
+
+/// `history`: one line per event.
+pub fn history(events: &Value) -> String {
+    let events = events.as_array().cloned().unwrap_or_default();
+    if events.is_empty() {
+        return "no events\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                text(&e["seq"]),
+                time(&e["at"]),
+                text(&e["type"]),
+                text(&e["step"]),
+                text(&e["attempt"]),
+                short(&e["data"]),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "TIME", "TYPE", "STEP", "ATTEMPT", "DATA"], &rows)
+}
+
+/// `watch`: one progress line per event.
+pub fn event_line(event: &Value) -> String {
+    let mut line = format!("{}  {}", time(&event["at"]), text(&event["type"]));
+    if let Some(step) = event["step"].as_str() {
+        let _ = write!(line, "  step={step}");
+    }
+    if let Some(attempt) = event["attempt"].as_i64() {
+        let _ = write!(line, "  attempt={attempt}");
+    }
+    let data = short(&event["data"]);
+    if !data.is_empty() {
+        let _ = write!(line, "  {data}");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn problems_show_detail_and_located_errors() {
+        let body = json!({
+            "type": "https://hypercode.dev/problems/invalid-input", "title": "Invalid mission input",
+            "status": 422, "detail": "the workflow refused the input",
+            "errors": [{ "pointer": "/input/steps/0/name", "message": "required" }]
+        })
+        .to_string();
+        let text = problem(StatusCode::UNPROCESSABLE_ENTITY, &body);
+        assert_eq!(
+            text,
+            "error: Invalid mission input (422): the workflow refused the input\n  - /input/steps/0/name: required\n"
+        );
+        let plain = problem(StatusCode::BAD_GATEWAY, "upstream down");
+        assert_eq!(
+            plain,
+            "error: the server answered 502 Bad Gateway: upstream down\n"
+        );
+    }
+
+    #[test]
+    fn events_fit_on_one_line() {
+        let event = json!({
+            "at": "2025-11-24T16:00:00.5Z", "type": "step_started", "step": "a", "attempt": 2,
+            "data": { "input": "x".repeat(300) }
+        });
+        let line = event_line(&event);
+        assert!(line.starts_with("2025-11-24 16:00:00.500  step_started  step=a  attempt=2  {"));
+        assert!(line.ends_with('…'), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let out = table(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
+        assert_eq!(out, "A     BB\nlong  x\n");
+    }
+}
