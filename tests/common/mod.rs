@@ -263,6 +263,37 @@ async fn items(
     )
 }
 
+/// Answers `failure` to the first `n` requests carrying the same Idempotency-Key, then 200.
+fn fail_first(
+    state: &Shared,
+    counter: &str,
+    n: u32,
+    failure: (StatusCode, &str),
+    headers: &HeaderMap,
+) -> (StatusCode, axum::Json<Value>) {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let seen = {
+        let mut counts = state.flaky.lock().expect("callee lock");
+        let seen = counts.entry(format!("{counter}|{n}|{key}")).or_insert(0);
+        *seen += 1;
+        *seen
+    };
+    if seen <= n {
+        (
+            failure.0,
+            axum::Json(json!({ "error": failure.1, "attempt": seen })),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            axum::Json(json!({ "ok": true, "attempt": seen })),
+        )
+    }
+}
+
 async fn flaky(
     State(state): State<Shared>,
     AxumPath(n): AxumPath<u32>,
@@ -271,28 +302,13 @@ async fn flaky(
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
     record(&state, &method, format!("/flaky/{n}"), &headers, &body);
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let seen = {
-        let mut flaky = state.flaky.lock().expect("callee lock");
-        let seen = flaky.entry(format!("{n}|{key}")).or_insert(0);
-        *seen += 1;
-        *seen
-    };
-    if seen <= n {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "error": "try again", "attempt": seen })),
-        )
-    } else {
-        (
-            StatusCode::OK,
-            axum::Json(json!({ "ok": true, "attempt": seen })),
-        )
-    }
+    fail_first(
+        &state,
+        "flaky",
+        n,
+        (StatusCode::SERVICE_UNAVAILABLE, "try again"),
+        &headers,
+    )
 }
 
 async fn fail(
@@ -316,28 +332,13 @@ async fn broken(
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
     record(&state, &method, format!("/broken/{n}"), &headers, &body);
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let seen = {
-        let mut flaky = state.flaky.lock().expect("callee lock");
-        let seen = flaky.entry(format!("broken|{n}|{key}")).or_insert(0);
-        *seen += 1;
-        *seen
-    };
-    if seen <= n {
-        (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({ "error": "broken", "attempt": seen })),
-        )
-    } else {
-        (
-            StatusCode::OK,
-            axum::Json(json!({ "ok": true, "attempt": seen })),
-        )
-    }
+    fail_first(
+        &state,
+        "broken",
+        n,
+        (StatusCode::BAD_REQUEST, "broken"),
+        &headers,
+    )
 }
 
 async fn slow(
