@@ -234,13 +234,7 @@ impl MissionStore for PgStore {
 
     async fn decide(&self, id: MissionId, step: &str, decision: Decision) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let status = sqlx::query_scalar!(
-            r#"select status as "status: MissionStatus" from missions where id = $1 for update"#,
-            id as MissionId,
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))?;
+        let status = lock_mission(&mut tx, id).await?;
         if status.is_terminal() {
             return Err(StoreError::Conflict(format!(
                 "mission {id} is {}",
@@ -388,13 +382,7 @@ impl MissionStore for PgStore {
 
     async fn retry(&self, id: MissionId, by: &str) -> StoreResult<Retried> {
         let mut tx = self.pool.begin().await?;
-        let status = sqlx::query_scalar!(
-            r#"select status as "status: MissionStatus" from missions where id = $1 for update"#,
-            id as MissionId,
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))?;
+        let status = lock_mission(&mut tx, id).await?;
         if status != MissionStatus::Failed {
             return Err(StoreError::Conflict(format!(
                 "mission {id} is {}; only a failed mission can be retried",
@@ -533,6 +521,20 @@ fn like_literal(text: &str) -> String {
         pattern.push(c);
     }
     pattern
+}
+
+/// Lock a mission's row for the rest of the transaction and read its status.
+async fn lock_mission(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: MissionId,
+) -> StoreResult<MissionStatus> {
+    sqlx::query_scalar!(
+        r#"select status as "status: MissionStatus" from missions where id = $1 for update"#,
+        id as MissionId,
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))
 }
 
 async fn insert_event(
