@@ -17,7 +17,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://hypercode.dev/problems/";
 
 /// One located problem in a request body; `pointer` is an RFC 6901 pointer into the body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where, e.g. `/input/steps/0/name`.
     pub pointer: String,

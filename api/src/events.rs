@@ -24,6 +24,7 @@
 use crate::auth::Reader;
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::openapi::ProblemDoc;
 use crate::views::EventView;
 use crate::AppState;
 use axum::extract::State;
@@ -136,6 +137,21 @@ struct FeedEventView {
 }
 
 /// `GET /api/v1/events?mission=&after=`, with `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    params(
+        ("mission" = Option<uuid::Uuid>, Query, description = "Only this mission's events, from the start of its history unless resumed"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Resume after this event id (for clients that cannot set `Last-Event-ID`)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id; wins over `after`"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `id` is the event's global position, `event` its type, `data` the event as JSON (`id`, `mission_id`, `seq`, `at`, `type`, `step`, `attempt`, `data`). The stream stays open.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A parameter is invalid, or the position is past the end of the stream", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn events(
     _: Reader,
     State(state): State<AppState>,

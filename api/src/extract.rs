@@ -68,7 +68,68 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| classify(pointer(e.path()), e.into_inner()))?;
     // Trailing data after the value (`{} {}`) is a syntax error, like any other.
     de.end().map_err(|e| classify(String::new(), e))?;
+    // PostgreSQL stores no U+0000 in text or jsonb: refuse it here (422) rather than fail the
+    // write later (500). Rare, so the pointer is only looked for once one was seen.
+    if escapes_nul(bytes) {
+        let pointer = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|value| nul_pointer(&value))
+            .unwrap_or_default();
+        return Err(ApiError::InvalidBody(vec![FieldError::new(
+            pointer,
+            NUL_MESSAGE,
+        )]));
+    }
     Ok(value)
+}
+
+const NUL_MESSAGE: &str = "strings must not contain the NUL character (U+0000)";
+
+/// Whether valid JSON text spells U+0000 (`\u0000`) in a string or a key; it cannot appear
+/// raw, and outside strings valid JSON has no backslash.
+fn escapes_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(b"0000") {
+                return true;
+            }
+            // Skip the escaped character, so `\\u0000` (a backslash, then text) is not a NUL.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// The pointer to the first string or key containing U+0000 in `value`, found without
+/// recursion.
+fn nul_pointer(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let mut stack = vec![(value, String::new())];
+    while let Some((value, at)) = stack.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => return Some(at),
+            Value::Array(items) => stack.extend(items.iter().enumerate().map(|(i, item)| {
+                let mut pointer = at.clone();
+                push_token(&mut pointer, &i.to_string());
+                (item, pointer)
+            })),
+            Value::Object(fields) => {
+                for (key, field) in fields {
+                    let mut pointer = at.clone();
+                    push_token(&mut pointer, key);
+                    if key.contains('\0') {
+                        return Some(pointer);
+                    }
+                    stack.push((field, pointer));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `pointer` locates the value being deserialized when the error happened.
@@ -136,6 +197,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // PostgreSQL stores no U+0000 in text: a name or id with one matches nothing stored, and
+        // must not reach a query (which would fail with a 500).
+        if let Ok(raw) = axum::extract::RawPathParams::from_request_parts(parts, state).await {
+            if let Some((name, _)) = raw.iter().find(|(_, value)| value.contains('\0')) {
+                return Err(ApiError::InvalidParameter(format!(
+                    "path parameter `{name}` must not contain the NUL character (U+0000)"
+                )));
+            }
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Path(value))
@@ -156,6 +226,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // As for paths: no value with U+0000 may reach a query (a 500 from PostgreSQL).
+        if let Ok(axum::extract::Query(pairs)) =
+            axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state).await
+        {
+            if let Some((name, _)) = pairs.iter().find(|(_, value)| value.contains('\0')) {
+                return Err(ApiError::InvalidParameter(format!(
+                    "`{name}` must not contain the NUL character (U+0000)"
+                )));
+            }
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| Query(value))
@@ -198,6 +278,17 @@ mod tests {
             Err(ApiError::MalformedJson(detail)) => detail,
             other => panic!("expected MalformedJson for {body}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn nul_characters_are_refused_with_a_pointer() {
+        let errors = shape_errors(r#"{"workflow": "a\u0000b"}"#);
+        assert_eq!(errors[0].pointer, "/workflow");
+        assert!(errors[0].message.contains("NUL"), "{errors:?}");
+        let errors = shape_errors(r#"{"workflow": "p", "steps": [{"name": "x\u0000"}]}"#);
+        assert_eq!(errors[0].pointer, "/steps/0/name");
+        // An escaped backslash followed by the text `u0000` is no NUL.
+        assert!(parse::<Body>(br#"{"workflow": "a\\u0000"}"#).is_ok());
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`keys`]: API keys (create, list, revoke, authenticate), also used by the key CLI.
 //! - `extract`: JSON, path and query extractors whose rejections are problem details, with
 //!   JSON pointers to the offending value.
+//! - `openapi`: `/openapi.json`, the OpenAPI 3.1 description generated from the handlers'
+//!   annotations and the views, with each registered workflow's input schema.
 //! - `error`: `ApiError`, the one place statuses are chosen and RFC 9457 bodies are rendered.
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
@@ -24,6 +26,7 @@ mod events;
 mod extract;
 pub mod keys;
 mod missions;
+mod openapi;
 mod operations;
 pub mod rate_limit;
 mod views;
@@ -70,13 +73,14 @@ pub fn app(state: AppState) -> Router {
         .merge(operations::routes())
         .merge(events::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
-        // above only: /healthz (below) stays open, and unknown routes and wrong methods keep
-        // their 404 and 405.
+        // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
+        // wrong methods keep their 404 and 405.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         // After the routes: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
@@ -111,6 +115,13 @@ pub fn app(state: AppState) -> Router {
 
 /// `GET /healthz`: the process is up and serving (no database check, so a database outage does
 /// not get healthy API processes restarted).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The process is up: `{\"status\": \"ok\"}`", body = Object)),
+)]
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }

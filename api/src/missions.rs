@@ -8,6 +8,7 @@ use crate::auth::{Operator, Reader};
 use crate::cursor::Cursor;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Path, Query};
+use crate::openapi::ProblemDoc;
 use crate::views::{EventView, HistoryPage, MissionDetail, MissionPage, MissionView};
 use crate::AppState;
 use axum::extract::State;
@@ -44,14 +45,33 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/missions/{id}/history", get(history))
 }
 
-#[derive(Debug, Deserialize)]
+/// A mission to start.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
+pub(crate) struct SubmitBody {
+    /// The registered workflow to run (see `GET /api/v1/workflows`).
     workflow: String,
+    /// The workflow's input, checked against its input schema.
     input: Value,
+    /// Submitting again with the same key returns the first mission (200) instead of a new one.
     idempotency_key: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/missions",
+    tag = "missions",
+    request_body = SubmitBody,
+    responses(
+        (status = 201, description = "The mission was created", body = MissionDetail),
+        (status = 200, description = "A repeat of an idempotent submission: the first mission", body = MissionDetail),
+        (status = 400, description = "The body is not valid JSON", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 409, description = "The idempotency key was used for a different submission", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 413, description = "The body or the mission input is too large", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 415, description = "The body is not declared as JSON", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 422, description = "Wrong body shape, unknown workflow or invalid input; `errors` locates each problem", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 /// `POST /api/v1/missions`: 201 for a new mission, 200 for a repeat of an idempotent submission.
 async fn submit(
     Operator(principal): Operator,
@@ -82,6 +102,19 @@ async fn submit(
 }
 
 /// `GET /api/v1/missions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/missions/{id}",
+    tag = "missions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The mission's id"),
+    ),
+    responses(
+        (status = 200, description = "The mission with its steps", body = MissionDetail),
+        (status = 400, description = "The id is not a UUID", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 async fn show(
     _: Reader,
     State(state): State<AppState>,
@@ -103,6 +136,24 @@ struct ListParams {
     q: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/missions",
+    tag = "missions",
+    params(
+        ("status" = Option<String>, Query, description = "Only missions in this status: pending, running, waiting, succeeded, failed or cancelled"),
+        ("workflow" = Option<String>, Query, description = "Only missions of this workflow"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("created_after" = Option<String>, Query, format = DateTime, description = "Created at or after this RFC 3339 time"),
+        ("created_before" = Option<String>, Query, format = DateTime, description = "Created before this RFC 3339 time"),
+        ("q" = Option<String>, Query, description = "A case-insensitive substring of the input's JSON text"),
+    ),
+    responses(
+        (status = 200, description = "A page of missions, newest first", body = MissionPage),
+        (status = 400, description = "A parameter is invalid; the detail names it", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 /// `GET /api/v1/missions`: newest first, keyset-paginated. Filters combine: `status`,
 /// `workflow`, `created_after` (inclusive) and `created_before` (exclusive), both RFC 3339, and
 /// `q`, a case-insensitive substring of the input's JSON text.
@@ -159,20 +210,45 @@ async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+/// An approver's verdict.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum Verdict {
+pub(crate) enum Verdict {
+    /// Let the mission go on.
     Approve,
+    /// Refuse: the mission fails and completed steps are compensated.
     Reject,
 }
 
-#[derive(Debug, Deserialize)]
+/// A decision on a waiting approval.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DecideBody {
+pub(crate) struct DecideBody {
+    /// Approve or reject.
     decision: Verdict,
+    /// Recorded with the decision.
     comment: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/missions/{id}/approvals/{step}",
+    tag = "missions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The mission's id"),
+        ("step" = String, Path, description = "The approval step's name"),
+    ),
+    request_body = DecideBody,
+    responses(
+        (status = 200, description = "The decision was recorded; the mission with its steps", body = MissionDetail),
+        (status = 400, description = "The id is not a UUID, or the body is not valid JSON", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 404, description = "No such mission or approval step", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 409, description = "The approval is not waiting (already decided, or the mission is finished)", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 415, description = "The body is not declared as JSON", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 422, description = "The body has the wrong shape; `errors` locates each problem", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 /// `POST /api/v1/missions/{id}/approvals/{step}`: decide a waiting approval; the decision is
 /// signed with the key's name.
 async fn decide(
@@ -191,6 +267,21 @@ async fn decide(
     Ok(axum::Json(detail(&state, find(&state, id).await?).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/missions/{id}/cancel",
+    tag = "missions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The mission's id"),
+    ),
+    responses(
+        (status = 202, description = "Cancellation was requested; compensations run on a worker", body = MissionDetail),
+        (status = 400, description = "The id is not a UUID", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 409, description = "The mission is already finished", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 /// `POST /api/v1/missions/{id}/cancel`: 202, since compensations still have to run on a worker.
 /// Any body is ignored.
 async fn cancel(
@@ -207,6 +298,21 @@ async fn cancel(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/missions/{id}/retry",
+    tag = "missions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The mission's id"),
+    ),
+    responses(
+        (status = 202, description = "The mission will run again from its first failed step", body = MissionDetail),
+        (status = 400, description = "The id is not a UUID", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 409, description = "The mission is not `failed`", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 /// `POST /api/v1/missions/{id}/retry`: re-run a failed mission from its first failed step; 202
 /// (the work happens on a worker), 409 unless the mission is `failed`. Any body is ignored.
 ///
@@ -239,6 +345,21 @@ struct HistoryParams {
     limit: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/missions/{id}/history",
+    tag = "missions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The mission's id"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Only events with a greater `seq` (default 0)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 10000, description = "Page size (default 1000)"),
+    ),
+    responses(
+        (status = 200, description = "A page of the mission's history", body = HistoryPage),
+        (status = 400, description = "A parameter is invalid; the detail names it", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 /// `GET /api/v1/missions/{id}/history`: events with `seq > after`, in order.
 async fn history(
     _: Reader,

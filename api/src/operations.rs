@@ -4,6 +4,7 @@ use crate::auth::Reader;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::missions::limit_param;
+use crate::openapi::ProblemDoc;
 use crate::views::{ApprovalInbox, ApprovalView, WorkflowList, WorkflowView};
 use crate::AppState;
 use axum::extract::State;
@@ -27,6 +28,18 @@ struct InboxParams {
     limit: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/approvals",
+    tag = "operations",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Waiting approvals, oldest request first", body = ApprovalInbox),
+        (status = 400, description = "A parameter is invalid; the detail names it", content_type = "application/problem+json", body = ProblemDoc),
+    ),
+)]
 /// `GET /api/v1/approvals`: every approval step waiting for a decision, across live missions,
 /// oldest request first, each with its mission (without steps).
 async fn approvals(
@@ -41,6 +54,14 @@ async fn approvals(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The registered workflows", body = WorkflowList),
+    ),
+)]
 /// `GET /api/v1/workflows`: the registered workflows with a JSON Schema of their input.
 async fn workflows(_: Reader, State(state): State<AppState>) -> axum::Json<WorkflowList> {
     let registry = state.engine.registry();

@@ -6,15 +6,18 @@ use hypercode_engine::store::{MissionRecord, StepRecord, WaitingApproval};
 use hypercode_engine::{Event, MissionId, MissionStatus, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// A mission, as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MissionView {
     /// Its id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: MissionId,
     /// The workflow it runs.
     pub workflow: String,
     /// Where it is.
+    #[schema(schema_with = crate::openapi::mission_status)]
     pub status: MissionStatus,
     /// Its input.
     pub input: Value,
@@ -50,7 +53,7 @@ impl From<MissionRecord> for MissionView {
 }
 
 /// A mission with its steps, as shown by itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MissionDetail {
     /// The mission's own fields.
     #[serde(flatten)]
@@ -75,13 +78,15 @@ impl MissionDetail {
 }
 
 /// One step of a mission.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StepView {
     /// Its name, unique within the mission.
     pub name: String,
     /// Task, approval or sleep.
+    #[schema(schema_with = crate::openapi::step_kind)]
     pub kind: StepKind,
     /// Where it is.
+    #[schema(schema_with = crate::openapi::step_status)]
     pub status: StepStatus,
     /// Attempts started so far.
     pub attempts: i32,
@@ -117,7 +122,7 @@ impl From<StepRecord> for StepView {
 }
 
 /// A page of the mission list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MissionPage {
     /// Newest first.
     pub missions: Vec<MissionView>,
@@ -126,9 +131,10 @@ pub struct MissionPage {
 }
 
 /// An approval step waiting for a decision, as the inbox lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ApprovalView {
     /// The mission it belongs to.
+    #[schema(value_type = uuid::Uuid)]
     pub mission_id: MissionId,
     /// That mission's workflow.
     pub workflow: String,
@@ -159,14 +165,14 @@ impl From<WaitingApproval> for ApprovalView {
 }
 
 /// The approvals inbox.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ApprovalInbox {
     /// Oldest request first.
     pub approvals: Vec<ApprovalView>,
 }
 
 /// A registered workflow.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WorkflowView {
     /// The name missions are submitted under.
     pub name: String,
@@ -175,14 +181,14 @@ pub struct WorkflowView {
 }
 
 /// The registered workflows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WorkflowList {
     /// Sorted by name.
     pub workflows: Vec<WorkflowView>,
 }
 
 /// One history event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventView {
     /// Position in the mission's history, from 1.
     pub seq: i64,
@@ -213,7 +219,7 @@ impl From<Event> for EventView {
 }
 
 /// A page of a mission's history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HistoryPage {
     /// In `seq` order.
     pub events: Vec<EventView>,

@@ -1,0 +1,367 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of the API, generated from the handlers'
+//! `#[utoipa::path]` annotations and the views' `ToSchema` derives, so it cannot drift far from
+//! the code (the contract test, `scripts/contract-test`, fuzzes the server against it).
+//!
+//! What every authenticated operation can answer besides its own responses (401, 403, 429 and
+//! 503) is added here by [`CommonResponses`] rather than repeated on each handler.
+
+use crate::error::{FieldError, PROBLEM_JSON};
+use crate::views;
+use crate::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use hypercode_engine::MissionStatus;
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, ObjectBuilder, OpenApi as Document, RefOr, ResponseBuilder, Schema, Type,
+};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The name of the `X-API-Key` security scheme.
+pub(crate) const API_KEY: &str = "api_key";
+/// The name of the `Authorization: Bearer` security scheme.
+pub(crate) const BEARER: &str = "bearer";
+
+/// An RFC 9457 problem document: the body of every error response
+/// (`application/problem+json`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code)] // Only described, never built: `ApiError` renders the real bodies.
+pub(crate) struct ProblemDoc {
+    /// A URI naming the class of problem, e.g. `https://hypercode.dev/problems/not-found`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// A short summary of the class, the same for every problem of that type.
+    title: String,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
+    status: u16,
+    /// What went wrong with this request.
+    detail: String,
+    /// For validation problems (422), each located problem in the request body.
+    #[schema(required = false)]
+    errors: Vec<FieldError>,
+}
+
+/// The whole API's description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "HyperCode API",
+        description = "Submit, inspect, approve, cancel and retry durable missions. \
+            Every error is an RFC 9457 problem document (`application/problem+json`).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        crate::missions::submit,
+        crate::missions::list,
+        crate::missions::show,
+        crate::missions::decide,
+        crate::missions::cancel,
+        crate::missions::retry,
+        crate::missions::history,
+        crate::operations::approvals,
+        crate::operations::workflows,
+        crate::events::events,
+        crate::healthz,
+        openapi_json,
+    ),
+    components(schemas(
+        ProblemDoc,
+        FieldError,
+        views::MissionView,
+        views::MissionDetail,
+        views::StepView,
+        views::MissionPage,
+        views::ApprovalView,
+        views::ApprovalInbox,
+        views::WorkflowView,
+        views::WorkflowList,
+        views::EventView,
+        views::HistoryPage,
+    )),
+    security(("api_key" = []), ("bearer" = [])),
+    modifiers(&SecuritySchemes, &CommonResponses),
+    tags(
+        (name = "missions", description = "Missions: submit, read, decide, cancel, retry"),
+        (name = "operations", description = "Cross-mission views for operators"),
+        (name = "events", description = "The live event stream"),
+        (name = "meta", description = "Health and this description; no key needed"),
+    ),
+)]
+pub(crate) struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            API_KEY,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An API key (`hypercode keys create`).",
+            ))),
+        );
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The same API key as `Authorization: Bearer <key>`."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Adds the responses every authenticated operation may give.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut Document) {
+        let common = [
+            (
+                "401",
+                "No API key, or one that is unknown, malformed or revoked",
+            ),
+            ("403", "The key's role does not allow this operation"),
+            (
+                "429",
+                "The key's rate limit is exhausted; see `Retry-After`",
+            ),
+            (
+                "503",
+                "The server is overloaded or timed out; retry after `Retry-After`",
+            ),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                // Open operations say so with an empty security requirement.
+                let open = operation.security.as_ref().is_some_and(|s| {
+                    s.iter()
+                        .all(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+                });
+                if open {
+                    continue;
+                }
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem_response(description));
+                }
+            }
+        }
+    }
+}
+
+/// A response whose body is a problem document.
+fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "Problem",
+                ))))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// A string schema with the given values.
+fn string_enum(values: impl IntoIterator<Item = &'static str>) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .build()
+        .into()
+}
+
+/// A mission's status.
+pub(crate) fn mission_status() -> Schema {
+    string_enum(MissionStatus::ALL.map(MissionStatus::as_str))
+}
+
+/// A step's kind (compensation entries are never shown).
+pub(crate) fn step_kind() -> Schema {
+    string_enum(["task", "approval", "sleep"])
+}
+
+/// A step's status.
+pub(crate) fn step_status() -> Schema {
+    string_enum([
+        "pending",
+        "running",
+        "waiting",
+        "succeeded",
+        "failed",
+        "rejected",
+        "compensated",
+        "skipped",
+    ])
+}
+
+/// The document for a server with these workflows (name, JSON Schema of the input): the
+/// submission body is described per workflow, so clients (and the contract test's fuzzer) see
+/// exactly which inputs are accepted.
+pub(crate) fn document(workflows: &[(String, Value)]) -> Value {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return doc;
+    };
+    let mut variants = Vec::new();
+    for (name, input) in workflows {
+        let prefix = format!("{}Input", component_name(name));
+        let mut input = input.clone();
+        // The input schema's own definitions become components, its pointers pointing there.
+        if let Some(Value::Object(defs)) = input.as_object_mut().and_then(|o| o.remove("$defs")) {
+            for (def, mut schema) in defs {
+                rebase_refs(&mut schema, &prefix);
+                schemas.insert(format!("{prefix}.{}", component_name(&def)), schema);
+            }
+        }
+        if let Some(object) = input.as_object_mut() {
+            // A standalone document's identity would make its pointers resolve elsewhere.
+            object.remove("$id");
+            object.remove("$schema");
+        }
+        rebase_refs(&mut input, &prefix);
+        schemas.insert(prefix.clone(), input);
+        variants.push(json!({
+            "type": "object",
+            "description": format!("A mission of the `{name}` workflow."),
+            "required": ["workflow", "input"],
+            "properties": {
+                "workflow": { "const": name },
+                "input": { "$ref": format!("#/components/schemas/{prefix}") },
+                "idempotency_key": {
+                    "type": ["string", "null"],
+                    "description": "Submitting again with the same key returns the first mission (200)."
+                }
+            },
+            "additionalProperties": false
+        }));
+    }
+    if !variants.is_empty() {
+        schemas.insert(
+            "SubmitBody".to_owned(),
+            json!({ "description": "A mission to start.", "oneOf": variants }),
+        );
+    }
+    doc
+}
+
+/// A component name (`^[a-zA-Z0-9._-]+$`) for `raw`.
+fn component_name(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Point `#/$defs/X` references at the hoisted `#/components/schemas/PREFIX.X`.
+fn rebase_refs(schema: &mut Value, prefix: &str) {
+    let mut stack = vec![schema];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(fields) => {
+                for (key, field) in fields.iter_mut() {
+                    if key == "$ref" {
+                        if let Some(def) = field.as_str().and_then(|r| r.strip_prefix("#/$defs/")) {
+                            *field = Value::String(format!(
+                                "#/components/schemas/{prefix}.{}",
+                                component_name(def)
+                            ));
+                        }
+                    } else {
+                        stack.push(field);
+                    }
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            _ => {}
+        }
+    }
+}
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 description.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)),
+)]
+pub(crate) async fn openapi_json(State(state): State<AppState>) -> Response {
+    let registry = state.engine.registry();
+    let workflows: Vec<(String, Value)> = registry
+        .names()
+        .filter_map(|name| registry.get(name))
+        .map(|workflow| (workflow.name().to_owned(), workflow.input_schema()))
+        .collect();
+    let body = serde_json::to_vec(&document(&workflows)).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_inputs_become_components_with_rebased_pointers() {
+        let input = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://example.com/input.json",
+            "type": "object",
+            "properties": { "steps": { "type": "array", "items": { "$ref": "#/$defs/step" } } },
+            "$defs": { "step": { "properties": { "next": { "$ref": "#/$defs/step" } } } }
+        });
+        let doc = document(&[("my flow".to_owned(), input)]);
+        assert!(doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")));
+        let schemas = &doc["components"]["schemas"];
+        let input = &schemas["my_flowInput"];
+        assert!(input.get("$id").is_none() && input.get("$defs").is_none());
+        assert_eq!(
+            input["properties"]["steps"]["items"]["$ref"],
+            "#/components/schemas/my_flowInput.step"
+        );
+        assert_eq!(
+            schemas["my_flowInput.step"]["properties"]["next"]["$ref"],
+            "#/components/schemas/my_flowInput.step"
+        );
+        assert_eq!(
+            schemas["SubmitBody"]["oneOf"][0]["properties"]["workflow"]["const"],
+            "my flow"
+        );
+        assert!(schemas["Problem"]["properties"]["errors"].is_object());
+    }
+}
