@@ -357,3 +357,47 @@ async fn unknown_and_malformed_ids() {
         .await
         .problem(404);
 }
+
+/// Two size limits: the request body (2 MiB, at the HTTP layer) and the mission input (the
+/// engine's `HYPERCODE_MAX_PAYLOAD_BYTES`). Both answer 413 with a problem body.
+#[tokio::test]
+async fn oversized_bodies_and_inputs_are_413() {
+    let h = Harness::with(Options {
+        workers: 0,
+        env: vec![("HYPERCODE_MAX_PAYLOAD_BYTES", "2000".to_owned())],
+        ..Options::default()
+    })
+    .await;
+
+    let huge = format!(
+        "{{\"workflow\": \"plan\", \"input\": {{\"pad\": \"{}\"}}}}",
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let reply = h
+        .send(
+            h.request(Method::POST, "/api/v1/missions")
+                .header("content-type", "application/json")
+                .body(huge),
+        )
+        .await;
+    reply.problem(413);
+
+    let big_input = plan(json!([{ "name": "a", "noop": { "pad": "y".repeat(3000) } }]));
+    let reply = h.submit_body(&big_input).await;
+    let problem = reply.problem(413);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2000"),
+        "{problem}"
+    );
+
+    let small = plan(json!([{ "name": "a", "noop": { "pad": "y".repeat(100) } }]));
+    assert_eq!(h.submit_body(&small).await.status, 201);
+    assert_eq!(
+        mission_count(&h).await,
+        1,
+        "the refused ones created nothing"
+    );
+}
