@@ -291,11 +291,7 @@ async fn cancel(
 ) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
     let id = mission_id(&id)?;
     state.engine.cancel(id, &principal.name).await?;
-    let mission = find(&state, id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(detail(&state, mission).await?),
-    ))
+    accepted(&state, id).await
 }
 
 #[utoipa::path(
@@ -332,11 +328,7 @@ async fn retry(
 ) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
     let id = mission_id(&id)?;
     state.engine.retry(id, &principal.name).await?;
-    let mission = find(&state, id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(detail(&state, mission).await?),
-    ))
+    accepted(&state, id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +383,18 @@ async fn history(
 }
 
 /// The mission with this id, or a 404.
+/// 202 with the mission as it is now: the work the request asked for happens on a worker.
+async fn accepted(
+    state: &AppState,
+    id: MissionId,
+) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
+    let mission = find(state, id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(detail(state, mission).await?),
+    ))
+}
+
 async fn find(state: &AppState, id: MissionId) -> Result<MissionRecord, ApiError> {
     state
         .engine

@@ -109,6 +109,28 @@ async fn submitted(store: &PgStore) -> MissionId {
     id
 }
 
+/// Submit a mission of `workflow` with an empty input.
+async fn start(engine: &Engine, workflow: &str) -> MissionId {
+    engine
+        .submit(workflow, json!({}), None)
+        .await
+        .unwrap()
+        .mission
+        .id
+}
+
+/// The error a finished mission recorded.
+async fn mission_error(engine: &Engine, id: MissionId) -> Value {
+    engine
+        .store()
+        .mission(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .error
+        .unwrap()
+}
+
 async fn run_until_settled(engine: &Engine, id: MissionId) -> MissionStatus {
     for _ in 0..100 {
         engine.run_mission(id).await.expect("run");
@@ -127,12 +149,7 @@ async fn run_until_settled(engine: &Engine, id: MissionId) -> MissionStatus {
 async fn recorded_steps_are_not_run_again_on_resume(pool: PgPool) {
     let counting = Arc::new(Probe::default());
     let engine = engine(pool, counting.clone());
-    let id = engine
-        .submit("counting", json!({}), None)
-        .await
-        .unwrap()
-        .mission
-        .id;
+    let id = start(&engine, "counting").await;
 
     assert_eq!(
         engine.run_mission(id).await.unwrap(),
@@ -170,24 +187,12 @@ async fn recorded_steps_are_not_run_again_on_resume(pool: PgPool) {
 async fn a_diverging_replay_fails_with_a_named_error(pool: PgPool) {
     let counting = Arc::new(Probe::default());
     let engine = engine(pool, counting.clone());
-    let id = engine
-        .submit("counting", json!({}), None)
-        .await
-        .unwrap()
-        .mission
-        .id;
+    let id = start(&engine, "counting").await;
     assert_eq!(engine.run_mission(id).await.unwrap(), RunOutcome::Parked);
 
     counting.renamed.store(true, Ordering::SeqCst);
     assert_eq!(run_until_settled(&engine, id).await, MissionStatus::Failed);
-    let error = engine
-        .store()
-        .mission(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .error
-        .unwrap();
+    let error = mission_error(&engine, id).await;
     assert_eq!(error["code"], "HC001");
     let message = error["message"].as_str().unwrap();
     assert!(
@@ -205,12 +210,7 @@ async fn a_diverging_replay_fails_with_a_named_error(pool: PgPool) {
 async fn a_nondeterminism_stop_is_retried_against_the_fixed_code(pool: PgPool) {
     let counting = Arc::new(Probe::default());
     let engine = engine(pool, counting.clone());
-    let id = engine
-        .submit("counting", json!({}), None)
-        .await
-        .unwrap()
-        .mission
-        .id;
+    let id = start(&engine, "counting").await;
     assert_eq!(engine.run_mission(id).await.unwrap(), RunOutcome::Parked);
     // Only a failed mission can be retried.
     assert!(matches!(
@@ -320,12 +320,7 @@ async fn oversized_outputs_and_panics_fail_the_mission_clearly(pool: PgPool) {
         ..Probe::default()
     });
     let engine = engine(pool, counting);
-    let id = engine
-        .submit("counting", json!({}), None)
-        .await
-        .unwrap()
-        .mission
-        .id;
+    let id = start(&engine, "counting").await;
     assert_eq!(run_until_settled(&engine, id).await, MissionStatus::Failed);
     let second = engine
         .store()
@@ -349,21 +344,9 @@ async fn oversized_outputs_and_panics_fail_the_mission_clearly(pool: PgPool) {
         Err(hypercode_engine::SubmitError::TooLarge { limit: 1024, .. })
     ));
 
-    let id = engine
-        .submit("panics", json!({}), None)
-        .await
-        .unwrap()
-        .mission
-        .id;
+    let id = start(&engine, "panics").await;
     assert_eq!(run_until_settled(&engine, id).await, MissionStatus::Failed);
-    let error = engine
-        .store()
-        .mission(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .error
-        .unwrap();
+    let error = mission_error(&engine, id).await;
     assert!(
         error["message"]
             .as_str()
