@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub trait Wake: Send + Sync + 'static {
     /// Ask some worker to run the mission soon.
     async fn wake(&self, id: MissionId) -> Result<(), WakeError>;
+    /// How many wake-ups wait in the queue now, measured afresh.
+    async fn depth(&self) -> Result<u64, WakeError>;
 }
 
 /// The queue did not take a wake-up; the reconciler re-sends it later, so this delays the
@@ -192,6 +194,12 @@ impl Engine {
         tracing::info!(mission = %id, by, from_step = ?retried.from_step, "mission retried");
         self.wake(id).await;
         Ok(retried)
+    }
+
+    /// How many wake-ups wait in the queue now. Missions past the queue's depth limit wait in
+    /// Postgres instead (see [`Backlog`](crate::store::Backlog)), so this is not the backlog.
+    pub async fn queue_depth(&self) -> Result<u64, WakeError> {
+        self.waker.depth().await
     }
 
     /// Send a wake-up; a failure is only logged, since the reconciler re-sends lost wake-ups.

@@ -257,8 +257,8 @@ pub trait JournalStore: Send + Sync + 'static {
 }
 
 /// A complete storage backend.
-pub trait Store: MissionStore + JournalStore + EventFeed {}
-impl<T: MissionStore + JournalStore + EventFeed> Store for T {}
+pub trait Store: MissionStore + JournalStore + EventFeed + WorkerRegistry {}
+impl<T: MissionStore + JournalStore + EventFeed + WorkerRegistry> Store for T {}
 
 /// The global feed of history events, for live followers (`GET /api/v1/events`). Every event of
 /// every mission has a *position* (its `id`): unique, never reused, and the feed delivers events
@@ -299,4 +299,111 @@ pub trait EventFeed: Send + Sync + 'static {
         upto: i64,
         limit: i64,
     ) -> StoreResult<Vec<(i64, MissionId, Event)>>;
+}
+
+/// What a worker process reports about itself with every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerBeat {
+    /// The engine's worker id: the name it claims leases under (`missions.lease_owner`).
+    pub id: String,
+    /// The queue it takes wake-ups from.
+    pub queue: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: i32,
+    /// Missions it runs at once, at most.
+    pub concurrency: i32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Wake-ups it has handled since it started.
+    pub handled: i64,
+}
+
+/// A worker as last reported, with the missions it is running now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// The engine's worker id (`missions.lease_owner`).
+    pub id: String,
+    /// The queue it takes wake-ups from.
+    pub queue: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: i32,
+    /// Missions it runs at once, at most.
+    pub concurrency: i32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// When it shut down gracefully (a killed worker only stops beating).
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Wake-ups it had handled at its last heartbeat.
+    pub handled: i64,
+    /// The running missions whose lease it holds, longest-running first.
+    pub running: Vec<RunningMission>,
+}
+
+/// A mission a worker holds the lease of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningMission {
+    /// The mission.
+    pub id: MissionId,
+    /// Its workflow.
+    pub workflow: String,
+    /// When it was claimed or last advanced (its last recorded change).
+    pub since: DateTime<Utc>,
+    /// The latest journal entry still running or pending, if any (a step being executed).
+    pub step: Option<String>,
+}
+
+/// Work done in one time bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThroughputBucket {
+    /// Where the bucket starts (a multiple of the bucket length since the Unix epoch).
+    pub start: DateTime<Utc>,
+    /// Steps that succeeded (`step_succeeded` events).
+    pub steps: i64,
+    /// Missions that finished: succeeded, failed or cancelled.
+    pub missions: i64,
+}
+
+/// Live missions by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// Runnable, waiting for a worker.
+    pub pending: i64,
+    /// Held by a worker.
+    pub running: i64,
+    /// Parked on a timer, a retry backoff or an approval.
+    pub waiting: i64,
+    /// Pending or waiting missions whose `wake_at` has passed: timers and backoffs that are due
+    /// but not yet picked up.
+    pub due: i64,
+}
+
+/// Worker heartbeats and the numbers an operator watches the fleet by. What a worker is running
+/// is read from the leases (`missions.lease_owner`), not reported by the worker.
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync + 'static {
+    /// Record a heartbeat: insert the worker or update its row, with `heartbeat_at` = now.
+    async fn heartbeat(&self, beat: &WorkerBeat) -> StoreResult<()>;
+    /// Mark a worker as shut down gracefully (`stopped_at` = now).
+    async fn worker_stopped(&self, id: &str) -> StoreResult<()>;
+    /// Delete the workers not heard from for `unseen_for`; returns how many.
+    async fn forget_workers(&self, unseen_for: Duration) -> StoreResult<u64>;
+    /// Workers whose last heartbeat is less than `seen_within` old (stopped ones included),
+    /// oldest start first, each with the running missions it holds the lease of.
+    async fn workers(&self, seen_within: Duration) -> StoreResult<Vec<WorkerRecord>>;
+    /// Steps and missions finished per `bucket` over the last `window`: every bucket is present
+    /// (zeros included), oldest first; buckets are aligned to multiples of `bucket` since the
+    /// Unix epoch, and the last one, the current one, is still filling.
+    async fn throughput(
+        &self,
+        window: Duration,
+        bucket: Duration,
+    ) -> StoreResult<Vec<ThroughputBucket>>;
+    /// Live missions by status, now.
+    async fn backlog(&self) -> StoreResult<Backlog>;
 }

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The test drives runs itself, so wake-ups only need to be counted.
+/// The test drives runs itself, so wake-ups only need to be counted; none is ever taken off
+/// this queue, so every one sent is still waiting.
 #[derive(Default)]
 struct CountWakes(AtomicUsize);
 
@@ -23,6 +24,10 @@ impl Wake for CountWakes {
     async fn wake(&self, _: MissionId) -> Result<(), WakeError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    async fn depth(&self) -> Result<u64, WakeError> {
+        Ok(self.0.load(Ordering::SeqCst) as u64)
     }
 }
 

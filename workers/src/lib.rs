@@ -1,11 +1,13 @@
 //! The moving parts around the engine: the Redis queue that carries mission wake-ups
-//! ([`queue`]), the apalis worker pool that runs them ([`worker`]), and the reconciler that
-//! re-sends wake-ups Postgres says are due but Redis may have lost ([`reconciler`]).
+//! ([`queue`]), the apalis worker pool that runs them ([`worker`]) and reports its heartbeat to
+//! Postgres ([`heartbeat`]), and the reconciler that re-sends wake-ups Postgres says are due but
+//! Redis may have lost ([`reconciler`]).
 //!
 //! Redis only ever carries "look at mission X"; Postgres holds every fact. A wake-up delivered
 //! twice is harmless (the second claim finds the mission taken or finished), and a wake-up
 //! lost is re-sent by the reconciler, so a flushed Redis delays missions but loses none.
 
+pub mod heartbeat;
 pub mod queue;
 pub mod reconciler;
 pub mod worker;

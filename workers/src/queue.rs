@@ -84,21 +84,25 @@ impl RedisWake {
         })
     }
 
+    /// Wake-ups waiting in Redis now: apalis-redis files them in its scheduled set, and moves
+    /// due ones to its active list until a worker fetches them.
+    async fn measure(&self) -> Result<u64, WakeError> {
+        let (scheduled, active): (u64, u64) = redis::pipe()
+            .zcard(&self.scheduled_key)
+            .llen(&self.active_key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| WakeError::Unavailable(e.to_string()))?;
+        Ok(scheduled + active)
+    }
+
     /// Count one more wake-up against the queue's depth. The depth is measured at most every
     /// [`DEPTH_TTL`]; in between, each accepted wake-up adds one to the estimate.
     async fn reserve(&self) -> Result<(), WakeError> {
         let mut depth = self.depth.lock().await;
         let (measured_at, current) = match *depth {
             Some((at, n)) if at.elapsed() < DEPTH_TTL => (at, n),
-            _ => {
-                let (scheduled, active): (u64, u64) = redis::pipe()
-                    .zcard(&self.scheduled_key)
-                    .llen(&self.active_key)
-                    .query_async(&mut self.conn.clone())
-                    .await
-                    .map_err(|e| WakeError::Unavailable(e.to_string()))?;
-                (Instant::now(), scheduled + active)
-            }
+            _ => (Instant::now(), self.measure().await?),
         };
         if current >= self.max_depth {
             *depth = Some((measured_at, current));
@@ -128,5 +132,11 @@ impl Wake for RedisWake {
             tracing::debug!(error = %e, "wake-up announcement failed; workers will poll");
         }
         Ok(())
+    }
+
+    /// Measured in Redis on every call: the estimate [`RedisWake`] bounds the queue with runs
+    /// ahead between measurements, and counts only this process's wake-ups.
+    async fn depth(&self) -> Result<u64, WakeError> {
+        self.measure().await
     }
 }

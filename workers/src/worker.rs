@@ -1,7 +1,9 @@
 //! The worker pool: an apalis worker on the Redis queue that advances one mission per job.
 //! It is woken by Redis pub/sub the moment a job is pushed, with a slow poll as a safety net,
-//! and it is restarted (re-registered) when Redis loses its state under it.
+//! and it is restarted (re-registered) when Redis loses its state under it. While it runs, its
+//! [`heartbeat`](crate::heartbeat) reports it to Postgres.
 
+use crate::heartbeat::{self, Handled};
 use crate::queue::{self, QueueConfig, WakeJob};
 use crate::WorkerError;
 use apalis::prelude::{BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
@@ -19,7 +21,11 @@ const FALLBACK_POLL: Duration = Duration::from_millis(500);
 /// Pause before restarting a worker that stopped on an error (Redis down or flushed).
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
-async fn handle(job: WakeJob, engine: Data<Engine>) -> Result<(), BoxDynError> {
+async fn handle(
+    job: WakeJob,
+    engine: Data<Engine>,
+    handled: Data<Handled>,
+) -> Result<(), BoxDynError> {
     // Errors are logged, not returned: apalis would re-run the job on its own schedule, while
     // the mission's lease and the reconciler already guarantee it is resumed.
     match engine.run_mission(job.mission).await {
@@ -31,6 +37,7 @@ async fn handle(job: WakeJob, engine: Data<Engine>) -> Result<(), BoxDynError> {
             tracing::error!(mission = %job.mission, error = %e, "run failed; the lease will expire and the mission resume")
         }
     }
+    handled.add_one();
     Ok(())
 }
 
@@ -75,24 +82,59 @@ impl<S: Stream<Item = ()> + Unpin> Stream for Coalesce<S> {
 }
 
 /// Run a worker pool with `concurrency` missions in flight until `shutdown` fires; then stop
-/// taking jobs, let in-flight runs hand their missions back, and return. A pool that stops on
-/// an error (Redis restarted or flushed, which forgets the worker's registration) is started
-/// again: missions meanwhile wait in Postgres, and the reconciler re-sends their wake-ups.
+/// taking jobs, let in-flight runs hand their missions back, mark the worker stopped in its
+/// heartbeat, and return. A pool that stops on an error (Redis restarted or flushed, which
+/// forgets the worker's registration) is started again: missions meanwhile wait in Postgres,
+/// and the reconciler re-sends their wake-ups.
 pub async fn run(
     engine: Engine,
     config: QueueConfig,
     concurrency: usize,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let concurrency = concurrency.max(1);
     tracing::info!(worker = %engine.worker_id(), queue = %config.queue, concurrency, "worker started");
+    let handled = Handled::default();
+    // The heartbeat outlives the pool's drain: the worker is reported alive while it still
+    // hands missions back, and stopped only once it holds none.
+    let drained = CancellationToken::new();
+    let heart = tokio::spawn(heartbeat::run(
+        engine.store().clone(),
+        heartbeat::beat(&engine, &config.queue, concurrency),
+        handled.clone(),
+        drained.clone(),
+    ));
+    pool(engine, &config, concurrency, &handled, &shutdown).await;
+    drained.cancel();
+    if let Err(e) = heart.await {
+        tracing::warn!(error = %e, "the heartbeat task failed");
+    }
+    Ok(())
+}
+
+/// Run (and restart) the apalis pool until `shutdown` fires.
+async fn pool(
+    engine: Engine,
+    config: &QueueConfig,
+    concurrency: usize,
+    handled: &Handled,
+    shutdown: &CancellationToken,
+) {
     loop {
-        match run_once(engine.clone(), &config, concurrency, shutdown.clone()).await {
-            Ok(()) if shutdown.is_cancelled() => return Ok(()),
+        let once = run_once(
+            engine.clone(),
+            config,
+            concurrency,
+            handled.clone(),
+            shutdown.clone(),
+        );
+        match once.await {
+            Ok(()) if shutdown.is_cancelled() => return,
             Ok(()) => tracing::warn!("worker pool stopped unexpectedly; restarting"),
             Err(e) => tracing::warn!(error = %e, "worker pool failed; restarting"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RESTART_DELAY) => {}
         }
     }
@@ -102,6 +144,7 @@ async fn run_once(
     engine: Engine,
     config: &QueueConfig,
     concurrency: usize,
+    handled: Handled,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let backend = queue::storage(config)
@@ -110,8 +153,9 @@ async fn run_once(
     let runs = engine.shutdown_token();
     let worker = WorkerBuilder::new(engine.worker_id().to_string())
         .backend(backend)
-        .concurrency(concurrency.max(1))
+        .concurrency(concurrency)
         .data(engine)
+        .data(handled)
         .build(handle);
     let stop = async move {
         shutdown.cancelled().await;

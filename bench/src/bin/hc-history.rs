@@ -36,6 +36,11 @@ impl Wake for NoWake {
     async fn wake(&self, _id: MissionId) -> Result<(), WakeError> {
         Ok(())
     }
+
+    /// Wake-ups are dropped as they are sent, so none is ever waiting.
+    async fn depth(&self) -> Result<u64, WakeError> {
+        Ok(0)
+    }
 }
 
 async fn seed(pool: &sqlx::PgPool, steps: i32) -> Result<uuid::Uuid> {

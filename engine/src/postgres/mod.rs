@@ -16,6 +16,7 @@ use std::time::Duration;
 
 mod feed;
 mod group_commit;
+mod workers;
 use group_commit::GroupCommit;
 
 /// The migrations of the whole product, embedded in the binary.
