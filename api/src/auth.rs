@@ -19,12 +19,18 @@
 //!
 //! Agents are automated callers meant for the agent endpoints and heartbeats only; no mission
 //! route, not even a read, is open to them.
+//!
+//! A request without a key may instead carry a dashboard session cookie (see
+//! `dashboard::session`), which is how the dashboard's own scripts read the API and follow the
+//! event stream. Such a request acts with the session's key; if it changes anything it must
+//! also carry the session's CSRF token in `X-CSRF-Token` and must not come from another origin.
 
+use crate::dashboard::session;
 use crate::error::ApiError;
 use crate::keys::{self, Principal, Role};
 use crate::AppState;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, request::Parts, HeaderMap};
+use axum::http::{header, request::Parts, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -87,7 +93,7 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match admit(request.headers(), &state).await {
+    match admit(request.method(), request.headers(), &state).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
@@ -96,22 +102,49 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// The live key presented in `headers` (401 if none), within its rate limit (429 if not).
-async fn admit(headers: &HeaderMap, state: &AppState) -> Result<Principal, ApiError> {
-    let presented = presented_key(headers)?;
-    let principal = keys::authenticate(&state.pool, presented)
-        .await?
-        .ok_or(ApiError::Unauthorized("the API key is invalid or revoked"))?;
+/// The live key presented in `headers`, or else the key of the request's dashboard session
+/// (401 if neither), within its rate limit (429 if not).
+async fn admit(
+    method: &Method,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Principal, ApiError> {
+    let principal = match presented_key(headers)? {
+        Some(presented) => keys::authenticate(&state.pool, presented)
+            .await?
+            .ok_or(ApiError::Unauthorized("the API key is invalid or revoked"))?,
+        None => {
+            let session = session::from_headers(&state.pool, headers)
+                .await?
+                .ok_or(ApiError::Unauthorized(
+                "an API key is required; send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
+            ))?;
+            if !method.is_safe() {
+                session::check_origin(headers)?;
+                let token = headers
+                    .get(session::CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                session.verify_csrf(token)?;
+            }
+            session.principal
+        }
+    };
+    rate_limit(state, &principal).await?;
+    Ok(principal)
+}
+
+/// Take a token from the key's rate-limit bucket (429 when it is empty).
+pub(crate) async fn rate_limit(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
     state
         .limiter
-        .check(&principal)
+        .check(principal)
         .await
         .map_err(|limited| ApiError::TooManyRequests {
             limit: limited.limit,
             burst: limited.burst,
             retry_after_s: limited.retry_after_s,
-        })?;
-    Ok(principal)
+        })
 }
 
 async fn authorize(
@@ -122,7 +155,7 @@ async fn authorize(
     let principal = match parts.extensions.get::<Principal>() {
         Some(principal) => principal.clone(),
         None => {
-            let principal = admit(&parts.headers, state).await?;
+            let principal = admit(&parts.method, &parts.headers, state).await?;
             parts.extensions.insert(principal.clone());
             principal
         }
@@ -139,23 +172,24 @@ async fn authorize(
 }
 
 /// The key from `X-API-Key: <key>` or `Authorization: Bearer <key>` (`X-API-Key` wins if both
-/// are sent).
-fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+/// are sent); `None` if neither header is present.
+fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     const MALFORMED: ApiError = ApiError::Unauthorized(
         "the credentials are malformed; send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
     );
     if let Some(value) = headers.get(API_KEY_HEADER) {
-        return value.to_str().map(str::trim).map_err(|_| MALFORMED);
+        return value
+            .to_str()
+            .map(|v| Some(v.trim()))
+            .map_err(|_| MALFORMED);
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::Unauthorized(
-            "an API key is required; send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
-        ));
+        return Ok(None);
     };
     let value = value.to_str().map_err(|_| MALFORMED)?;
     // The scheme name is case-insensitive (RFC 9110, section 11.1).
     match value.split_once(' ') {
-        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => Ok(key.trim()),
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(key.trim())),
         _ => Err(MALFORMED),
     }
 }
@@ -171,7 +205,7 @@ mod tests {
                 headers.insert(*name, value);
             }
         }
-        presented_key(&headers).ok().map(str::to_owned)
+        presented_key(&headers).ok().flatten().map(str::to_owned)
     }
 
     #[test]

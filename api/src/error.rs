@@ -209,8 +209,27 @@ impl ApiError {
         serde_json::to_vec(&problem).unwrap_or_default()
     }
 
+    /// The response status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.class().0
+    }
+
+    /// The problem's title (`Not found`, ...).
+    pub(crate) fn title(&self) -> &'static str {
+        self.class().2
+    }
+
+    /// Log what must be logged: internal failures (never shown to the client) and outages.
+    pub(crate) fn log(&self) {
+        match self {
+            Self::Internal(e) => tracing::error!(error = %e, debug = ?e, "internal error"),
+            Self::Unavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            _ => {}
+        }
+    }
+
     /// The located problems, for the validation errors that have them.
-    fn field_errors(&self) -> Option<Vec<FieldError>> {
+    pub(crate) fn field_errors(&self) -> Option<Vec<FieldError>> {
         match self {
             Self::InvalidBody(errors) | Self::InvalidInput(errors) => Some(errors.clone()),
             Self::UnknownWorkflow(name) => Some(vec![FieldError::new(
@@ -224,11 +243,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
-            Self::Internal(e) => tracing::error!(error = %e, debug = ?e, "internal error"),
-            Self::Unavailable(e) => tracing::warn!(error = %e, "database unavailable"),
-            _ => {}
-        }
+        self.log();
         let mut response = (self.class().0, self.body()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -285,6 +300,12 @@ impl From<SubmitError> for ApiError {
             ),
             SubmitError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error).into()
     }
 }
 

@@ -296,14 +296,21 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
         }))
 }
 
-/// A new secret from the thread-local CSPRNG (ChaCha, seeded and reseeded from the OS).
+/// A new key.
 fn generate() -> String {
-    let mut bytes = [0u8; KEY_RANDOM_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+    format!("{KEY_PREFIX}{}", random_secret::<KEY_RANDOM_BYTES>())
 }
 
-fn hash(key: &str) -> [u8; 32] {
+/// `N` bytes from the thread-local CSPRNG (ChaCha, seeded and reseeded from the OS), as
+/// base64url without padding: safe in headers, cookies and URLs as is.
+pub(crate) fn random_secret<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The stored form of a secret (keys, session cookies).
+pub(crate) fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 

@@ -14,6 +14,8 @@
 //!   JSON pointers to the offending value.
 //! - `openapi`: `/openapi.json`, the OpenAPI 3.1 description generated from the handlers'
 //!   annotations and the views, with each registered workflow's input schema.
+//! - `dashboard`: Mission Control, the server-rendered web dashboard at `/`, with its
+//!   sessions (sign in with a key, then a cookie) and CSRF protection.
 //! - `error`: `ApiError`, the one place statuses are chosen and RFC 9457 bodies are rendered.
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
@@ -21,6 +23,7 @@
 
 mod auth;
 mod cursor;
+mod dashboard;
 mod error;
 mod events;
 mod extract;
@@ -79,6 +82,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        // The dashboard authenticates with its session cookie (or sends people to sign in).
+        .merge(dashboard::routes())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)

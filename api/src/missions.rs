@@ -125,15 +125,15 @@ async fn show(
 }
 
 /// The list's query string; values are parsed by hand so errors name the parameter.
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    status: Option<String>,
-    workflow: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-    created_after: Option<String>,
-    created_before: Option<String>,
-    q: Option<String>,
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ListParams {
+    pub(crate) status: Option<String>,
+    pub(crate) workflow: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) created_after: Option<String>,
+    pub(crate) created_before: Option<String>,
+    pub(crate) q: Option<String>,
 }
 
 #[utoipa::path(
@@ -162,6 +162,19 @@ async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<MissionPage>, ApiError> {
+    let (missions, next_cursor) = list_page(&state, params).await?;
+    Ok(axum::Json(MissionPage {
+        missions: missions.into_iter().map(MissionView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One page of the mission list for these parameters, and the cursor of the next page (the API
+/// list and the dashboard's both read missions through here).
+pub(crate) async fn list_page(
+    state: &AppState,
+    params: ListParams,
+) -> Result<(Vec<MissionRecord>, Option<String>), ApiError> {
     let limit = limit_param(params.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let status = non_empty(params.status)
         .map(|s| {
@@ -204,10 +217,7 @@ async fn list(
     } else {
         None
     };
-    Ok(axum::Json(MissionPage {
-        missions: missions.into_iter().map(MissionView::from).collect(),
-        next_cursor,
-    }))
+    Ok((missions, next_cursor))
 }
 
 /// An approver's verdict.
@@ -382,7 +392,6 @@ async fn history(
     }))
 }
 
-/// The mission with this id, or a 404.
 /// 202 with the mission as it is now: the work the request asked for happens on a worker.
 async fn accepted(
     state: &AppState,
@@ -395,7 +404,8 @@ async fn accepted(
     ))
 }
 
-async fn find(state: &AppState, id: MissionId) -> Result<MissionRecord, ApiError> {
+/// The mission with this id, or a 404.
+pub(crate) async fn find(state: &AppState, id: MissionId) -> Result<MissionRecord, ApiError> {
     state
         .engine
         .store()
@@ -411,7 +421,7 @@ async fn detail(state: &AppState, mission: MissionRecord) -> Result<MissionDetai
 }
 
 /// A path's `{id}`: not a UUID is a malformed request (400), not a missing resource (404).
-fn mission_id(raw: &str) -> Result<MissionId, ApiError> {
+pub(crate) fn mission_id(raw: &str) -> Result<MissionId, ApiError> {
     raw.parse()
         .map_err(|e| ApiError::InvalidParameter(format!("path parameter `id` must be a UUID: {e}")))
 }
@@ -454,7 +464,7 @@ fn time_param(name: &str, raw: Option<String>) -> Result<Option<DateTime<Utc>>, 
 }
 
 /// Empty query values (`?status=`) mean "not given", as HTML forms send them.
-fn non_empty(value: Option<String>) -> Option<String> {
+pub(crate) fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 

@@ -58,6 +58,33 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every event type.
+    pub const ALL: [EventType; 23] = [
+        Self::MissionSubmitted,
+        Self::MissionStarted,
+        Self::MissionResumed,
+        Self::MissionReleased,
+        Self::MissionSuspended,
+        Self::MissionCancelRequested,
+        Self::MissionSucceeded,
+        Self::MissionFailed,
+        Self::MissionCancelled,
+        Self::StepStarted,
+        Self::StepSucceeded,
+        Self::StepFailed,
+        Self::StepRetryScheduled,
+        Self::StepSkipped,
+        Self::TimerStarted,
+        Self::TimerFired,
+        Self::ApprovalRequested,
+        Self::ApprovalGranted,
+        Self::ApprovalRejected,
+        Self::CompensationStarted,
+        Self::StepCompensated,
+        Self::CompensationFailed,
+        Self::MissionRetried,
+    ];
+
     /// The wire and storage name, e.g. `"step_succeeded"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,6 +112,22 @@ impl EventType {
             Self::CompensationFailed => "compensation_failed",
             Self::MissionRetried => "mission_retried",
         }
+    }
+}
+
+/// A name that is not an event type's wire name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type `{0}`")]
+pub struct UnknownEventType(pub String);
+
+impl std::str::FromStr for EventType {
+    type Err = UnknownEventType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| UnknownEventType(s.to_owned()))
     }
 }
 
@@ -139,4 +182,21 @@ pub struct Event {
     pub attempt: Option<i32>,
     /// Details.
     pub data: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_round_trip_and_match_serde() {
+        for kind in EventType::ALL {
+            assert_eq!(kind.as_str().parse::<EventType>(), Ok(kind));
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(Value::String(kind.as_str().to_owned()))
+            );
+        }
+        assert!("step_exploded".parse::<EventType>().is_err());
+    }
 }

@@ -84,6 +84,20 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
+    /// The wire name (`"pending"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+            Self::Compensated => "compensated",
+            Self::Skipped => "skipped",
+        }
+    }
+
     /// A settled step is never executed again.
     pub fn is_settled(self) -> bool {
         matches!(
@@ -106,4 +120,55 @@ pub enum StepKind {
     Sleep,
     /// The undo of an earlier task, run when the mission fails or is cancelled.
     Compensation,
+}
+
+impl StepKind {
+    /// The wire name (`"task"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Task => "task",
+            Self::Approval => "approval",
+            Self::Sleep => "sleep",
+            Self::Compensation => "compensation",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        let serde_name = |v: serde_json::Value| v.as_str().map(str::to_owned);
+        for status in MissionStatus::ALL {
+            assert_eq!(
+                serde_name(serde_json::json!(status)).as_deref(),
+                Some(status.as_str())
+            );
+        }
+        use StepStatus::*;
+        for status in [
+            Pending,
+            Running,
+            Waiting,
+            Succeeded,
+            Failed,
+            Rejected,
+            Compensated,
+            Skipped,
+        ] {
+            assert_eq!(
+                serde_name(serde_json::json!(status)).as_deref(),
+                Some(status.as_str())
+            );
+        }
+        use StepKind::*;
+        for kind in [Task, Approval, Sleep, Compensation] {
+            assert_eq!(
+                serde_name(serde_json::json!(kind)).as_deref(),
+                Some(kind.as_str())
+            );
+        }
+    }
 }

@@ -1,0 +1,244 @@
+// Mission Control's only script. Pages work without it; it adds:
+// - live parts: `main[data-live]` names what should refresh it ("all": any event on the
+//   stream, "mission:<id>": that mission's events, "poll:<ms>": a timer). A refresh fetches the
+//   same URL with `HC-Fragment: 1` and swaps each `[data-slot]` whose markup changed, unless the
+//   person is typing in it;
+// - in-place actions: approve, reject, cancel and retry post with `HC-Fragment: 1` (204 on
+//   success) and the page updates itself; errors show in a toast;
+// - the plan editor's validation as you type;
+// - relative times kept current (the exact time stays in the tooltip).
+"use strict";
+
+(function () {
+  const FRAGMENT = { "HC-Fragment": "1" };
+  const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+
+  // ---- relative times -------------------------------------------------------------------
+  function relative(iso) {
+    const secs = Math.round((Date.now() - Date.parse(iso)) / 1000);
+    const mag = Math.abs(secs);
+    if (mag < 5) return "just now";
+    let amount;
+    if (mag < 60) amount = mag + " s";
+    else if (mag < 3600) amount = Math.floor(mag / 60) + " min";
+    else if (mag < 86400) amount = Math.floor(mag / 3600) + " h";
+    else amount = Math.floor(mag / 86400) + " d";
+    return secs >= 0 ? amount + " ago" : "in " + amount;
+  }
+  function refreshTimes(root) {
+    for (const t of (root || document).querySelectorAll("time[datetime][title]")) {
+      t.textContent = relative(t.getAttribute("datetime"));
+    }
+  }
+  setInterval(refreshTimes, 10000);
+
+  // ---- toasts ---------------------------------------------------------------------------
+  let toastTimer;
+  function toast(message, kind) {
+    const el = document.getElementById("toast");
+    if (!el) return;
+    el.textContent = message;
+    el.dataset.kind = kind || "info";
+    el.classList.add("show");
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => el.classList.remove("show"), kind === "error" ? 8000 : 3500);
+  }
+
+  // The explanation of a failed request: error pages carry it in #problem-detail.
+  async function problemOf(response) {
+    try {
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      const detail = doc.getElementById("problem-detail");
+      if (detail) return detail.textContent.trim();
+    } catch (_) { /* fall through */ }
+    return "The server answered " + response.status + ".";
+  }
+
+  // ---- live parts -----------------------------------------------------------------------
+  const main = document.querySelector("main[data-live]");
+  const liveDot = document.getElementById("live-state");
+  function setLive(state, title) {
+    if (!liveDot) return;
+    liveDot.dataset.state = state;
+    liveDot.title = "Live updates: " + title;
+  }
+
+  // Someone is typing or choosing in this part: leave it alone until they are done.
+  function busy(el) {
+    const active = document.activeElement;
+    if (active && el.contains(active) && /^(TEXTAREA|INPUT|SELECT)$/.test(active.tagName)) return true;
+    for (const field of el.querySelectorAll("textarea")) if (field.value !== "") return true;
+    return false;
+  }
+
+  let inflight = false, again = false, lastRefresh = 0, timer = null;
+  const minGap = main && main.dataset.live.startsWith("mission:") ? 250 : 1000;
+
+  function scheduleRefresh() {
+    if (!main || timer) return;
+    const wait = Math.max(0, lastRefresh + minGap - Date.now());
+    timer = setTimeout(() => { timer = null; refresh(); }, wait);
+  }
+
+  async function refresh() {
+    if (inflight) { again = true; return; }
+    inflight = true;
+    lastRefresh = Date.now();
+    try {
+      const response = await fetch(location.href, { headers: FRAGMENT, credentials: "same-origin" });
+      if (response.redirected || response.status === 401) { location.reload(); return; }
+      if (!response.ok) return;
+      const template = document.createElement("template");
+      template.innerHTML = await response.text();
+      for (const fresh of template.content.querySelectorAll("[data-slot]")) {
+        const current = main.querySelector('[data-slot="' + fresh.dataset.slot + '"]');
+        if (!current || current.outerHTML === fresh.outerHTML || busy(current)) continue;
+        // Keep open <details> open across refreshes.
+        const open = new Set([...current.querySelectorAll("details[open] > summary")].map((s) => s.textContent));
+        current.replaceWith(fresh);
+        for (const s of fresh.querySelectorAll("details > summary")) {
+          if (open.has(s.textContent)) s.parentElement.open = true;
+        }
+        refreshTimes(fresh);
+      }
+    } catch (_) {
+      setLive("offline", "the server cannot be reached; retrying");
+    } finally {
+      inflight = false;
+      if (again) { again = false; scheduleRefresh(); }
+    }
+  }
+
+  // Missions followed on the approvals page after a decision: id -> badge element.
+  const followed = new Map();
+
+  async function updateFollowed(id) {
+    const badge = followed.get(id);
+    if (!badge) return;
+    const response = await fetch("/api/v1/missions/" + id, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const mission = await response.json();
+    badge.dataset.status = mission.status;
+    badge.textContent = mission.status;
+  }
+
+  function connect() {
+    const spec = main ? main.dataset.live : "";
+    if (spec.startsWith("poll:")) {
+      setInterval(scheduleRefresh, parseInt(spec.slice(5), 10) || 2000);
+      setLive("live", "refreshing every " + spec.slice(5) + " ms");
+      return;
+    }
+    if (!spec) return;
+    const only = spec.startsWith("mission:") ? spec.slice(8) : null;
+    const stream = new EventSource("/api/v1/events");
+    // Events recorded between the page's rendering and the stream's start are caught by one
+    // refresh when the stream opens (and again after every reconnection).
+    stream.onopen = () => { setLive("live", "connected"); scheduleRefresh(); };
+    stream.onerror = () => setLive("offline", "reconnecting");
+    stream.onmessage = handle;
+    // The server names each message by its event type; listen to all of them.
+    const types = ["mission_submitted", "mission_started", "mission_resumed", "mission_released",
+      "mission_suspended", "mission_cancel_requested", "mission_succeeded", "mission_failed",
+      "mission_cancelled", "mission_retried", "step_started", "step_succeeded", "step_failed",
+      "step_retry_scheduled", "step_skipped", "timer_started", "timer_fired",
+      "approval_requested", "approval_granted", "approval_rejected", "compensation_started",
+      "step_compensated", "compensation_failed"];
+    for (const type of types) stream.addEventListener(type, handle);
+
+    function handle(message) {
+      let event;
+      try { event = JSON.parse(message.data); } catch (_) { return; }
+      if (followed.has(event.mission_id)) updateFollowed(event.mission_id);
+      if (!only || event.mission_id === only) scheduleRefresh();
+    }
+  }
+
+  // ---- actions --------------------------------------------------------------------------
+  document.addEventListener("submit", async (e) => {
+    const form = e.target;
+    if (!(form instanceof HTMLFormElement)) return;
+    if (!form.matches("form.decide, form.cancel, form.retry")) return;
+    e.preventDefault();
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    const body = new URLSearchParams(new FormData(form, e.submitter));
+    const buttons = form.querySelectorAll("button");
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      const response = await fetch(form.action, {
+        method: "POST",
+        headers: { ...FRAGMENT, "X-CSRF-Token": csrf() },
+        body,
+        credentials: "same-origin",
+      });
+      if (response.status === 204) {
+        const decision = body.get("decision");
+        toast(decision === "approve" ? "Approved." : decision === "reject" ? "Rejected." :
+          form.matches(".cancel") ? "Cancellation requested." : "Retrying.", "ok");
+        if (form.matches(".decide") && form.dataset.mission) decided(form, decision);
+        else if (form.matches(".decide")) form.closest("[data-slot]")?.querySelectorAll("textarea").forEach((t) => { t.value = ""; });
+        scheduleRefresh();
+        return;
+      }
+      if (response.redirected || response.status === 401) { location.reload(); return; }
+      toast(await problemOf(response), "error");
+    } catch (_) {
+      toast("The server cannot be reached; nothing was changed.", "error");
+    } finally {
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  });
+
+  // A decision taken in the inbox: the row leaves the inbox (at the next refresh) and the
+  // mission is followed in the "decided here" list until it ends.
+  function decided(form, decision) {
+    const id = form.dataset.mission;
+    const row = form.closest("tr");
+    const list = document.getElementById("decided");
+    if (row) row.remove();
+    if (!list || followed.has(id)) { updateFollowed(id); return; }
+    const item = document.createElement("li");
+    item.dataset.mission = id;
+    const link = document.createElement("a");
+    link.href = "/missions/" + id;
+    link.className = "mono";
+    link.textContent = id.slice(0, 8);
+    const step = document.createElement("span");
+    step.className = "mono";
+    step.textContent = form.dataset.step;
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.dataset.status = "running";
+    badge.textContent = "…";
+    item.append(link, " · ", step, " " + (decision === "approve" ? "approved" : "rejected") + " · mission ", badge);
+    list.prepend(item);
+    followed.set(id, badge);
+    updateFollowed(id);
+  }
+
+  // ---- plan editor ----------------------------------------------------------------------
+  const editor = document.querySelector("form#submit[data-check]");
+  if (editor) {
+    const output = document.getElementById("validation");
+    let checkTimer, sequence = 0;
+    const check = async () => {
+      const mine = ++sequence;
+      const body = new URLSearchParams(new FormData(editor));
+      try {
+        const response = await fetch(editor.dataset.check, {
+          method: "POST", headers: { ...FRAGMENT, "X-CSRF-Token": csrf() }, body, credentials: "same-origin",
+        });
+        if (mine !== sequence) return; // a newer check is on its way
+        if (response.ok) output.innerHTML = await response.text();
+        else if (response.redirected || response.status === 401) location.reload();
+      } catch (_) { /* the next keystroke checks again */ }
+    };
+    editor.addEventListener("input", () => { clearTimeout(checkTimer); checkTimer = setTimeout(check, 300); });
+    editor.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) editor.requestSubmit();
+    });
+    check();
+  }
+
+  if (main) connect();
+})();

@@ -1,0 +1,109 @@
+//! How values read to people: relative times with the exact time beside them, durations,
+//! pretty JSON, short ids.
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use hypercode_engine::MissionId;
+use serde_json::Value;
+
+/// A moment, ready for `<time datetime="{iso}" title="{exact}">{relative}</time>` (the script
+/// keeps `relative` current).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Moment {
+    /// RFC 3339, for the `datetime` attribute and the script.
+    pub(crate) iso: String,
+    /// The exact time, shown on hover.
+    pub(crate) exact: String,
+    /// "3 min ago", "in 20 s".
+    pub(crate) relative: String,
+}
+
+impl Moment {
+    /// `at`, seen from `now`.
+    pub(crate) fn new(at: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        Self {
+            iso: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            exact: at.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
+            relative: relative(at, now),
+        }
+    }
+}
+
+/// "just now", "42 s ago", "3 min ago", "5 h ago", "2 d ago"; "in 3 min" for the future.
+pub(crate) fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let delta = now - at;
+    let secs = delta.num_seconds();
+    let magnitude = secs.unsigned_abs();
+    if magnitude < 5 {
+        return "just now".to_owned();
+    }
+    let amount = match magnitude {
+        0..60 => format!("{magnitude} s"),
+        60..3600 => format!("{} min", magnitude / 60),
+        3600..86_400 => format!("{} h", magnitude / 3600),
+        _ => format!("{} d", magnitude / 86_400),
+    };
+    if secs >= 0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+/// "850 ms", "12.3 s", "4 min 05 s", "2 h 03 min".
+pub(crate) fn duration(delta: TimeDelta) -> String {
+    let ms = delta.num_milliseconds().max(0);
+    match ms {
+        0..1000 => format!("{ms} ms"),
+        1000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {:02} s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{} h {:02} min", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// JSON indented for reading.
+pub(crate) fn json(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// The first block of a mission id: enough to tell missions apart on one screen.
+pub(crate) fn short_id(id: MissionId) -> String {
+    id.to_string().chars().take(8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let now = Utc::now();
+        let ago = |s: i64| relative(now - TimeDelta::seconds(s), now);
+        assert_eq!(ago(0), "just now");
+        assert_eq!(ago(4), "just now");
+        assert_eq!(ago(42), "42 s ago");
+        assert_eq!(ago(3 * 60 + 59), "3 min ago");
+        assert_eq!(ago(5 * 3600 + 1), "5 h ago");
+        assert_eq!(ago(2 * 86_400 + 7), "2 d ago");
+        assert_eq!(ago(-180), "in 3 min");
+    }
+
+    #[test]
+    fn durations_pick_a_readable_unit() {
+        assert_eq!(duration(TimeDelta::milliseconds(850)), "850 ms");
+        assert_eq!(duration(TimeDelta::milliseconds(12_345)), "12.3 s");
+        assert_eq!(duration(TimeDelta::seconds(4 * 60 + 5)), "4 min 05 s");
+        assert_eq!(duration(TimeDelta::minutes(123)), "2 h 03 min");
+        assert_eq!(duration(TimeDelta::milliseconds(-5)), "0 ms");
+    }
+
+    #[test]
+    fn moments_carry_the_exact_time() {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T04:05:06.789Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let moment = Moment::new(at, at + TimeDelta::minutes(3));
+        assert_eq!(moment.iso, "2026-11-26T04:05:06.789Z");
+        assert_eq!(moment.exact, "2026-11-26 04:05:06.789 UTC");
+        assert_eq!(moment.relative, "3 min ago");
+    }
+}

@@ -1,0 +1,303 @@
+//! One mission (`/missions/{id}`): its state, the timeline of its attempts, each step's input,
+//! output and error, and its full history; and the actions on it (decide a waiting approval
+//! with a comment, cancel, retry), for operators and admins.
+
+use super::format::{self, Moment};
+use super::session::SignedIn;
+use super::timeline::Timeline;
+use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
+use crate::missions::{find, mission_id, non_empty};
+use crate::AppState;
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use chrono::Utc;
+use hypercode_engine::store::{Decision, StepRecord};
+use hypercode_engine::{Event, StepKind, StepStatus};
+use serde::Deserialize;
+
+/// History events the timeline is drawn from (from the start); a longer history is drawn up
+/// to here, and says so.
+const TIMELINE_EVENTS: i64 = 5000;
+
+/// History rows per page of the table.
+const HISTORY_PAGE: usize = 500;
+
+/// A step, as the steps table shows it.
+pub(crate) struct StepRow {
+    name: String,
+    kind: &'static str,
+    status: &'static str,
+    attempts: i32,
+    started: Option<Moment>,
+    finished: Option<Moment>,
+    duration: Option<String>,
+    wake: Option<Moment>,
+    input: Option<String>,
+    output: Option<String>,
+    error: Option<String>,
+}
+
+impl StepRow {
+    fn new(step: &StepRecord, now: chrono::DateTime<Utc>) -> Self {
+        Self {
+            name: step.name.clone(),
+            kind: step.kind.as_str(),
+            status: step.status.as_str(),
+            attempts: step.attempts,
+            started: step.started_at.map(|t| Moment::new(t, now)),
+            finished: step.finished_at.map(|t| Moment::new(t, now)),
+            duration: step
+                .started_at
+                .map(|s| format::duration(step.finished_at.unwrap_or(now) - s)),
+            wake: step.wake_at.map(|t| Moment::new(t, now)),
+            input: step.input.as_ref().map(format::json),
+            output: step.output.as_ref().map(format::json),
+            error: step.error.as_ref().map(format::json),
+        }
+    }
+}
+
+/// A waiting approval, with what the approver is asked.
+pub(crate) struct Waiting {
+    step: String,
+    message: Option<String>,
+    deadline: Option<Moment>,
+}
+
+/// One history row.
+pub(crate) struct EventRow {
+    seq: i64,
+    at: Moment,
+    kind: String,
+    step: Option<String>,
+    attempt: Option<i32>,
+    data: Option<String>,
+}
+
+impl EventRow {
+    fn new(event: &Event, now: chrono::DateTime<Utc>) -> Self {
+        let empty = event.data.as_object().is_some_and(|o| o.is_empty());
+        Self {
+            seq: event.seq,
+            at: Moment::new(event.at, now),
+            kind: event.kind.clone(),
+            step: event.step.clone(),
+            attempt: event.attempt,
+            data: (!empty).then(|| event.data.to_string()),
+        }
+    }
+}
+
+/// Everything the mission page shows.
+pub(crate) struct MissionView {
+    id: String,
+    short_id: String,
+    workflow: String,
+    status: &'static str,
+    created: Moment,
+    updated: Moment,
+    duration: String,
+    cancel_requested: bool,
+    idempotency_key: Option<String>,
+    input: String,
+    output: Option<String>,
+    error: Option<String>,
+    steps: Vec<StepRow>,
+    waiting: Vec<Waiting>,
+    can_cancel: bool,
+    can_retry: bool,
+    timeline: Timeline,
+    /// The timeline covers only the first [`TIMELINE_EVENTS`] events.
+    timeline_truncated: bool,
+    history: Vec<EventRow>,
+    /// The URL of the next history page.
+    history_next: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "mission.html")]
+struct MissionPage<'a> {
+    chrome: Chrome,
+    v: &'a MissionView,
+}
+
+#[derive(Template)]
+#[template(path = "mission_live.html")]
+struct MissionLive<'a> {
+    chrome: Chrome,
+    v: &'a MissionView,
+}
+
+/// The page's query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ShowQuery {
+    /// Show history events after this `seq`.
+    #[serde(default)]
+    history_after: Option<i64>,
+}
+
+/// `GET /missions/{id}`.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    fragment: Fragment,
+    Path(id): Path<String>,
+    Query(query): Query<ShowQuery>,
+) -> Result<Response, PageError> {
+    let id = mission_id(&id)?;
+    let mission = find(&state, id).await?;
+    let store = state.engine.store();
+    let journal = store.journal(id).await?;
+    let events = store.history(id, 0, TIMELINE_EVENTS).await?;
+    let now = Utc::now();
+    let finished = mission.status.is_terminal();
+    let end = if finished {
+        events.last().map_or(mission.updated_at, |e| e.at)
+    } else {
+        now
+    };
+    let after = query.history_after.unwrap_or(0).max(0);
+    let shown: Vec<Event> = if after == 0 {
+        events.iter().take(HISTORY_PAGE).cloned().collect()
+    } else {
+        store.history(id, after, HISTORY_PAGE as i64).await?
+    };
+    let history_next = (shown.len() == HISTORY_PAGE)
+        .then(|| {
+            shown
+                .last()
+                .map(|e| format!("/missions/{id}?history_after={}", e.seq))
+        })
+        .flatten();
+    let waiting = journal
+        .iter()
+        .filter(|s| s.kind == StepKind::Approval && s.status == StepStatus::Waiting)
+        .map(|s| Waiting {
+            step: s.name.clone(),
+            message: s
+                .input
+                .as_ref()
+                .and_then(|i| i.get("message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_owned),
+            deadline: s.wake_at.map(|t| Moment::new(t, now)),
+        })
+        .collect();
+    let view = MissionView {
+        id: id.to_string(),
+        short_id: format::short_id(id),
+        workflow: mission.workflow.clone(),
+        status: mission.status.as_str(),
+        created: Moment::new(mission.created_at, now),
+        updated: Moment::new(mission.updated_at, now),
+        duration: format::duration(
+            if finished { mission.updated_at } else { now } - mission.created_at,
+        ),
+        cancel_requested: mission.cancel_requested,
+        idempotency_key: mission.idempotency_key.clone(),
+        input: format::json(&mission.input),
+        output: mission.output.as_ref().map(format::json),
+        error: mission.error.as_ref().map(format::json),
+        steps: journal
+            .iter()
+            .filter(|s| s.kind != StepKind::Compensation)
+            .map(|s| StepRow::new(s, now))
+            .collect(),
+        waiting,
+        can_cancel: !finished && !mission.cancel_requested,
+        can_retry: mission.status == hypercode_engine::MissionStatus::Failed,
+        timeline_truncated: events.len() as i64 == TIMELINE_EVENTS,
+        timeline: Timeline::new(&events, end),
+        history: shown.iter().map(|e| EventRow::new(e, now)).collect(),
+        history_next,
+    };
+    let title = format!("Mission {}", view.short_id);
+    let chrome = Chrome::new(&session, title, "missions");
+    page_or_fragment(
+        fragment,
+        &MissionPage {
+            chrome: chrome.clone(),
+            v: &view,
+        },
+        &MissionLive { chrome, v: &view },
+    )
+}
+
+/// An approver's form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DecideForm {
+    decision: String,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /missions/{id}/approvals/{step}`: approve or reject, signed with the session's key.
+pub(crate) async fn decide(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    fragment: Fragment,
+    Path((id, step)): Path<(String, String)>,
+    FormBody(form): FormBody<DecideForm>,
+) -> Result<Response, PageError> {
+    session.verify_csrf(&form.csrf)?;
+    session.require_operator()?;
+    let id = mission_id(&id)?;
+    let approve = match form.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(crate::error::ApiError::InvalidParameter(format!(
+                "`decision` must be `approve` or `reject`; got `{other}`"
+            ))
+            .into())
+        }
+    };
+    let decision = Decision {
+        approve,
+        by: session.principal.name.clone(),
+        comment: non_empty(Some(form.comment.trim().to_owned())),
+    };
+    state.engine.decide(id, &step, decision).await?;
+    tracing::info!(mission = %id, step, approve, by = %session.principal.name, "decision from the dashboard");
+    Ok(done(fragment, &format!("/missions/{id}")))
+}
+
+/// The form of the buttons that only need the session's token.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /missions/{id}/cancel`.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    fragment: Fragment,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<ActionForm>,
+) -> Result<Response, PageError> {
+    session.verify_csrf(&form.csrf)?;
+    session.require_operator()?;
+    let id = mission_id(&id)?;
+    state.engine.cancel(id, &session.principal.name).await?;
+    Ok(done(fragment, &format!("/missions/{id}")))
+}
+
+/// `POST /missions/{id}/retry`.
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    fragment: Fragment,
+    Path(id): Path<String>,
+    FormBody(form): FormBody<ActionForm>,
+) -> Result<Response, PageError> {
+    session.verify_csrf(&form.csrf)?;
+    session.require_operator()?;
+    let id = mission_id(&id)?;
+    state.engine.retry(id, &session.principal.name).await?;
+    Ok(done(fragment, &format!("/missions/{id}")))
+}

@@ -1,0 +1,230 @@
+//! The submit page (`/submit`): paste or edit a mission's input (for `plan`, the plan), see
+//! what is wrong with it while typing (`/submit/check` asks the workflow itself, so the page
+//! and a real submission judge alike), and submit it.
+
+use super::session::SignedIn;
+use super::{render, Chrome, FormBody, PageError};
+use crate::missions::non_empty;
+use crate::AppState;
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use hypercode_engine::{InputProblem, SubmitError};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What a new plan starts from: one of each kind of step.
+const EXAMPLE_PLAN: &str = r#"{
+  "steps": [
+    {"name": "check", "http": {"method": "GET", "url": "http://127.0.0.1:8000/healthz"},
+     "retry": {"max_attempts": 5, "initial_backoff_ms": 200, "max_backoff_ms": 5000}},
+    {"name": "sign-off", "approval": {"message": "Ship it?", "timeout_s": 3600}},
+    {"name": "cool-down", "sleep": {"ms": 500}},
+    {"name": "done", "noop": {"shipped": true}}
+  ]
+}"#;
+
+/// One problem with the input, located by a JSON pointer into it.
+pub(crate) struct Problem {
+    pointer: String,
+    message: String,
+}
+
+impl From<InputProblem> for Problem {
+    fn from(p: InputProblem) -> Self {
+        Self {
+            pointer: p.pointer,
+            message: p.message,
+        }
+    }
+}
+
+/// The editor's state.
+pub(crate) struct SubmitView {
+    workflows: Vec<String>,
+    workflow: String,
+    input: String,
+    idempotency_key: String,
+    problems: Vec<Problem>,
+    /// Whether the problems come from a check (an empty list then means "valid").
+    checked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "submit.html")]
+struct SubmitPage<'a> {
+    chrome: Chrome,
+    v: &'a SubmitView,
+}
+
+#[derive(Template)]
+#[template(path = "submit_problems.html")]
+struct ProblemList<'a> {
+    v: &'a SubmitView,
+}
+
+/// The editor's form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SubmitForm {
+    #[serde(default)]
+    workflow: String,
+    #[serde(default)]
+    input: String,
+    #[serde(default)]
+    idempotency_key: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `GET /submit`.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+) -> Result<Response, PageError> {
+    let workflows = workflows(&state);
+    let workflow = if workflows.iter().any(|w| w == "plan") {
+        "plan".to_owned()
+    } else {
+        workflows.first().cloned().unwrap_or_default()
+    };
+    render(&SubmitPage {
+        chrome: Chrome::new(&session, "Submit a mission", "submit"),
+        v: &SubmitView {
+            workflows,
+            workflow,
+            input: EXAMPLE_PLAN.to_owned(),
+            idempotency_key: String::new(),
+            problems: Vec::new(),
+            checked: false,
+        },
+    })
+}
+
+/// `POST /submit/check`: the problems of the editor's content, as the list the page shows.
+pub(crate) async fn check(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    FormBody(form): FormBody<SubmitForm>,
+) -> Result<Response, PageError> {
+    session.verify_csrf(&form.csrf)?;
+    let problems = match parse(&form.input) {
+        Ok(input) => match state.engine.registry().get(&form.workflow) {
+            None => vec![unknown_workflow(&form.workflow)],
+            Some(workflow) => workflow
+                .validate(&input)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(Problem::from)
+                .collect(),
+        },
+        Err(problem) => vec![problem],
+    };
+    render(&ProblemList {
+        v: &view(&state, form, problems),
+    })
+}
+
+/// `POST /submit`: submit, then show the new mission; a refused input comes back to the
+/// editor with its problems (422).
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    FormBody(form): FormBody<SubmitForm>,
+) -> Result<Response, PageError> {
+    session.verify_csrf(&form.csrf)?;
+    session.require_operator()?;
+    let input = match parse(&form.input) {
+        Ok(input) => input,
+        Err(problem) => return refused(&state, &session, form, vec![problem]),
+    };
+    let key = non_empty(Some(form.idempotency_key.trim().to_owned()));
+    match state.engine.submit(&form.workflow, input, key).await {
+        Ok(submitted) => {
+            let id = submitted.mission.id;
+            tracing::info!(mission = %id, by = %session.principal.name, "submission from the dashboard");
+            Ok(Redirect::to(&format!("/missions/{id}")).into_response())
+        }
+        Err(SubmitError::Invalid(problems)) => refused(
+            &state,
+            &session,
+            form,
+            problems.into_iter().map(Problem::from).collect(),
+        ),
+        Err(SubmitError::UnknownWorkflow(name)) => {
+            refused(&state, &session, form, vec![unknown_workflow(&name)])
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn refused(
+    state: &AppState,
+    session: &super::session::Session,
+    form: SubmitForm,
+    problems: Vec<Problem>,
+) -> Result<Response, PageError> {
+    let page = render(&SubmitPage {
+        chrome: Chrome::new(session, "Submit a mission", "submit"),
+        v: &view(state, form, problems),
+    })?;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+}
+
+fn view(state: &AppState, form: SubmitForm, problems: Vec<Problem>) -> SubmitView {
+    SubmitView {
+        workflows: workflows(state),
+        workflow: form.workflow,
+        input: form.input,
+        idempotency_key: form.idempotency_key,
+        problems,
+        checked: true,
+    }
+}
+
+fn workflows(state: &AppState) -> Vec<String> {
+    let mut names: Vec<String> = state.engine.registry().names().map(str::to_owned).collect();
+    names.sort();
+    names
+}
+
+fn unknown_workflow(name: &str) -> Problem {
+    Problem {
+        pointer: String::new(),
+        message: format!("no workflow is registered under `{name}`"),
+    }
+}
+
+/// The editor's text as JSON, or where it stops being JSON.
+fn parse(text: &str) -> Result<Value, Problem> {
+    serde_json::from_str(text).map_err(|e| Problem {
+        pointer: String::new(),
+        message: format!(
+            "not valid JSON at line {}, column {}: {}",
+            e.line(),
+            e.column(),
+            // serde's message ends with its own " at line L column C"; it is said above.
+            e.to_string()
+                .rsplit_once(" at line ")
+                .map_or_else(|| e.to_string(), |(what, _)| what.to_owned())
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_say_where() {
+        let problem = parse("{\n  \"steps\": [\n    {\"name\": }\n]}").err();
+        let message = problem.map(|p| p.message).unwrap_or_default();
+        assert!(
+            message.starts_with("not valid JSON at line 3, column 14: "),
+            "{message}"
+        );
+        assert!(!message.contains(" at line 3 column"), "{message}");
+        assert!(parse(EXAMPLE_PLAN).is_ok());
+    }
+}

@@ -1,0 +1,602 @@
+//! Mission Control over plain HTTP (what the browser tests in `dashboard.rs` cannot easily see):
+//! the session cookie's attributes and lifetime, CSRF and origin checks on every action, role
+//! checks made by the server whatever the page shows, located validation errors, escaping.
+
+mod common;
+
+use common::*;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// A cookie-keeping client that does not follow redirects, so each hop can be checked.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+    /// The `Set-Cookie` headers of the last response, whole.
+    set_cookies: Vec<String>,
+}
+
+/// A response, read.
+#[derive(Debug)]
+struct Page {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Page {
+    /// The page's CSRF token (from `<meta name="csrf-token">`).
+    fn csrf(&self) -> String {
+        let marker = "name=\"csrf-token\" content=\"";
+        let start = self.body.find(marker).map(|i| i + marker.len());
+        let token = start.and_then(|s| self.body[s..].split('"').next());
+        token.unwrap_or_default().to_owned()
+    }
+}
+
+impl Browser {
+    fn new(h: &Harness) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .expect("client"),
+            base: h.base.clone(),
+            cookies: HashMap::new(),
+            set_cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn read(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let request = if self.cookies.is_empty() {
+            request
+        } else {
+            request.header("Cookie", self.cookie_header())
+        };
+        let response = request.send().await.expect("request");
+        self.keep_cookies(response.headers());
+        Page {
+            status: response.status().as_u16(),
+            location: response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: response.text().await.unwrap_or_default(),
+        }
+    }
+
+    fn keep_cookies(&mut self, headers: &HeaderMap) {
+        self.set_cookies = headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        for set in &self.set_cookies {
+            let pair = set.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() || set.contains("Max-Age=0") {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.read(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let request = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.read(request).await
+    }
+
+    /// Sign in through the login form; asserts it worked.
+    async fn sign_in(h: &Harness, key: &str) -> Self {
+        let mut browser = Self::new(h);
+        let login = browser.get("/").await;
+        assert_eq!(login.status, 200, "{login:?}");
+        assert!(login.body.contains("id=\"login\""), "{}", login.body);
+        let csrf = login.csrf();
+        let signed = browser
+            .post("/login", &[("key", key), ("csrf", &csrf), ("next", "/")])
+            .await;
+        assert_eq!(signed.status, 303, "{signed:?}");
+        assert!(
+            browser.cookies.contains_key("hc_session"),
+            "{:?}",
+            browser.set_cookies
+        );
+        browser
+    }
+}
+
+fn set_cookie<'a>(browser: &'a Browser, name: &str) -> &'a str {
+    browser
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("no Set-Cookie for {name}: {:?}", browser.set_cookies))
+}
+
+async fn gated(h: &Harness, message: &str) -> String {
+    let mission = h
+        .submit(json!([{ "name": "gate", "approval": { "message": message } }]))
+        .await;
+    let id = id_of(&mission);
+    h.wait_until(
+        &id,
+        "waiting on the gate",
+        |m| step_is(m, "gate", "waiting"),
+        secs(15),
+    )
+    .await;
+    id
+}
+
+#[tokio::test]
+async fn signing_in_gives_an_httponly_strict_session_the_api_accepts() {
+    let h = Harness::start().await;
+    let mut anonymous = Browser::new(&h);
+    let login = anonymous.get("/").await;
+    let login_cookie = set_cookie(&anonymous, "hc_login").to_owned();
+    assert!(
+        login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"),
+        "{login_cookie}"
+    );
+    // Without the login form's own cookie (a form posted from another site), no session.
+    let mut stranger = Browser::new(&h);
+    let forged = stranger
+        .post(
+            "/login",
+            &[("key", &h.key), ("csrf", &login.csrf()), ("next", "/")],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{forged:?}");
+    assert!(!stranger.cookies.contains_key("hc_session"));
+
+    let csrf = login.csrf();
+    let signed = anonymous
+        .post(
+            "/login",
+            &[("key", &h.key), ("csrf", &csrf), ("next", "/approvals")],
+        )
+        .await;
+    assert_eq!(signed.status, 303);
+    assert_eq!(signed.location.as_deref(), Some("/approvals"));
+    let session = set_cookie(&anonymous, "hc_session").to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(
+            session.contains(attribute),
+            "{attribute} missing: {session}"
+        );
+    }
+    assert!(
+        !session.contains(&h.key),
+        "the key itself is never a cookie"
+    );
+    let mut browser = anonymous;
+    let missions = browser.get("/").await;
+    assert_eq!(missions.status, 200);
+    assert!(
+        missions.body.contains("data-role=\"admin\""),
+        "{}",
+        missions.body
+    );
+    // An open redirect is refused: `next` must be a path on this site.
+    let mut other = Browser::new(&h);
+    let page = other.get("/").await;
+    let away = other
+        .post(
+            "/login",
+            &[
+                ("key", &h.key),
+                ("csrf", &page.csrf()),
+                ("next", "//evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(away.location.as_deref(), Some("/"));
+
+    // The JSON API takes the session too: reads as is, changes only with the CSRF header.
+    let csrf = missions.csrf();
+    let cookie = browser.cookie_header();
+    let list = h
+        .http
+        .get(h.url("/api/v1/missions"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(list.status(), 200);
+    let body = json!({ "workflow": "plan", "input": { "steps": [{ "name": "a", "noop": {} }] } });
+    let without = h
+        .http
+        .post(h.url("/api/v1/missions"))
+        .header("Cookie", &cookie)
+        .json(&body)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(without.status(), 403);
+    let with = h
+        .http
+        .post(h.url("/api/v1/missions"))
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .json(&body)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(with.status(), 201);
+    let listed: Value = h
+        .http
+        .get(h.url("/api/v1/missions"))
+        .header("X-API-Key", &h.key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        listed["missions"].as_array().map(Vec::len),
+        Some(1),
+        "only the CSRF-carrying submit counted"
+    );
+}
+
+#[tokio::test]
+async fn sessions_end_with_sign_out_and_with_their_key() {
+    let h = Harness::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let key = h.create_key("temp", "operator").await;
+    let mut browser = Browser::sign_in(&h, &key).await;
+    let page = browser.get("/approvals").await;
+    assert_eq!(page.status, 200);
+    let old = browser
+        .cookies
+        .get("hc_session")
+        .cloned()
+        .unwrap_or_default();
+    let out = browser.post("/logout", &[("csrf", &page.csrf())]).await;
+    assert_eq!(out.status, 303);
+    assert!(!browser.cookies.contains_key("hc_session"));
+    // The old cookie is dead on the server too, not only forgotten by the browser.
+    browser.cookies.insert("hc_session".into(), old);
+    let after = browser.get("/approvals").await;
+    assert_eq!(after.status, 303);
+    assert_eq!(after.location.as_deref(), Some("/?next=%2Fapprovals"));
+
+    let mut browser = Browser::sign_in(&h, &key).await;
+    assert_eq!(browser.get("/workers").await.status, 200);
+    let keys: Value =
+        serde_json::from_str(h.cli(&["keys", "list", "--json"]).await.trim()).unwrap_or_default();
+    let id = keys
+        .as_array()
+        .and_then(|k| k.iter().find(|k| k["name"] == "temp"))
+        .and_then(|k| k["id"].as_str())
+        .expect("the key's id")
+        .to_owned();
+    h.cli(&["keys", "revoke", &id]).await;
+    let revoked = browser.get("/workers").await;
+    assert_eq!(
+        revoked.status, 303,
+        "a revoked key's session is over: {revoked:?}"
+    );
+    assert_eq!(revoked.location.as_deref(), Some("/?next=%2Fworkers"));
+}
+
+#[tokio::test]
+async fn agents_and_wrong_keys_cannot_sign_in() {
+    let h = Harness::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let agent = h.create_key("bot", "agent").await;
+    for (key, says) in [
+        (agent.as_str(), "Agent keys cannot sign in"),
+        ("hc_not-a-key", "not valid"),
+        (&h.key[..h.key.len() - 1], "not valid"),
+    ] {
+        let mut browser = Browser::new(&h);
+        let page = browser.get("/").await;
+        let refused = browser
+            .post(
+                "/login",
+                &[("key", key), ("csrf", &page.csrf()), ("next", "/")],
+            )
+            .await;
+        assert_eq!(refused.status, 401, "{refused:?}");
+        assert!(
+            refused.body.contains("id=\"login-error\""),
+            "{}",
+            refused.body
+        );
+        assert!(refused.body.contains(says), "{}", refused.body);
+        assert!(!browser.cookies.contains_key("hc_session"));
+    }
+}
+
+#[tokio::test]
+async fn viewers_read_everything_but_the_server_refuses_their_actions() {
+    let h = Harness::start().await;
+    let id = gated(&h, "deploy?").await;
+    let viewer = h.create_key("vera", "viewer").await;
+    let mut browser = Browser::sign_in(&h, &viewer).await;
+    let page = browser.get(&format!("/missions/{id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("data-role=\"viewer\""));
+    assert!(
+        !page.body.contains("<form class=\"decide"),
+        "no decision form for a viewer"
+    );
+    assert!(
+        page.body.contains("can read but not decide"),
+        "{}",
+        page.body
+    );
+    let inbox = browser.get("/approvals").await;
+    assert!(
+        inbox.body.contains(&format!("data-approval=\"{id}/gate\"")),
+        "{}",
+        inbox.body
+    );
+    assert!(!inbox.body.contains("<form class=\"decide"));
+
+    let csrf = page.csrf();
+    let refused = browser
+        .post(
+            &format!("/missions/{id}/approvals/gate"),
+            &[("decision", "approve"), ("comment", ""), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(
+        refused.body.contains("operator or admin"),
+        "{}",
+        refused.body
+    );
+    for action in ["cancel", "retry"] {
+        let refused = browser
+            .post(&format!("/missions/{id}/{action}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(refused.status, 403, "{action}: {refused:?}");
+    }
+    let submitted = browser
+        .post(
+            "/submit",
+            &[
+                ("workflow", "plan"),
+                ("input", r#"{"steps": [{"name": "x", "noop": {}}]}"#),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(submitted.status, 403);
+    let mission = h.get(&id).await;
+    assert_eq!(mission["status"], "waiting");
+    assert_eq!(mission["cancel_requested"], false);
+}
+
+#[tokio::test]
+async fn actions_need_the_sessions_csrf_token_and_this_origin() {
+    let h = Harness::start().await;
+    let id = gated(&h, "ship?").await;
+    let operator = h.create_key("olga", "operator").await;
+    let mut browser = Browser::sign_in(&h, &operator).await;
+    let page = browser.get(&format!("/missions/{id}")).await;
+    assert!(
+        page.body
+            .contains("class=\"decide card\" data-step=\"gate\""),
+        "{}",
+        page.body
+    );
+    let path = format!("/missions/{id}/approvals/gate");
+    for csrf in ["", "wrong"] {
+        let refused = browser
+            .post(
+                &path,
+                &[("decision", "approve"), ("comment", "x"), ("csrf", csrf)],
+            )
+            .await;
+        assert_eq!(refused.status, 403, "csrf `{csrf}`: {refused:?}");
+        assert!(refused.body.contains("CSRF"), "{}", refused.body);
+    }
+    // A token from another session does not work either.
+    let mut other = Browser::sign_in(&h, &operator).await;
+    let foreign = other.get("/").await.csrf();
+    assert_ne!(foreign, page.csrf());
+    let refused = browser
+        .post(
+            &path,
+            &[
+                ("decision", "approve"),
+                ("comment", "x"),
+                ("csrf", &foreign),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let cross = browser
+        .read(
+            browser
+                .http
+                .post(format!("{}{path}", browser.base))
+                .header("Origin", "https://evil.example")
+                .form(&[
+                    ("decision", "approve"),
+                    ("comment", "x"),
+                    ("csrf", &page.csrf()),
+                ]),
+        )
+        .await;
+    assert_eq!(cross.status, 403, "{cross:?}");
+    let bad = browser
+        .post(&path, &[("decision", "maybe"), ("csrf", &page.csrf())])
+        .await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert_eq!(h.get(&id).await["status"], "waiting", "nothing was decided");
+
+    let approved = browser
+        .post(
+            &path,
+            &[
+                ("decision", "approve"),
+                ("comment", "lgtm"),
+                ("csrf", &page.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(approved.status, 303, "{approved:?}");
+    assert_eq!(approved.location, Some(format!("/missions/{id}")));
+    let mission = h.wait_terminal(&id, "succeeded", secs(15)).await;
+    assert_eq!(mission["output"]["steps"]["gate"]["by"], "olga");
+    assert_eq!(mission["output"]["steps"]["gate"]["comment"], "lgtm");
+    let again = browser
+        .post(&path, &[("decision", "approve"), ("csrf", &page.csrf())])
+        .await;
+    assert_eq!(again.status, 409);
+    assert!(
+        again.body.contains("id=\"problem-detail\""),
+        "{}",
+        again.body
+    );
+}
+
+#[tokio::test]
+async fn the_submit_form_locates_problems_and_creates_nothing_until_valid() {
+    let h = Harness::start().await;
+    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let csrf = browser.get("/submit").await.csrf();
+    let invalid = browser
+        .post(
+            "/submit",
+            &[
+                ("workflow", "plan"),
+                ("input", r#"{"steps": [{"name": "a", "nope": {}}]}"#),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(invalid.status, 422, "{invalid:?}");
+    assert!(
+        invalid.body.contains("data-pointer=\"/steps/0/nope\""),
+        "{}",
+        invalid.body
+    );
+    assert!(
+        invalid.body.contains("&#34;nope&#34;"),
+        "the text typed is kept: {}",
+        invalid.body
+    );
+    let broken = browser
+        .post(
+            "/submit",
+            &[
+                ("workflow", "plan"),
+                ("input", "{\"steps\": ["),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(broken.status, 422);
+    assert!(
+        broken.body.contains("not valid JSON at line 1, column 11"),
+        "{}",
+        broken.body
+    );
+    // The check the editor runs while typing answers the same.
+    let checked = browser
+        .post(
+            "/submit/check",
+            &[
+                ("workflow", "plan"),
+                ("input", r#"{"steps": [{"name": "a", "nope": {}}]}"#),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(checked.status, 200);
+    assert!(
+        checked.body.contains("data-pointer=\"/steps/0/nope\""),
+        "{}",
+        checked.body
+    );
+    let listed = h
+        .send(h.request(reqwest::Method::GET, "/api/v1/missions"))
+        .await;
+    assert_eq!(listed.body["missions"].as_array().map(Vec::len), Some(0));
+
+    let plan = r#"{"steps": [{"name": "a", "noop": {"n": 1}}]}"#;
+    let created = browser
+        .post(
+            "/submit",
+            &[
+                ("workflow", "plan"),
+                ("input", plan),
+                ("idempotency_key", "form-1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{created:?}");
+    let location = created.location.unwrap_or_default();
+    let id = location.trim_start_matches("/missions/").to_owned();
+    let mission = h.wait_terminal(&id, "succeeded", secs(15)).await;
+    assert_eq!(mission["idempotency_key"], "form-1");
+    let shown = browser.get(&location).await;
+    assert!(
+        shown.body.contains("data-status=\"succeeded\""),
+        "{}",
+        shown.body
+    );
+}
+
+#[tokio::test]
+async fn user_data_is_escaped_in_every_page() {
+    let h = Harness::start().await;
+    let hostile = "<script>window.__xss=1</script><img src=x onerror=alert(1)>";
+    let id = gated(&h, hostile).await;
+    let mut browser = Browser::sign_in(&h, &h.key).await;
+    for path in [
+        format!("/missions/{id}"),
+        "/approvals".to_owned(),
+        "/".to_owned(),
+    ] {
+        let page = browser.get(&path).await;
+        assert_eq!(page.status, 200);
+        assert!(
+            !page.body.contains("<script>window"),
+            "{path}: {}",
+            page.body
+        );
+        assert!(!page.body.contains("<img src=x"), "{path}");
+    }
+    let page = browser.get(&format!("/missions/{id}")).await;
+    assert!(
+        page.body
+            .contains("&#60;script&#62;window.__xss=1&#60;/script&#62;"),
+        "{}",
+        page.body
+    );
+}
