@@ -226,6 +226,9 @@ pub trait MissionStore: Send + Sync + 'static {
     async fn request_cancel(&self, id: MissionId, by: &str) -> StoreResult<MissionStatus>;
     /// Approval steps waiting for a decision across live missions, oldest request first.
     async fn waiting_approvals(&self, limit: i64) -> StoreResult<Vec<WaitingApproval>>;
+    /// The name of each mission's latest journal entry (the step it is at, or ended on),
+    /// compensations included; missions that have none are left out. For listings.
+    async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, String)>>;
     /// Make a failed mission runnable again from its first failed step, in one transaction:
     /// that step is reset (a task to `pending`, a rejected approval to `waiting` with a fresh
     /// deadline), every `compensated` step is reset to `pending` (its effect was undone, so it

@@ -452,3 +452,27 @@ async fn concurrent_writes_commit_together_and_stay_fenced_one_by_one(pool: PgPo
         );
     }
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn current_steps_name_each_missions_latest_entry(pool: PgPool) {
+    let engine = engine(pool.clone(), Arc::new(Probe::default()));
+    let done = start(&engine, "counting").await;
+    assert_eq!(
+        run_until_settled(&engine, done).await,
+        MissionStatus::Succeeded
+    );
+    let parked = start(&engine, "counting").await;
+    // One run: `first` is recorded, then the mission parks on the `nap` timer.
+    engine.run_mission(parked).await.expect("run");
+    let fresh = start(&engine, "counting").await;
+    let mut steps = engine
+        .store()
+        .current_steps(&[done, parked, fresh])
+        .await
+        .unwrap();
+    steps.sort();
+    let mut expected = vec![(done, "second".to_owned()), (parked, "nap".to_owned())];
+    expected.sort();
+    assert_eq!(steps, expected, "a mission without entries is left out");
+    assert!(engine.store().current_steps(&[]).await.unwrap().is_empty());
+}

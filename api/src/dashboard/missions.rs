@@ -14,6 +14,7 @@ use chrono::Utc;
 use hypercode_engine::store::MissionRecord;
 use hypercode_engine::MissionStatus;
 use serde::Deserialize;
+use std::collections::HashMap;
 
 /// Missions per page.
 const PAGE_SIZE: &str = "50";
@@ -42,12 +43,14 @@ pub(crate) struct Row {
     status: &'static str,
     created: Moment,
     duration: String,
+    /// The step it is at (or ended on).
+    step: Option<String>,
     /// A failed or cancelled mission's reason, one line.
     reason: Option<String>,
 }
 
 impl Row {
-    fn new(mission: &MissionRecord, now: chrono::DateTime<Utc>) -> Self {
+    fn new(mission: &MissionRecord, step: Option<String>, now: chrono::DateTime<Utc>) -> Self {
         let finished = mission.status.is_terminal();
         let until = if finished { mission.updated_at } else { now };
         Self {
@@ -57,6 +60,7 @@ impl Row {
             status: mission.status.as_str(),
             created: Moment::new(mission.created_at, now),
             duration: format::duration(until - mission.created_at),
+            step,
             reason: mission.error.as_ref().map(|e| {
                 e.get("message")
                     .and_then(|m| m.as_str())
@@ -118,6 +122,14 @@ pub(crate) async fn index(
         },
     )
     .await?;
+    let ids: Vec<_> = missions.iter().map(|m| m.id).collect();
+    let mut steps: HashMap<_, _> = state
+        .engine
+        .store()
+        .current_steps(&ids)
+        .await?
+        .into_iter()
+        .collect();
     let now = Utc::now();
     let next_page = next_cursor.map(|cursor| {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
@@ -129,7 +141,10 @@ pub(crate) async fn index(
         format!("/?{query}")
     });
     let view = ListView {
-        rows: missions.iter().map(|m| Row::new(m, now)).collect(),
+        rows: missions
+            .iter()
+            .map(|m| Row::new(m, steps.remove(&m.id), now))
+            .collect(),
         statuses: MissionStatus::ALL.map(MissionStatus::as_str).to_vec(),
         workflows: state.engine.registry().names().map(str::to_owned).collect(),
         status: query.status,

@@ -334,6 +334,24 @@ impl MissionStore for PgStore {
         Ok(row.status)
     }
 
+    async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, String)>> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        // One primary-key range per mission, read backwards from its last position.
+        let rows = sqlx::query!(
+            r#"
+            select m.id as "id!: MissionId", s.name as "name!"
+            from unnest($1::uuid[]) as m(id)
+            cross join lateral (
+                select name from steps where mission_id = m.id order by position desc limit 1
+            ) s
+            "#,
+            &ids,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
+    }
+
     async fn waiting_approvals(&self, limit: i64) -> StoreResult<Vec<WaitingApproval>> {
         // Driven by the live missions (the small `missions_live` index), then each one's steps
         // by primary key; a waiting approval's row is not written again until it is decided, so
