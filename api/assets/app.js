@@ -202,7 +202,7 @@
     const link = document.createElement("a");
     link.href = "/missions/" + id;
     link.className = "mono";
-    link.textContent = id.slice(0, 8);
+    link.textContent = id.slice(-8);
     const step = document.createElement("span");
     step.className = "mono";
     step.textContent = form.dataset.step;

@@ -65,9 +65,12 @@ pub(crate) fn json(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
-/// The first block of a mission id: enough to tell missions apart on one screen.
+/// The last eight digits of a mission id: enough to tell missions apart on one screen. Not the
+/// first ones: ids are UUIDv7, which begin with their creation time, so missions submitted
+/// together share their first digits, while the last ones are random.
 pub(crate) fn short_id(id: MissionId) -> String {
-    id.to_string().chars().take(8).collect()
+    let text = id.to_string();
+    text[text.len() - 8..].to_owned()
 }
 
 #[cfg(test)]
@@ -94,6 +97,14 @@ mod tests {
         assert_eq!(duration(TimeDelta::seconds(4 * 60 + 5)), "4 min 05 s");
         assert_eq!(duration(TimeDelta::minutes(123)), "2 h 03 min");
         assert_eq!(duration(TimeDelta::milliseconds(-5)), "0 ms");
+    }
+
+    #[test]
+    fn short_ids_differ_for_missions_created_together() {
+        let (a, b) = (MissionId::new(), MissionId::new());
+        assert_eq!(short_id(a).len(), 8);
+        assert_ne!(short_id(a), short_id(b));
+        assert!(a.to_string().ends_with(&short_id(a)));
     }
 
     #[test]

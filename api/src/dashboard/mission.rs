@@ -3,7 +3,7 @@
 //! with a comment, cancel, retry), for operators and admins.
 
 use super::format::{self, Moment};
-use super::session::SignedIn;
+use super::session::{Session, SignedIn};
 use super::timeline::Timeline;
 use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
 use crate::missions::{find, mission_id, non_empty};
@@ -280,11 +280,7 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     FormBody(form): FormBody<ActionForm>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
-    session.require_operator()?;
-    let id = mission_id(&id)?;
-    state.engine.cancel(id, &session.principal.name).await?;
-    Ok(done(fragment, &format!("/missions/{id}")))
+    act(&state, &session, fragment, &id, &form, Action::Cancel).await
 }
 
 /// `POST /missions/{id}/retry`.
@@ -295,9 +291,36 @@ pub(crate) async fn retry(
     Path(id): Path<String>,
     FormBody(form): FormBody<ActionForm>,
 ) -> Result<Response, PageError> {
+    act(&state, &session, fragment, &id, &form, Action::Retry).await
+}
+
+/// What a mission's button asks for.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Cancel,
+    Retry,
+}
+
+/// Run a mission's action for an operator whose form carries the session's token.
+async fn act(
+    state: &AppState,
+    session: &Session,
+    fragment: Fragment,
+    id: &str,
+    form: &ActionForm,
+    action: Action,
+) -> Result<Response, PageError> {
     session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
-    let id = mission_id(&id)?;
-    state.engine.retry(id, &session.principal.name).await?;
+    let id = mission_id(id)?;
+    let by = &session.principal.name;
+    match action {
+        Action::Cancel => {
+            state.engine.cancel(id, by).await?;
+        }
+        Action::Retry => {
+            state.engine.retry(id, by).await?;
+        }
+    }
     Ok(done(fragment, &format!("/missions/{id}")))
 }
