@@ -195,7 +195,19 @@
     const id = form.dataset.mission;
     const row = form.closest("tr");
     const list = document.getElementById("decided");
+    const body = row && row.parentElement;
     if (row) row.remove();
+    const table = document.getElementById("approvals");
+    if (body && table && !body.querySelector("tr[data-approval]")) {
+      const empty = document.createElement("tr");
+      empty.className = "empty-row";
+      const cell = document.createElement("td");
+      cell.colSpan = table.tHead ? table.tHead.rows[0].cells.length : 1;
+      cell.className = "empty";
+      cell.textContent = table.dataset.empty || "";
+      empty.append(cell);
+      body.append(empty);
+    }
     if (!list || followed.has(id)) { updateFollowed(id); return; }
     const item = document.createElement("li");
     item.dataset.mission = id;

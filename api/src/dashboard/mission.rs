@@ -4,7 +4,7 @@
 
 use super::format::{self, Moment};
 use super::session::{Session, SignedIn};
-use super::timeline::Timeline;
+use super::timeline::{Layout, Timeline};
 use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
 use crate::missions::{find, mission_id, non_empty};
 use crate::AppState;
@@ -108,6 +108,8 @@ pub(crate) struct MissionView {
     can_cancel: bool,
     can_retry: bool,
     timeline: Timeline,
+    /// The same, drawn for phones.
+    timeline_narrow: Timeline,
     /// The timeline covers only the first [`TIMELINE_EVENTS`] events.
     timeline_truncated: bool,
     history: Vec<EventRow>,
@@ -208,7 +210,8 @@ pub(crate) async fn show(
         can_cancel: !finished && !mission.cancel_requested,
         can_retry: mission.status == hypercode_engine::MissionStatus::Failed,
         timeline_truncated: events.len() as i64 == TIMELINE_EVENTS,
-        timeline: Timeline::new(&events, end),
+        timeline: Timeline::new(&events, end, Layout::WIDE),
+        timeline_narrow: Timeline::new(&events, end, Layout::NARROW),
         history: shown.iter().map(|e| EventRow::new(e, now)).collect(),
         history_next,
     };

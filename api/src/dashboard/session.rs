@@ -219,6 +219,7 @@ pub(crate) fn login_page(
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginForm {
     key: String,
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     next: String,
@@ -271,6 +272,7 @@ pub(crate) async fn login(
 /// The sign-out form.
 #[derive(Debug, Deserialize)]
 pub(crate) struct LogoutForm {
+    #[serde(default)]
     csrf: String,
 }
 

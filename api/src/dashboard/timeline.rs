@@ -11,10 +11,37 @@ use super::format;
 use chrono::{DateTime, TimeDelta, Utc};
 use hypercode_engine::{Event, EventType};
 
-/// Width of the drawing, in SVG user units (the SVG scales to its box).
-const WIDTH: f64 = 1000.0;
-/// The label column.
-const LABEL_WIDTH: f64 = 190.0;
+/// The geometry of one drawing. Two are drawn: a wide one, and a narrow one that phones show
+/// instead, so its text stays legible when the drawing is scaled to a small screen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Layout {
+    /// Width of the drawing, in SVG user units (the SVG scales to its box).
+    width: f64,
+    /// The label column.
+    label_width: f64,
+    /// Labels longer than this are cut (the whole name stays in the tooltip).
+    label_chars: usize,
+    /// Time axis ticks.
+    ticks: usize,
+}
+
+impl Layout {
+    /// For screens of a laptop and up.
+    pub(crate) const WIDE: Self = Self {
+        width: 1000.0,
+        label_width: 190.0,
+        label_chars: 24,
+        ticks: 5,
+    };
+    /// For phones.
+    pub(crate) const NARROW: Self = Self {
+        width: 400.0,
+        label_width: 110.0,
+        label_chars: 12,
+        ticks: 2,
+    };
+}
+
 /// Row pitch and bar thickness.
 const ROW_HEIGHT: f64 = 30.0;
 const BAR_HEIGHT: f64 = 18.0;
@@ -22,8 +49,6 @@ const BAR_HEIGHT: f64 = 18.0;
 const AXIS_HEIGHT: f64 = 24.0;
 /// The narrowest bar drawn, so instantaneous steps stay visible.
 const MIN_BAR: f64 = 3.0;
-/// Time axis ticks.
-const TICKS: usize = 5;
 
 /// How an attempt (or a wait) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +153,8 @@ pub(crate) struct Bar {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Label {
     pub(crate) text: String,
+    /// The whole label, when `text` is cut.
+    pub(crate) full: String,
     pub(crate) kind: &'static str,
     pub(crate) y: String,
     /// The row's band (zebra stripes), top edge.
@@ -160,11 +187,11 @@ pub(crate) struct Timeline {
 impl Timeline {
     /// Lay out `events` (a mission's history in `seq` order). `end` is where open bars stop:
     /// now for a live mission, its last event for a finished one.
-    pub(crate) fn new(events: &[Event], end: DateTime<Utc>) -> Self {
+    pub(crate) fn new(events: &[Event], end: DateTime<Utc>, layout: Layout) -> Self {
         let tracks = tracks(events);
         let start = events.first().map_or(end, |e| e.at);
         let end = end.max(start);
-        layout(&tracks, start, end)
+        lay_out(&tracks, start, end, layout)
     }
 
     /// Whether there is anything to draw.
@@ -286,19 +313,21 @@ fn close(track: &mut Track, at: DateTime<Utc>, outcome: Outcome) {
     }
 }
 
-fn layout(tracks: &[Track], start: DateTime<Utc>, end: DateTime<Utc>) -> Timeline {
+fn lay_out(tracks: &[Track], start: DateTime<Utc>, end: DateTime<Utc>, layout: Layout) -> Timeline {
     let total = (end - start).num_microseconds().unwrap_or(i64::MAX).max(1) as f64;
-    let chart = WIDTH - LABEL_WIDTH - 10.0;
+    let chart = layout.width - layout.label_width - 10.0;
     let x_of = |t: DateTime<Utc>| {
         let offset = (t - start).num_microseconds().unwrap_or(0).max(0) as f64;
-        LABEL_WIDTH + offset / total * chart
+        layout.label_width + offset / total * chart
     };
     let mut labels = Vec::new();
     let mut bars = Vec::new();
     for (row, track) in tracks.iter().enumerate() {
         let top = AXIS_HEIGHT + row as f64 * ROW_HEIGHT;
+        let full = label(track);
         labels.push(Label {
-            text: label(track),
+            text: cut(&full, layout.label_chars),
+            full,
             kind: track.kind.as_str(),
             y: num(top + ROW_HEIGHT / 2.0 + 4.0),
             band_y: num(top),
@@ -332,9 +361,9 @@ fn layout(tracks: &[Track], start: DateTime<Utc>, end: DateTime<Utc>) -> Timelin
             });
         }
     }
-    let ticks = (0..=TICKS)
+    let ticks = (0..=layout.ticks)
         .map(|i| {
-            let fraction = i as f64 / TICKS as f64;
+            let fraction = i as f64 / layout.ticks as f64;
             let at = start + TimeDelta::microseconds((total * fraction) as i64);
             Tick {
                 x: num(x_of(at)),
@@ -344,9 +373,9 @@ fn layout(tracks: &[Track], start: DateTime<Utc>, end: DateTime<Utc>) -> Timelin
         .collect();
     let height = AXIS_HEIGHT + tracks.len() as f64 * ROW_HEIGHT + 4.0;
     Timeline {
-        width: num(WIDTH),
+        width: num(layout.width),
         height: num(height),
-        label_width: num(LABEL_WIDTH),
+        label_width: num(layout.label_width),
         row_height: num(ROW_HEIGHT),
         labels,
         bars,
@@ -361,6 +390,16 @@ fn label(track: &Track) -> String {
     match track.step.strip_prefix("compensate:") {
         Some(step) if track.kind == RowKind::Compensation => format!("undo {step}"),
         _ => track.step.clone(),
+    }
+}
+
+/// `text` cut to `chars` characters, with an ellipsis when it was longer.
+fn cut(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        text.to_owned()
+    } else {
+        let kept: String = text.chars().take(chars.saturating_sub(1)).collect();
+        format!("{kept}…")
     }
 }
 
@@ -416,7 +455,7 @@ mod tests {
             event(13, 990, StepCompensated, Some("compensate:reserve"), 1),
             event(14, 1000, MissionFailed, None, 0),
         ];
-        let timeline = Timeline::new(&events, events[13].at);
+        let timeline = Timeline::new(&events, events[13].at, Layout::WIDE);
         assert_eq!(outcomes(&timeline, "reserve"), [(1, "succeeded")]);
         assert_eq!(
             outcomes(&timeline, "charge"),
@@ -433,7 +472,8 @@ mod tests {
         // The whole history spans the chart: the first bar starts just right of the labels,
         // the last compensation ends just short of the right edge.
         let first: f64 = timeline.bars[0].x.parse().unwrap_or_default();
-        assert!(first > LABEL_WIDTH && first < LABEL_WIDTH + 10.0, "{first}");
+        let labels_end = Layout::WIDE.label_width;
+        assert!(first > labels_end && first < labels_end + 10.0, "{first}");
         let last = timeline.bars.last().cloned();
         let right = last
             .map(|b| {
@@ -454,7 +494,7 @@ mod tests {
             event(3, 5100, ApprovalRequested, Some("deploy"), 1),
         ];
         let now = events[2].at + TimeDelta::seconds(5);
-        let timeline = Timeline::new(&events, now);
+        let timeline = Timeline::new(&events, now, Layout::WIDE);
         assert_eq!(
             outcomes(&timeline, "build"),
             [(1, "interrupted"), (2, "running")]
@@ -465,8 +505,26 @@ mod tests {
     }
 
     #[test]
+    fn the_narrow_drawing_cuts_long_labels_and_spans_its_width() {
+        use EventType::*;
+        let events = vec![
+            event(1, 0, StepStarted, Some("provision-the-database"), 1),
+            event(2, 1000, StepSucceeded, Some("provision-the-database"), 1),
+        ];
+        let timeline = Timeline::new(&events, events[1].at, Layout::NARROW);
+        assert_eq!(timeline.width, "400.0");
+        assert_eq!(timeline.labels[0].text, "provision-t…");
+        assert_eq!(timeline.labels[0].full, "provision-the-database");
+        assert_eq!(timeline.ticks.len(), 3);
+        let bar = &timeline.bars[0];
+        let right =
+            bar.x.parse::<f64>().unwrap_or_default() + bar.width.parse::<f64>().unwrap_or_default();
+        assert!((right - 390.0).abs() < 0.2, "{right}");
+    }
+
+    #[test]
     fn an_empty_history_draws_nothing() {
-        let timeline = Timeline::new(&[], Utc::now());
+        let timeline = Timeline::new(&[], Utc::now(), Layout::NARROW);
         assert!(timeline.is_empty());
         assert!(timeline.bars.is_empty());
     }
