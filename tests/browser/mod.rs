@@ -388,42 +388,27 @@ impl Browser {
 
     /// Wait at most `timeout` for an element matching `css`.
     pub async fn wait_for_within(&self, css: &str, timeout: Duration) -> Element {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(element) = self.find(css).await {
-                return element;
-            }
-            if Instant::now() > deadline {
-                self.fail_shot("wait_for").await;
-                panic!(
-                    "timed out after {timeout:?} waiting for `{css}`\n{}",
-                    self.context().await
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        self.poll(&format!("`{css}`"), timeout, async || {
+            self.find(css).await.ok_or_else(|| "absent".to_owned())
+        })
+        .await
     }
 
     /// Wait until no element matches `css`.
     pub async fn wait_gone(&self, css: &str) {
-        let deadline = Instant::now() + WAIT;
-        while self.count(css).await > 0 {
-            if Instant::now() > deadline {
-                self.fail_shot("wait_gone").await;
-                panic!(
-                    "timed out after {WAIT:?} waiting for `{css}` to go away\n{}",
-                    self.context().await
-                );
+        self.poll(&format!("`{css}` to go away"), WAIT, async || {
+            match self.count(css).await {
+                0 => Ok(()),
+                n => Err(format!("{n} still there")),
             }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
     }
 
     /// Wait until the JavaScript expression `expr` is truthy (`what` names it for the failure).
     pub async fn wait_js(&self, what: &str, expr: &str) -> Value {
         let script = format!("return ({expr});");
-        let deadline = Instant::now() + WAIT;
-        loop {
+        self.poll(what, WAIT, async || {
             let value = self.js(&script, vec![]).await;
             let truthy = match &value {
                 Value::Null => false,
@@ -433,31 +418,45 @@ impl Browser {
                 _ => true,
             };
             if truthy {
-                return value;
+                Ok(value)
+            } else {
+                Err(format!("`{expr}` was {value}"))
             }
-            if Instant::now() > deadline {
-                self.fail_shot("wait_js").await;
-                panic!(
-                    "timed out after {WAIT:?} waiting for {what} (`{expr}` was {value})\n{}",
-                    self.context().await
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
     }
 
     /// Wait until the current path satisfies `pred`; returns it.
     pub async fn wait_path(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        self.poll(&format!("the browser to be at {what}"), WAIT, async || {
             let path = self.path().await;
             if pred(&path) {
-                return path;
+                Ok(path)
+            } else {
+                Err(format!("at {path}"))
             }
+        })
+        .await
+    }
+
+    /// Run `probe` every [`POLL`] until it succeeds; after `timeout`, save a failure screenshot
+    /// and panic with what was awaited, the last thing observed (`probe`'s error) and the page.
+    async fn poll<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl AsyncFnMut() -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match probe().await {
+                Ok(value) => return value,
+                Err(last) => last,
+            };
             if Instant::now() > deadline {
-                self.fail_shot("wait_path").await;
+                self.fail_shot("wait").await;
                 panic!(
-                    "timed out after {WAIT:?} waiting for the browser to be at {what} (at {path})\n{}",
+                    "timed out after {timeout:?} waiting for {what} ({last})\n{}",
                     self.context().await
                 );
             }

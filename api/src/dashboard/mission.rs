@@ -3,9 +3,10 @@
 //! with a comment, cancel, retry), for operators and admins.
 
 use super::format::{self, Moment};
-use super::session::{Session, SignedIn};
+use super::session::SignedIn;
 use super::timeline::{Layout, Timeline};
 use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
+use crate::error::ApiError;
 use crate::missions::{find, mission_id, non_empty};
 use crate::AppState;
 use askama::Template;
@@ -252,7 +253,7 @@ pub(crate) async fn decide(
         "approve" => true,
         "reject" => false,
         other => {
-            return Err(crate::error::ApiError::InvalidParameter(format!(
+            return Err(ApiError::InvalidParameter(format!(
                 "`decision` must be `approve` or `reject`; got `{other}`"
             ))
             .into())
@@ -275,55 +276,27 @@ pub(crate) struct ActionForm {
     csrf: String,
 }
 
-/// `POST /missions/{id}/cancel`.
-pub(crate) async fn cancel(
+/// `POST /missions/{id}/cancel` and `POST /missions/{id}/retry`.
+pub(crate) async fn act(
     State(state): State<AppState>,
     SignedIn(session): SignedIn,
     fragment: Fragment,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     FormBody(form): FormBody<ActionForm>,
 ) -> Result<Response, PageError> {
-    act(&state, &session, fragment, &id, &form, Action::Cancel).await
-}
-
-/// `POST /missions/{id}/retry`.
-pub(crate) async fn retry(
-    State(state): State<AppState>,
-    SignedIn(session): SignedIn,
-    fragment: Fragment,
-    Path(id): Path<String>,
-    FormBody(form): FormBody<ActionForm>,
-) -> Result<Response, PageError> {
-    act(&state, &session, fragment, &id, &form, Action::Retry).await
-}
-
-/// What a mission's button asks for.
-#[derive(Debug, Clone, Copy)]
-enum Action {
-    Cancel,
-    Retry,
-}
-
-/// Run a mission's action for an operator whose form carries the session's token.
-async fn act(
-    state: &AppState,
-    session: &Session,
-    fragment: Fragment,
-    id: &str,
-    form: &ActionForm,
-    action: Action,
-) -> Result<Response, PageError> {
+    let cancel = match action.as_str() {
+        "cancel" => true,
+        "retry" => false,
+        _ => return Err(ApiError::NotFound("no such route".to_owned()).into()),
+    };
     session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
-    let id = mission_id(id)?;
+    let id = mission_id(&id)?;
     let by = &session.principal.name;
-    match action {
-        Action::Cancel => {
-            state.engine.cancel(id, by).await?;
-        }
-        Action::Retry => {
-            state.engine.retry(id, by).await?;
-        }
+    if cancel {
+        state.engine.cancel(id, by).await?;
+    } else {
+        state.engine.retry(id, by).await?;
     }
     Ok(done(fragment, &format!("/missions/{id}")))
 }
