@@ -456,7 +456,10 @@ async fn actions_need_the_sessions_csrf_token_and_this_origin() {
         .await;
     assert_eq!(bad.status, 400, "{bad:?}");
     let unknown = browser
-        .post(&format!("/missions/{id}/explode"), &[("csrf", &page.csrf())])
+        .post(
+            &format!("/missions/{id}/explode"),
+            &[("csrf", &page.csrf())],
+        )
         .await;
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert_eq!(h.get(&id).await["status"], "waiting", "nothing was decided");
