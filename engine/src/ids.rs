@@ -50,15 +50,24 @@ pub struct WorkerId(pub String);
 impl WorkerId {
     /// A name unique to this process: host name, pid and a random suffix.
     pub fn for_this_process() -> Self {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "local".to_owned());
         let suffix: u32 = rand::random();
-        Self(format!("{host}-{}-{suffix:08x}", std::process::id()))
+        Self(format!(
+            "{}-{}-{suffix:08x}",
+            host_name(),
+            std::process::id()
+        ))
     }
+}
+
+/// This machine's name: `HOSTNAME`, else the kernel's (what `gethostname(2)` answers), else
+/// `local`.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 impl fmt::Display for WorkerId {

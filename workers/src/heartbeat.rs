@@ -8,6 +8,7 @@
 //! write is logged and tried again at the next tick, never fatal.
 
 use chrono::Utc;
+use hypercode_engine::ids::host_name;
 use hypercode_engine::store::{Store, WorkerBeat};
 use hypercode_engine::Engine;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,24 +48,13 @@ pub fn beat(engine: &Engine, queue: &str, concurrency: usize) -> WorkerBeat {
     WorkerBeat {
         id: engine.worker_id().to_string(),
         queue: queue.to_owned(),
+        // The same name as the host part of the worker id, so the two agree.
         host: host_name(),
         pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
         concurrency: i32::try_from(concurrency).unwrap_or(i32::MAX),
         started_at: Utc::now(),
         handled: 0,
     }
-}
-
-/// This machine's name (`HOSTNAME`, else the kernel's, which is what `gethostname(2)` answers),
-/// found the same way as the host part of [`WorkerId`](hypercode_engine::WorkerId), so the two
-/// agree.
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "local".to_owned())
 }
 
 /// Report `beat` (with the `handled` count of the moment) every [`HEARTBEAT`] until `stop`

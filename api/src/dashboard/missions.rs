@@ -3,7 +3,7 @@
 
 use super::format::{self, Moment};
 use super::session::{self, SignedIn};
-use super::{page_or_fragment, Chrome, Fragment, PageError};
+use super::{page_or_fragment, workflow_names, Chrome, Fragment, PageError};
 use crate::missions::{list_page, ListParams};
 use crate::AppState;
 use askama::Template;
@@ -146,7 +146,7 @@ pub(crate) async fn index(
             .map(|m| Row::new(m, steps.remove(&m.id), now))
             .collect(),
         statuses: MissionStatus::ALL.map(MissionStatus::as_str).to_vec(),
-        workflows: state.engine.registry().names().map(str::to_owned).collect(),
+        workflows: workflow_names(&state),
         status: query.status,
         workflow: query.workflow,
         q: query.q,

@@ -151,6 +151,11 @@ pub(crate) fn done(fragment: Fragment, then: &str) -> Response {
     }
 }
 
+/// The registered workflows' names, sorted (for the pickers).
+pub(crate) fn workflow_names(state: &AppState) -> Vec<String> {
+    state.engine.registry().names().map(str::to_owned).collect()
+}
+
 /// Render a template as an HTML response.
 pub(crate) fn render(template: &impl Template) -> Result<Response, PageError> {
     Ok(Html(template.render().map_err(ApiError::internal)?).into_response())

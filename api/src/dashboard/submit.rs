@@ -3,7 +3,7 @@
 //! and a real submission judge alike), and submit it.
 
 use super::session::SignedIn;
-use super::{render, Chrome, FormBody, PageError};
+use super::{render, workflow_names, Chrome, FormBody, PageError};
 use crate::missions::non_empty;
 use crate::AppState;
 use askama::Template;
@@ -82,7 +82,7 @@ pub(crate) async fn page(
     State(state): State<AppState>,
     SignedIn(session): SignedIn,
 ) -> Result<Response, PageError> {
-    let workflows = workflows(&state);
+    let workflows = workflow_names(&state);
     let workflow = if workflows.iter().any(|w| w == "plan") {
         "plan".to_owned()
     } else {
@@ -174,19 +174,13 @@ fn refused(
 
 fn view(state: &AppState, form: SubmitForm, problems: Vec<Problem>) -> SubmitView {
     SubmitView {
-        workflows: workflows(state),
+        workflows: workflow_names(state),
         workflow: form.workflow,
         input: form.input,
         idempotency_key: form.idempotency_key,
         problems,
         checked: true,
     }
-}
-
-fn workflows(state: &AppState) -> Vec<String> {
-    let mut names: Vec<String> = state.engine.registry().names().map(str::to_owned).collect();
-    names.sort();
-    names
 }
 
 fn unknown_workflow(name: &str) -> Problem {
