@@ -607,3 +607,256 @@ async fn user_data_is_escaped_in_every_page() {
         page.body
     );
 }
+
+/// The `data-…` attribute values of every element of `page` whose opening tag starts with
+/// `tag_start` (e.g. `<g class="bar"`), in page order, for attribute `name`.
+fn attributes(page: &str, tag_start: &str, name: &str) -> Vec<String> {
+    page.match_indices(tag_start)
+        .filter_map(|(at, _)| {
+            let tag = &page[at..at + page[at..].find('>').unwrap_or(0)];
+            let marker = format!("{name}=\"");
+            let start = tag.find(&marker)? + marker.len();
+            tag[start..].split('"').next().map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_missions_list_filters_searches_and_pages() {
+    let h = Harness::start().await;
+    let noop = |n: usize| json!([{ "name": "a", "noop": { "n": n } }]);
+    let mut ids = Vec::new();
+    for n in 0..52 {
+        ids.push(id_of(&h.submit(noop(n)).await));
+    }
+    let needle = id_of(
+        &h.submit(json!([{ "name": "findme-7f3a", "noop": {} }]))
+            .await,
+    );
+    let waiting = gated(&h, "hold").await;
+    for id in &ids {
+        h.wait_terminal(id, "succeeded", secs(30)).await;
+    }
+    let mut browser = Browser::sign_in(&h, &h.key).await;
+
+    // Newest first, 50 per page, a keyset link to the next page that keeps the filters.
+    let first = browser.get("/").await;
+    let rows = attributes(&first.body, "<tr data-mission", "data-mission");
+    assert_eq!(rows.len(), 50, "{}", first.body);
+    assert_eq!(rows[0], waiting);
+    assert_eq!(rows[1], needle);
+    assert!(
+        first
+            .body
+            .contains("<td data-label=\"Current step\" class=\"mono\">gate</td>"),
+        "{}",
+        first.body
+    );
+    assert!(
+        first.body.contains("<time datetime=\""),
+        "times carry their exact value"
+    );
+    let next = attributes(&first.body, "<a id=\"next-page\"", "href")
+        .pop()
+        .expect("a next page link")
+        .replace("&#38;", "&");
+    let second = browser.get(&next).await;
+    let more = attributes(&second.body, "<tr data-mission", "data-mission");
+    assert_eq!(more.len(), 4, "54 missions in all: {more:?}");
+    assert_eq!(more.last(), ids.first(), "the oldest comes last");
+    assert!(!second.body.contains("id=\"next-page\""));
+
+    let filtered = browser.get("/?status=waiting").await;
+    assert_eq!(
+        attributes(&filtered.body, "<tr data-mission", "data-mission"),
+        [waiting]
+    );
+    assert!(
+        filtered
+            .body
+            .contains("<option value=\"waiting\" selected>"),
+        "the filter stays chosen"
+    );
+    let searched = browser.get("/?q=FINDME-7F3A&workflow=plan").await;
+    assert_eq!(
+        attributes(&searched.body, "<tr data-mission", "data-mission"),
+        [needle]
+    );
+    let none = browser.get("/?status=cancelled").await;
+    assert!(none.body.contains("match these filters"), "{}", none.body);
+    let bad = browser.get("/?status=exploded").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("`status` must be one of"), "{}", bad.body);
+}
+
+#[tokio::test]
+async fn the_timeline_shows_attempts_and_compensations_and_the_buttons_act() {
+    let h = Harness::start().await;
+    let m = h
+        .submit(json!([
+            compensable_step(&h.callee, "a", "POST", "/ok"),
+            compensable_step(&h.callee, "b", "POST", "/items/7"),
+            {
+                "name": "c",
+                "http": { "method": "POST", "url": h.callee.url("/flaky/1") },
+                "retry": { "max_attempts": 3, "initial_backoff_ms": 50 }
+            },
+            {
+                "name": "d",
+                "http": { "method": "POST", "url": h.callee.url("/fail") },
+            },
+        ]))
+        .await;
+    let id = id_of(&m);
+    h.wait_terminal(&id, "failed", secs(20)).await;
+    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let page = browser.get(&format!("/missions/{id}")).await;
+    assert!(page
+        .body
+        .contains("id=\"mission-status\" class=\"badge large\" data-status=\"failed\""));
+    let bar = "<g class=\"bar\"";
+    let bars: Vec<(String, String, String)> = attributes(&page.body, bar, "data-step")
+        .into_iter()
+        .zip(attributes(&page.body, bar, "data-attempt"))
+        .zip(attributes(&page.body, bar, "data-outcome"))
+        .map(|((s, a), o)| (s, a, o))
+        .collect();
+    let expect = |s: &str, a: &str, o: &str| (s.to_owned(), a.to_owned(), o.to_owned());
+    assert_eq!(
+        bars,
+        [
+            expect("a", "1", "succeeded"),
+            expect("b", "1", "succeeded"),
+            expect("c", "1", "retrying"),
+            expect("c", "1", "backoff"),
+            expect("c", "2", "succeeded"),
+            expect("d", "1", "failed"),
+            // Compensations below, in the order they ran: the reverse of the steps.
+            expect("compensate:b", "1", "compensated"),
+            expect("compensate:a", "1", "compensated"),
+        ]
+    );
+    let labels = attributes(&page.body, "<text class=\"row-label", "class");
+    assert_eq!(
+        labels.len(),
+        12,
+        "six rows, drawn wide and narrow: {labels:?}"
+    );
+    assert!(page.body.contains(">undo b</text>") && page.body.contains(">undo a</text>"));
+    // Each step's error, and the history, are on the page.
+    assert!(
+        page.body
+            .contains("<li data-step=\"d\" data-status=\"failed\">"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<tr data-type=\"step_compensated\">"));
+    assert!(page.body.contains("<pre class=\"json error\">"));
+
+    // Retry from the page: the failed step runs again (and fails again).
+    let csrf = page.csrf();
+    assert!(page.body.contains("<form class=\"retry\""));
+    let retried = browser
+        .post(&format!("/missions/{id}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(retried.status, 303, "{retried:?}");
+    let history = h.history(&id).await;
+    let by = events_of(&history, "mission_retried");
+    assert_eq!(by.len(), 1);
+    assert_eq!(by[0]["data"]["by"], "e2e-admin");
+
+    // Cancel from the page.
+    let waiting = gated(&h, "hold").await;
+    let page = browser.get(&format!("/missions/{waiting}")).await;
+    assert!(page.body.contains("<form class=\"cancel\""));
+    let cancelled = browser
+        .post(
+            &format!("/missions/{waiting}/cancel"),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(cancelled.status, 303);
+    h.wait_terminal(&waiting, "cancelled", secs(15)).await;
+    let page = browser.get(&format!("/missions/{waiting}")).await;
+    assert!(
+        !page.body.contains("<form class=\"cancel\""),
+        "a finished mission has no cancel button"
+    );
+}
+
+#[tokio::test]
+async fn the_inbox_lists_the_oldest_request_first() {
+    let h = Harness::start().await;
+    let older = gated(&h, "first asked").await;
+    let newer = gated(&h, "second asked").await;
+    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let inbox = browser.get("/approvals").await;
+    assert_eq!(
+        attributes(&inbox.body, "<tr data-approval", "data-approval"),
+        [format!("{older}/gate"), format!("{newer}/gate")]
+    );
+    assert!(inbox.body.contains("<p class=\"message\">first asked</p>"));
+    assert!(inbox
+        .body
+        .contains("<form class=\"decide\" data-step=\"gate\""));
+}
+
+#[tokio::test]
+async fn the_workers_page_shows_live_workers_their_work_and_the_queue() {
+    let h = Harness::with(Options {
+        worker_concurrency: Some(3),
+        ..Options::default()
+    })
+    .await;
+    let slow = id_of(
+        &h.submit(json!([http_step(
+            "nap",
+            "POST",
+            &h.callee.url("/slow/4000")
+        )]))
+        .await,
+    );
+    h.wait_until(
+        &slow,
+        "running its slow step",
+        |m| step_is(m, "nap", "running"),
+        secs(15),
+    )
+    .await;
+    let mut browser = Browser::sign_in(&h, &h.key).await;
+    // The heartbeat comes every 2 s: wait for one that names the mission.
+    let deadline = std::time::Instant::now() + secs(10);
+    let page = loop {
+        let page = browser.get("/workers").await;
+        if page.body.contains(&format!("href=\"/missions/{slow}\""))
+            || std::time::Instant::now() > deadline
+        {
+            break page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        attributes(&page.body, "<tr data-worker", "data-state"),
+        ["alive"],
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!("href=\"/missions/{slow}\"")),
+        "the held mission: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("1/3"),
+        "busy of concurrency: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<span class=\"mono\">nap</span>"),
+        "its step: {}",
+        page.body
+    );
+    assert!(page.body.contains("wake-ups queued in Redis"));
+    assert!(page.body.contains("<div id=\"throughput\""));
+    h.wait_terminal(&slow, "succeeded", secs(15)).await;
+}
