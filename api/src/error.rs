@@ -298,6 +298,9 @@ impl From<SubmitError> for ApiError {
                     .map(|p| FieldError::new(format!("/input{}", p.pointer), p.message))
                     .collect(),
             ),
+            e @ SubmitError::IdempotencyKeyTooLong { .. } => {
+                Self::InvalidBody(vec![FieldError::new("/idempotency_key", e.to_string())])
+            }
             SubmitError::Store(e) => e.into(),
         }
     }

@@ -56,12 +56,29 @@ impl Default for EngineConfig {
     }
 }
 
+/// Longest accepted idempotency key, in characters. The key sits in a unique B-tree index,
+/// whose entries PostgreSQL limits to about 2.7 kB: a longer key would fail the insert.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// The largest integer magnitude a JSON number carries exactly through every common parser
+/// (2^53 − 1, JavaScript's `Number.MAX_SAFE_INTEGER`; serde_json reads a larger one written
+/// with a fraction or exponent, or beyond 64 bits, as a rounded `f64`).
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// No workflow is registered under that name.
     #[error("unknown workflow `{0}`")]
     UnknownWorkflow(String),
+    /// The idempotency key is longer than [`MAX_IDEMPOTENCY_KEY_CHARS`].
+    #[error("the idempotency key is {chars} characters long; the limit is {limit}")]
+    IdempotencyKeyTooLong {
+        /// Its length in characters.
+        chars: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The input is larger than the limit.
     #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -132,27 +149,25 @@ impl Engine {
         self.shutdown.clone()
     }
 
-    /// Validate and record a mission, then wake a worker for it.
+    /// Validate and record a mission, then wake a worker for it. Every entry point (the API,
+    /// the dashboard) submits through here, so its rules hold for all of them: those of
+    /// [`Engine::check_input`], and an idempotency key of at most
+    /// [`MAX_IDEMPOTENCY_KEY_CHARS`].
     pub async fn submit(
         &self,
         workflow: &str,
         input: Value,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, SubmitError> {
-        let definition = self
-            .registry
-            .get(workflow)
-            .ok_or_else(|| SubmitError::UnknownWorkflow(workflow.to_owned()))?;
-        let size = serde_json::to_vec(&input)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if size > self.config.max_payload_bytes {
-            return Err(SubmitError::TooLarge {
-                size,
-                limit: self.config.max_payload_bytes,
-            });
+        self.check_input(workflow, &input)?;
+        if let Some(chars) = idempotency_key.as_deref().map(|k| k.chars().count()) {
+            if chars > MAX_IDEMPOTENCY_KEY_CHARS {
+                return Err(SubmitError::IdempotencyKeyTooLong {
+                    chars,
+                    limit: MAX_IDEMPOTENCY_KEY_CHARS,
+                });
+            }
         }
-        definition.validate(&input).map_err(SubmitError::Invalid)?;
         let submitted = self
             .store
             .submit(NewMission {
@@ -167,6 +182,30 @@ impl Engine {
             self.wake(submitted.mission.id).await;
         }
         Ok(submitted)
+    }
+
+    /// Whether [`Engine::submit`] would accept this input for this workflow: the workflow is
+    /// registered, the input is within the size limit, its numbers are exact (see
+    /// [`unsafe_integers`]) and the workflow's own validation passes. Records nothing.
+    pub fn check_input(&self, workflow: &str, input: &Value) -> Result<(), SubmitError> {
+        let definition = self
+            .registry
+            .get(workflow)
+            .ok_or_else(|| SubmitError::UnknownWorkflow(workflow.to_owned()))?;
+        let size = serde_json::to_vec(input)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        if size > self.config.max_payload_bytes {
+            return Err(SubmitError::TooLarge {
+                size,
+                limit: self.config.max_payload_bytes,
+            });
+        }
+        let inexact = unsafe_integers(input);
+        if !inexact.is_empty() {
+            return Err(SubmitError::Invalid(inexact));
+        }
+        definition.validate(input).map_err(SubmitError::Invalid)
     }
 
     /// Record a decision on a waiting approval and wake the mission.
@@ -216,11 +255,116 @@ impl Engine {
     }
 }
 
+/// At most this many numbers are reported by [`unsafe_integers`].
+const MAX_REPORTED_NUMBERS: usize = 20;
+
+/// The numbers in `value` that cannot be kept exact: integers of magnitude beyond
+/// [`MAX_SAFE_INTEGER`], whether they arrived as 64-bit integers or as floats (`1e20`, or an
+/// integer too long for 64 bits, which serde_json has already rounded). Every float beyond
+/// 2^53 is an integer, so this is every number beyond ±(2^53 − 1). Such numbers are refused
+/// rather than silently rounded (here, or by the next JSON parser that reads the input);
+/// clients send them as strings. Found with an explicit stack, in document order, without
+/// recursion; at most [`MAX_REPORTED_NUMBERS`] are reported.
+pub fn unsafe_integers(value: &Value) -> Vec<InputProblem> {
+    let mut found = Vec::new();
+    let mut stack = vec![(value, String::new())];
+    while let Some((value, pointer)) = stack.pop() {
+        match value {
+            Value::Number(number) if !is_exact(number) => {
+                found.push(InputProblem::new(
+                    pointer,
+                    format!(
+                        "the number {number} is beyond ±{MAX_SAFE_INTEGER} (2^53 − 1), the largest \
+                         integer JSON numbers hold exactly; send large numbers as strings"
+                    ),
+                ));
+                if found.len() == MAX_REPORTED_NUMBERS {
+                    break;
+                }
+            }
+            // Pushed in reverse, so they come off the stack in document order.
+            Value::Array(items) => stack.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(i, item)| (item, pointer_to(&pointer, &i.to_string()))),
+            ),
+            Value::Object(fields) => stack.extend(
+                fields
+                    .iter()
+                    .rev()
+                    .map(|(key, field)| (field, pointer_to(&pointer, key))),
+            ),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Whether a JSON number is within ±(2^53 − 1), where integers and floats agree.
+fn is_exact(number: &serde_json::Number) -> bool {
+    if let Some(i) = number.as_i64() {
+        i.unsigned_abs() <= MAX_SAFE_INTEGER
+    } else if let Some(u) = number.as_u64() {
+        u <= MAX_SAFE_INTEGER
+    } else {
+        number
+            .as_f64()
+            .is_some_and(|f| f.abs() <= MAX_SAFE_INTEGER as f64)
+    }
+}
+
+/// `pointer` extended by one RFC 6901 reference token.
+fn pointer_to(pointer: &str, token: &str) -> String {
+    format!("{pointer}/{}", token.replace('~', "~0").replace('/', "~1"))
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("worker", &self.worker)
             .field("registry", &self.registry)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pointers(input: &str) -> Vec<String> {
+        let value: Value = serde_json::from_str(input).unwrap_or(Value::Null);
+        let mut found: Vec<String> = unsafe_integers(&value)
+            .into_iter()
+            .map(|p| p.pointer)
+            .collect();
+        // Object keys come in map order, which depends on serde_json's features.
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn integers_beyond_2_53_are_found_however_they_are_written() {
+        assert!(pointers(r#"{"a": 9007199254740991, "b": -9007199254740991}"#).is_empty());
+        assert!(pointers(r#"[1.5, 0.1, -2.5e-10, 9007199254740991.0, 1e15]"#).is_empty());
+        assert_eq!(pointers("9007199254740992"), [""]);
+        assert_eq!(pointers("-9007199254740992"), [""]);
+        assert_eq!(
+            pointers(
+                r#"{"id": 12345678901234567890, "n": [1, 1e20, {"x/y": 123456789012345678901234}],
+                   "neg": -9223372036854775808, "big": 1.5e300}"#
+            ),
+            ["/big", "/id", "/n/1", "/n/2/x~1y", "/neg"]
+        );
+        let problems = unsafe_integers(&json!({ "id": 9_007_199_254_740_993_u64 }));
+        assert!(problems[0].message.contains("as strings"), "{problems:?}");
+    }
+
+    #[test]
+    fn reports_are_bounded() {
+        let many = Value::Array(vec![json!(1e300); 1000]);
+        assert_eq!(unsafe_integers(&many).len(), MAX_REPORTED_NUMBERS);
     }
 }

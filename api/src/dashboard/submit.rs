@@ -109,15 +109,16 @@ pub(crate) async fn check(
 ) -> Result<Response, PageError> {
     session.verify_csrf(&form.csrf)?;
     let problems = match parse(&form.input) {
-        Ok(input) => match state.engine.registry().get(&form.workflow) {
-            None => vec![unknown_workflow(&form.workflow)],
-            Some(workflow) => workflow
-                .validate(&input)
-                .err()
-                .unwrap_or_default()
-                .into_iter()
-                .map(Problem::from)
-                .collect(),
+        Ok(input) => match state.engine.check_input(&form.workflow, &input) {
+            Ok(()) => Vec::new(),
+            Err(SubmitError::Invalid(problems)) => {
+                problems.into_iter().map(Problem::from).collect()
+            }
+            Err(SubmitError::UnknownWorkflow(name)) => vec![unknown_workflow(&name)],
+            Err(other) => vec![Problem {
+                pointer: String::new(),
+                message: other.to_string(),
+            }],
         },
         Err(problem) => vec![problem],
     };
