@@ -2,7 +2,7 @@
 //! secrets convention); setting both is refused, so a stale variable can never win silently.
 
 use anyhow::{bail, Context as _, Result};
-use hypercode_api::rate_limit::{RateLimits, DEFAULT_RATE};
+use hypercode_api::rate_limit::{RateLimits, DEFAULT_AUTH_FAIL_RATE, DEFAULT_RATE};
 use std::time::Duration;
 
 /// Read a secret from `NAME` or from the file named by `NAME_FILE`.
@@ -48,7 +48,8 @@ fn optional_u32(name: &str) -> Result<Option<u32>> {
 }
 
 /// `HYPERCODE_RATE_LIMIT` and its per-role overrides (requests per second per key; 0 is no
-/// limit).
+/// limit), and `HYPERCODE_AUTH_FAIL_LIMIT` (failed authentications per second per client
+/// address; 0 is no limit).
 fn rate_limits() -> Result<RateLimits> {
     Ok(RateLimits {
         default: optional_u32("HYPERCODE_RATE_LIMIT")?.unwrap_or(DEFAULT_RATE),
@@ -56,6 +57,7 @@ fn rate_limits() -> Result<RateLimits> {
         operator: optional_u32("HYPERCODE_RATE_LIMIT_OPERATOR")?,
         agent: optional_u32("HYPERCODE_RATE_LIMIT_AGENT")?,
         viewer: optional_u32("HYPERCODE_RATE_LIMIT_VIEWER")?,
+        auth_fail: optional_u32("HYPERCODE_AUTH_FAIL_LIMIT")?.unwrap_or(DEFAULT_AUTH_FAIL_RATE),
     })
 }
 
@@ -80,7 +82,8 @@ pub struct Settings {
     pub db_pool: u32,
     /// `HYPERCODE_QUEUE_MAX_DEPTH`: wake-ups kept waiting in Redis before backpressure.
     pub queue_max_depth: u64,
-    /// `HYPERCODE_RATE_LIMIT` and `HYPERCODE_RATE_LIMIT_{ADMIN,OPERATOR,AGENT,VIEWER}`.
+    /// `HYPERCODE_RATE_LIMIT`, `HYPERCODE_RATE_LIMIT_{ADMIN,OPERATOR,AGENT,VIEWER}` and
+    /// `HYPERCODE_AUTH_FAIL_LIMIT`.
     pub rate_limits: RateLimits,
 }
 

@@ -243,9 +243,13 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     // Printed on stdout so scripts and tests that listen on port 0 can find the address.
     println!("listening on http://{}", listener.local_addr()?);
     let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    // With the peer's address: failed authentication is rate-limited per client address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await?;
     while let Some(done) = tasks.join_next().await {
         done??;
     }

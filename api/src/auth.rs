@@ -20,6 +20,10 @@
 //! Agents are automated callers meant for the agent endpoints and heartbeats only; no mission
 //! route, not even a read, is open to them.
 //!
+//! A client address that keeps presenting wrong keys is refused with 429 before its keys are
+//! looked up, until its failed-authentication bucket refills (see [`crate::rate_limit`]); the
+//! dashboard's sign-in form counts the same way.
+//!
 //! A request without a key may instead carry a dashboard session cookie (see
 //! `dashboard::session`), which is how the dashboard's own scripts read the API and follow the
 //! event stream. Such a request acts with the session's key; if it changes anything it must
@@ -28,11 +32,14 @@
 use crate::dashboard::session;
 use crate::error::ApiError;
 use crate::keys::{self, Principal, Role};
+use crate::rate_limit::Limited;
 use crate::AppState;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, request::Parts, HeaderMap, Method};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, request::Parts, Extensions, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 
 /// The header carrying a bare key.
 const API_KEY_HEADER: &str = "x-api-key";
@@ -93,7 +100,8 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match admit(request.method(), request.headers(), &state).await {
+    let client = client_address(request.extensions());
+    match admit(request.method(), request.headers(), client, &state).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
@@ -103,16 +111,17 @@ pub(crate) async fn authenticate(
 }
 
 /// The live key presented in `headers`, or else the key of the request's dashboard session
-/// (401 if neither), within its rate limit (429 if not).
+/// (401 if neither), within its rate limit (429 if not). A presented key is only looked at if
+/// the client's address is not refused for failing too often (429), and counts against the
+/// address when it fails.
 async fn admit(
     method: &Method,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
     state: &AppState,
 ) -> Result<Principal, ApiError> {
-    let principal = match presented_key(headers)? {
-        Some(presented) => keys::authenticate(&state.pool, presented)
-            .await?
-            .ok_or(ApiError::Unauthorized("the API key is invalid or revoked"))?,
+    let principal = match presented_key(headers).transpose() {
+        Some(presented) => key_principal(state, client, presented).await?,
         None => {
             let session = session::from_headers(&state.pool, headers)
                 .await?
@@ -132,6 +141,84 @@ async fn admit(
     };
     rate_limit(state, &principal).await?;
     Ok(principal)
+}
+
+/// The live key presented (or why the credentials are malformed), if `client` may try; a
+/// failure counts against the address.
+async fn key_principal(
+    state: &AppState,
+    client: Option<IpAddr>,
+    presented: Result<&str, ApiError>,
+) -> Result<Principal, ApiError> {
+    check_address(state, client).await?;
+    let outcome = match presented {
+        Ok(key) => keys::authenticate(&state.pool, key)
+            .await?
+            .ok_or(ApiError::Unauthorized("the API key is invalid or revoked")),
+        Err(malformed) => Err(malformed),
+    };
+    match outcome {
+        Ok(principal) => Ok(principal),
+        Err(failure) => Err(failed_attempt(state, client, failure).await),
+    }
+}
+
+/// 429 if `client` failed to authenticate too often lately; checked before a presented key is
+/// looked up.
+pub(crate) async fn check_address(
+    state: &AppState,
+    client: Option<IpAddr>,
+) -> Result<(), ApiError> {
+    state
+        .limiter
+        .admits_address(client)
+        .await
+        .map_err(address_limited)
+}
+
+/// Count a failed authentication against `client`; the error to answer with is `failure`, or
+/// a 429 if the address had no attempt left.
+pub(crate) async fn failed_attempt(
+    state: &AppState,
+    client: Option<IpAddr>,
+    failure: ApiError,
+) -> ApiError {
+    match state.limiter.failed_authentication(client).await {
+        Ok(()) => failure,
+        Err(limited) => address_limited(limited),
+    }
+}
+
+fn address_limited(limited: Limited) -> ApiError {
+    tracing::debug!(
+        retry_after_s = limited.retry_after_s,
+        "refused: too many failed authentications from this address"
+    );
+    ApiError::TooManyFailedAttempts {
+        limit: limited.limit,
+        burst: limited.burst,
+        retry_after_s: limited.retry_after_s,
+    }
+}
+
+/// The TCP peer's address, when the server was started with connection info (the binary is;
+/// in-process tests are not, and are then never limited by address).
+fn client_address(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip())
+}
+
+/// The client's address as an extractor (for the sign-in form); see [`client_address`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddress(pub(crate) Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self(client_address(&parts.extensions)))
+    }
 }
 
 /// Take a token from the key's rate-limit bucket (429 when it is empty).
@@ -155,7 +242,8 @@ async fn authorize(
     let principal = match parts.extensions.get::<Principal>() {
         Some(principal) => principal.clone(),
         None => {
-            let principal = admit(&parts.method, &parts.headers, state).await?;
+            let client = client_address(&parts.extensions);
+            let principal = admit(&parts.method, &parts.headers, client, state).await?;
             parts.extensions.insert(principal.clone());
             principal
         }

@@ -90,6 +90,19 @@ pub enum ApiError {
         /// Whole seconds until a request will be accepted again.
         retry_after_s: u64,
     },
+    /// Too many failed authentications came from the client's address; `retry_after_s` (at
+    /// least 1) is the `Retry-After`.
+    #[error(
+        "too many failed authentication attempts from this address (at most {limit} per second, bursts of {burst}); retry in {retry_after_s} s"
+    )]
+    TooManyFailedAttempts {
+        /// Failed attempts per second allowed to an address.
+        limit: u32,
+        /// The bucket's size.
+        burst: u64,
+        /// Whole seconds until the address may try again.
+        retry_after_s: u64,
+    },
     /// The request took longer than the server allows.
     #[error("the request took too long to process")]
     Timeout,
@@ -171,7 +184,7 @@ impl ApiError {
                 "Payload too large",
             ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Self::TooManyRequests { .. } => (
+            Self::TooManyRequests { .. } | Self::TooManyFailedAttempts { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Too many requests",
@@ -258,7 +271,8 @@ impl IntoResponse for ApiError {
             Self::Timeout | Self::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            Self::TooManyRequests { retry_after_s, .. } => {
+            Self::TooManyRequests { retry_after_s, .. }
+            | Self::TooManyFailedAttempts { retry_after_s, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
             }
             _ => {}

@@ -11,6 +11,17 @@
 //! The limiter runs after authentication (it needs the key's id and role); see
 //! [`crate::auth::authenticate`].
 //!
+//! **Failed authentication** is limited the same way, per client address (the TCP peer; an
+//! IPv6 client by its /64, which one host usually holds whole): `HYPERCODE_AUTH_FAIL_LIMIT`
+//! (default [`DEFAULT_AUTH_FAIL_RATE`]) failures per second, bursts of twice that. Every
+//! request that presents a key (API header or sign-in form) first *looks* at its address's
+//! bucket without taking from it ([`RateLimiter::admits_address`]): an empty bucket means 429
+//! before the key is even looked up, so a flood of guesses costs the database nothing, and
+//! a correct key from that address waits too. Only a failed attempt takes a token
+//! ([`RateLimiter::failed_authentication`]), so successful requests never use the bucket up.
+//! Requests carrying a session cookie are not counted: the cookie is not guessable, and a
+//! stale one is answered by sending the browser to sign in again.
+//!
 //! **Redis unreachable: fail open.** When Redis errors or does not answer within
 //! [`REDIS_TIMEOUT`], the request is let through and a warning is logged. The rate limit
 //! protects the service from overload by one key; refusing every request because the
@@ -20,12 +31,16 @@
 
 use crate::keys::{Principal, Role};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Default sustained requests per second per key (`HYPERCODE_RATE_LIMIT`).
 pub const DEFAULT_RATE: u32 = 50;
+
+/// Default failed authentications per second per client address (`HYPERCODE_AUTH_FAIL_LIMIT`).
+pub const DEFAULT_AUTH_FAIL_RATE: u32 = 10;
 
 /// Longest the limiter waits for Redis before letting a request through.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -34,18 +49,24 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 pub const FAIL_OPEN_FOR: Duration = Duration::from_secs(1);
 
 /// The token bucket, atomically. `KEYS[1]` is the bucket, `ARGV[1]` the rate (tokens per
-/// second), `ARGV[2]` the burst (the bucket's size). Returns 0 when a token was taken, else
-/// the milliseconds until one will be available. Times are milliseconds, which a Lua number
-/// (a double, printed with 14 significant digits when stored) holds exactly.
+/// second), `ARGV[2]` the burst (the bucket's size), `ARGV[3]` the cost: 1 takes a token, 0
+/// only looks (and writes nothing; a bucket that does not exist is full). Returns 0 when a
+/// token was (or could be) taken, else the milliseconds until one will be available. Times are
+/// milliseconds, which a Lua number (a double, printed with 14 significant digits when
+/// stored) holds exactly.
 const SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local cost = tonumber(ARGV[3])
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(bucket[1])
 local at = tonumber(bucket[2])
+if cost == 0 and (tokens == nil or at == nil) then
+  return 0
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 if tokens == nil or at == nil then
   tokens = burst
   at = now
@@ -56,12 +77,14 @@ if now > at then
 end
 local wait = 0
 if tokens >= 1 then
-  tokens = tokens - 1
+  tokens = tokens - cost
 else
   wait = math.max(1, math.ceil((1 - tokens) * 1000 / rate))
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', at)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+if cost > 0 then
+  redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', at)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+end
 return wait
 ";
 
@@ -79,6 +102,8 @@ pub struct RateLimits {
     pub agent: Option<u32>,
     /// `HYPERCODE_RATE_LIMIT_VIEWER`.
     pub viewer: Option<u32>,
+    /// `HYPERCODE_AUTH_FAIL_LIMIT`: failed authentications per second per client address.
+    pub auth_fail: u32,
 }
 
 impl Default for RateLimits {
@@ -89,6 +114,7 @@ impl Default for RateLimits {
             operator: None,
             agent: None,
             viewer: None,
+            auth_fail: DEFAULT_AUTH_FAIL_RATE,
         }
     }
 }
@@ -107,16 +133,21 @@ impl RateLimits {
 
     /// The bucket size of a role's keys: twice the rate.
     pub fn burst(&self, role: Role) -> u64 {
-        u64::from(self.rate(role)) * 2
+        bucket_size(self.rate(role))
     }
 }
 
-/// A request over its key's limit.
+/// Every bucket holds twice its rate.
+fn bucket_size(rate: u32) -> u64 {
+    u64::from(rate) * 2
+}
+
+/// A request over its key's (or its address's) limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
-    /// The key's sustained rate.
+    /// The bucket's sustained rate.
     pub limit: u32,
-    /// The key's burst.
+    /// The bucket's size.
     pub burst: u64,
     /// Whole seconds until a token is available, at least 1 (the `Retry-After`).
     pub retry_after_s: u64,
@@ -130,6 +161,7 @@ pub struct RateLimiter {
 
 struct Inner {
     conn: ConnectionManager,
+    /// `hypercode:{queue}:`; buckets are `ratelimit:{key_id}` and `authfail:{address}` under it.
     prefix: String,
     limits: RateLimits,
     script: redis::Script,
@@ -160,7 +192,8 @@ impl RateLimiter {
     }
 
     /// A limiter on the Redis at `redis_url`, with buckets named
-    /// `hypercode:{queue}:ratelimit:{key_id}`. The connection is made lazily (and remade after
+    /// `hypercode:{queue}:ratelimit:{key_id}` (keys) and `hypercode:{queue}:authfail:{address}`
+    /// (failed authentication). The connection is made lazily (and remade after
     /// failures), so an unreachable Redis does not stop the API from starting.
     pub fn new(redis_url: &str, queue: &str, limits: RateLimits) -> redis::RedisResult<Self> {
         let client = redis::Client::open(redis_url)?;
@@ -172,7 +205,7 @@ impl RateLimiter {
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 conn,
-                prefix: format!("hypercode:{queue}:ratelimit:"),
+                prefix: format!("hypercode:{queue}:"),
                 limits,
                 script: redis::Script::new(SCRIPT),
                 started: Instant::now(),
@@ -188,19 +221,72 @@ impl RateLimiter {
             return Ok(());
         };
         let limit = inner.limits.rate(principal.role);
+        let bucket = format!("ratelimit:{}", principal.key_id);
+        inner.take(bucket, limit, Cost::Take).await
+    }
+
+    /// Whether `client` may try to authenticate now: looks at its failed-authentication bucket
+    /// without taking a token (see the module documentation). `None` (no peer address, as in
+    /// in-process tests) is never limited.
+    pub async fn admits_address(&self, client: Option<IpAddr>) -> Result<(), Limited> {
+        self.charge_address(client, Cost::Look).await
+    }
+
+    /// Count a failed authentication from `client`: take a token from its bucket (an error
+    /// when none was left).
+    pub async fn failed_authentication(&self, client: Option<IpAddr>) -> Result<(), Limited> {
+        self.charge_address(client, Cost::Take).await
+    }
+
+    async fn charge_address(&self, client: Option<IpAddr>, cost: Cost) -> Result<(), Limited> {
+        let (Some(inner), Some(client)) = (&self.inner, client) else {
+            return Ok(());
+        };
+        let bucket = format!("authfail:{}", address_bucket(client));
+        inner.take(bucket, inner.limits.auth_fail, cost).await
+    }
+}
+
+/// What a bucket operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cost {
+    /// Only see whether a token is there.
+    Look,
+    /// Take one.
+    Take,
+}
+
+/// The failed-authentication bucket of an address: an IPv4 address (or an IPv4-mapped IPv6
+/// one) by itself, any other IPv6 address by its /64, the block one host or home is given, so
+/// that walking through one's own block does not buy fresh buckets.
+fn address_bucket(client: IpAddr) -> String {
+    match client.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+impl Inner {
+    /// Run the bucket script on `hypercode:{queue}:{bucket}` with the rate `limit` (0: no
+    /// limit) and a burst of twice that; fails open (see the module documentation).
+    async fn take(&self, bucket: String, limit: u32, cost: Cost) -> Result<(), Limited> {
         if limit == 0 {
             return Ok(());
         }
-        let burst = inner.limits.burst(principal.role);
-        let now_ms = inner.elapsed_ms();
-        if now_ms < inner.skip_until_ms.load(Ordering::Relaxed) {
+        let burst = bucket_size(limit);
+        let now_ms = self.elapsed_ms();
+        if now_ms < self.skip_until_ms.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let mut conn = inner.conn.clone();
-        let mut invocation = inner
-            .script
-            .key(format!("{}{}", inner.prefix, principal.key_id));
-        invocation.arg(limit).arg(burst);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(format!("{}{bucket}", self.prefix));
+        invocation
+            .arg(limit)
+            .arg(burst)
+            .arg(u8::from(cost == Cost::Take));
         let outcome =
             tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async::<u64>(&mut conn))
                 .await
@@ -208,7 +294,7 @@ impl RateLimiter {
                 .and_then(|reply| reply.map_err(|e| e.to_string()));
         match outcome {
             Ok(wait_ms) => {
-                if inner.degraded.swap(false, Ordering::Relaxed) {
+                if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("rate limiter: Redis answers again; limits are enforced");
                 }
                 if wait_ms == 0 {
@@ -223,21 +309,19 @@ impl RateLimiter {
             }
             Err(error) => {
                 // Fail open: see the module documentation.
-                inner.degraded.store(true, Ordering::Relaxed);
-                let resume = inner.elapsed_ms() + FAIL_OPEN_FOR.as_millis() as u64;
-                inner.skip_until_ms.store(resume, Ordering::Relaxed);
+                self.degraded.store(true, Ordering::Relaxed);
+                let resume = self.elapsed_ms() + FAIL_OPEN_FOR.as_millis() as u64;
+                self.skip_until_ms.store(resume, Ordering::Relaxed);
                 tracing::warn!(
                     %error,
-                    key_id = %principal.key_id,
+                    bucket,
                     "rate limiter: Redis is unreachable; letting requests through unlimited"
                 );
                 Ok(())
             }
         }
     }
-}
 
-impl Inner {
     fn elapsed_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -369,6 +453,56 @@ mod tests {
             "an outage does not slow every request: {:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn addresses_are_counted_by_host() {
+        let bucket = |s: &str| s.parse().map(address_bucket).unwrap_or_default();
+        assert_eq!(bucket("192.0.2.7"), "192.0.2.7");
+        assert_eq!(bucket("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(bucket("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(bucket("2001:db8:1:2:ffff::9"), bucket("2001:db8:1:2::1"));
+        assert_ne!(bucket("2001:db8:1:3::1"), bucket("2001:db8:1:2::1"));
+    }
+
+    /// Against the test Redis (skipped, with a note, when it is not running).
+    #[tokio::test]
+    async fn failed_authentication_is_limited_per_address_and_looking_is_free() {
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        if client.get_multiplexed_async_connection().await.is_err() {
+            eprintln!("no Redis at {}; skipping", redis_url());
+            return;
+        }
+        let limits = RateLimits {
+            auth_fail: 2,
+            ..RateLimits::default()
+        };
+        let queue = format!("unit-{}", Uuid::new_v4().simple());
+        let limiter = RateLimiter::new(&redis_url(), &queue, limits).expect("limiter");
+        let (here, there) = (
+            Some(IpAddr::from([192, 0, 2, 1])),
+            Some(IpAddr::from([192, 0, 2, 2])),
+        );
+        // Looking takes nothing, however often.
+        for _ in 0..10 {
+            assert_eq!(limiter.admits_address(here).await, Ok(()));
+        }
+        // A burst of 4 failures, then the address is refused before trying.
+        for _ in 0..4 {
+            assert_eq!(limiter.failed_authentication(here).await, Ok(()));
+        }
+        let limited = limiter.admits_address(here).await.expect_err("limited");
+        assert_eq!(
+            (limited.limit, limited.burst, limited.retry_after_s),
+            (2, 4, 1)
+        );
+        assert_eq!(limiter.admits_address(there).await, Ok(()));
+        assert_eq!(limiter.admits_address(None).await, Ok(()));
+        // Half a token per 250 ms: a second later the address may try again.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(limiter.admits_address(here).await, Ok(()));
     }
 
     /// Against the test Redis (skipped, with a note, when it is not running).

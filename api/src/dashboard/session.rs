@@ -13,12 +13,13 @@
 //! ([`LOGIN_COOKIE`]), so another site cannot sign a browser in with the attacker's key.
 
 use super::{render, Chrome, FormBody, PageError};
+use crate::auth::{self, ClientAddress};
 use crate::error::ApiError;
 use crate::keys::{self, Principal, Role};
 use crate::AppState;
 use askama::Template;
 use axum::extract::{FromRequestParts, State};
-use axum::http::{header, request::Parts, HeaderMap, Method};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chrono::{Duration as TimeDelta, Utc};
@@ -180,7 +181,7 @@ impl FromRequestParts<AppState> for SignedIn {
         if parts.method != Method::GET && parts.method != Method::HEAD {
             check_origin(&parts.headers)?;
         }
-        crate::auth::rate_limit(state, &session.principal).await?;
+        auth::rate_limit(state, &session.principal).await?;
         Ok(Self(session))
     }
 }
@@ -208,7 +209,7 @@ pub(crate) fn login_page(
     };
     let page = render(&LoginPage {
         chrome: Chrome::signed_out("Sign in", token.clone()),
-        next: safe_next(&next).to_owned(),
+        next: safe_next(&next),
         error,
     })?;
     let jar = jar.add(cookie(LOGIN_COOKIE, token, "/login"));
@@ -225,9 +226,11 @@ pub(crate) struct LoginForm {
     next: String,
 }
 
-/// `POST /login`: a valid key of a role that may read missions gets a session.
+/// `POST /login`: a valid key of a role that may read missions gets a session. A wrong key
+/// counts against the client's address like a wrong API key (see [`crate::rate_limit`]).
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     jar: CookieJar,
     FormBody(form): FormBody<LoginForm>,
@@ -237,6 +240,11 @@ pub(crate) async fn login(
     let same = expected.is_some_and(|e| bool::from(e.as_bytes().ct_eq(form.csrf.as_bytes())));
     if !same {
         return Err(csrf_refused().into());
+    }
+    // Decided before the session is opened, so that nothing can fail once it exists.
+    let next = safe_next(&form.next);
+    if let Err(limited) = auth::check_address(&state, client).await {
+        return login_refused(jar, form.next, limited);
     }
     let principal = keys::authenticate(&state.pool, form.key.trim())
         .await
@@ -252,21 +260,38 @@ pub(crate) async fn login(
             ),
         ),
         None => {
-            return login_page(
-                jar,
-                form.next,
-                Some("That key is not valid (or it was revoked).".to_owned()),
-            )
+            let invalid = ApiError::Unauthorized("the key is not valid (or it was revoked)");
+            let refusal = auth::failed_attempt(&state, client, invalid).await;
+            return login_refused(jar, form.next, refusal);
         }
     };
-    crate::auth::rate_limit(&state, &principal).await?;
+    auth::rate_limit(&state, &principal).await?;
     let name = principal.name.clone();
     let (token, _) = open(&state.pool, principal).await?;
     tracing::info!(key = %name, "dashboard sign-in");
     let jar = jar
         .remove(Cookie::build(LOGIN_COOKIE).path("/login"))
         .add(cookie(SESSION_COOKIE, token, "/"));
-    Ok((jar, Redirect::to(safe_next(&form.next))).into_response())
+    Ok((jar, Redirect::to(&next)).into_response())
+}
+
+/// The sign-in form again after a refused attempt, saying why, with the refusal's status: 401
+/// for a wrong key, 429 with `Retry-After` once the address has failed too often.
+fn login_refused(jar: CookieJar, next: String, refusal: ApiError) -> Result<Response, PageError> {
+    let message = match &refusal {
+        ApiError::TooManyFailedAttempts { retry_after_s, .. } => format!(
+            "Too many failed sign-in attempts from your address; try again in {retry_after_s} s."
+        ),
+        _ => "That key is not valid (or it was revoked).".to_owned(),
+    };
+    let mut response = login_page(jar, next, Some(message))?;
+    *response.status_mut() = refusal.status();
+    if let ApiError::TooManyFailedAttempts { retry_after_s, .. } = refusal {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
+    }
+    Ok(response)
 }
 
 /// The sign-out form.
@@ -307,13 +332,38 @@ fn cookie(name: &'static str, value: String, path: &'static str) -> Cookie<'stat
         .build()
 }
 
-/// Where to go after signing in: only a path on this site (`/...`, not `//host`), so the login
-/// form cannot be used to send people elsewhere.
-fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-        next
-    } else {
-        "/"
+/// Where to go after signing in: `next` if a browser would read it as a path on this site,
+/// else `/`, so the login form cannot be used to send people elsewhere.
+///
+/// Browsers follow the WHATWG URL standard: they drop tabs and newlines anywhere in a URL and
+/// read `\` as `/`, so `/\t/evil.example` and `/\evil.example` are `//evil.example`, another
+/// host. A value with a control character or a backslash is therefore refused outright (not
+/// cleaned: a link that needs cleaning was not made by this site), and what is left must
+/// resolve, against this site, to this site. The result is the resolved path, query and
+/// fragment, percent-encoded as the URL standard serializes them: plain ASCII, which is always
+/// a valid `Location` header.
+fn safe_next(next: &str) -> String {
+    const HOME: &str = "/";
+    if !next.starts_with('/') || next.chars().any(|c| c.is_control() || c == '\\') {
+        return HOME.to_owned();
+    }
+    let Ok(site) = url::Url::parse("http://hypercode.invalid/") else {
+        return HOME.to_owned();
+    };
+    match site.join(next) {
+        Ok(target) if target.origin() == site.origin() => {
+            let mut local = target.path().to_owned();
+            if let Some(query) = target.query() {
+                local.push('?');
+                local.push_str(query);
+            }
+            if let Some(fragment) = target.fragment() {
+                local.push('#');
+                local.push_str(fragment);
+            }
+            local
+        }
+        _ => HOME.to_owned(),
     }
 }
 
@@ -325,10 +375,30 @@ mod tests {
     fn only_local_paths_are_followed_after_login() {
         assert_eq!(safe_next("/missions/abc?x=1"), "/missions/abc?x=1");
         assert_eq!(safe_next("/approvals"), "/approvals");
-        assert_eq!(safe_next("//evil.example/x"), "/");
-        assert_eq!(safe_next("https://evil.example/"), "/");
-        assert_eq!(safe_next("/\\evil.example"), "/");
-        assert_eq!(safe_next(""), "/");
+        assert_eq!(safe_next("/?status=failed#top"), "/?status=failed#top");
+        // Already percent-encoded text is kept as it is: the browser does not decode it.
+        assert_eq!(safe_next("/%09/evil.example"), "/%09/evil.example");
+        // Non-ASCII is percent-encoded, so the `Location` header is always valid.
+        assert_eq!(safe_next("/missions?q=café"), "/missions?q=caf%C3%A9");
+        assert_eq!(safe_next("/a b"), "/a%20b");
+        for hostile in [
+            "//evil.example/x",
+            "https://evil.example/",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "\t//evil.example",
+            "/\u{1}x",
+            "/\u{7f}",
+            "/\u{85}/evil.example",
+            " //evil.example",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert_eq!(safe_next(hostile), "/", "{hostile:?}");
+        }
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
