@@ -140,8 +140,11 @@ pub struct ApprovalView {
     pub workflow: String,
     /// The approval step's name (what to decide at `/missions/{id}/approvals/{step}`).
     pub step: String,
-    /// What the approver is asked.
+    /// What the approver is asked: its first 500 characters (the whole message is on the
+    /// mission's approval step).
     pub message: Option<String>,
+    /// Whether `message` was cut short.
+    pub message_truncated: bool,
     /// When the decision was requested.
     pub requested_at: DateTime<Utc>,
     /// When no decision counts as a rejection; `null` for no timeout.
@@ -157,6 +160,7 @@ impl From<WaitingApproval> for ApprovalView {
             workflow: a.mission.workflow.clone(),
             step: a.step,
             message: a.message,
+            message_truncated: a.message_truncated,
             requested_at: a.requested_at,
             deadline: a.deadline,
             mission: a.mission.into(),
@@ -169,6 +173,8 @@ impl From<WaitingApproval> for ApprovalView {
 pub struct ApprovalInbox {
     /// Oldest request first.
     pub approvals: Vec<ApprovalView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A registered workflow.

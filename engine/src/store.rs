@@ -184,6 +184,9 @@ pub struct MissionQuery {
     pub limit: i64,
 }
 
+/// Characters of an approval's message the inbox carries; the rest is read on the mission.
+pub const INBOX_MESSAGE_CHARS: i32 = 500;
+
 /// An approval step waiting for a decision, with its mission (the approvals inbox).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaitingApproval {
@@ -191,12 +194,39 @@ pub struct WaitingApproval {
     pub mission: MissionRecord,
     /// The approval step's name.
     pub step: String,
-    /// What the approver is asked.
+    /// The step's position in the mission's journal (with `requested_at` and the mission's
+    /// id, the inbox's order).
+    pub position: i32,
+    /// What the approver is asked: its first [`INBOX_MESSAGE_CHARS`] characters.
     pub message: Option<String>,
+    /// Whether `message` was cut short.
+    pub message_truncated: bool,
     /// When the decision was (last) requested.
     pub requested_at: DateTime<Utc>,
     /// When the approval times out (counts as a rejection), if it does.
     pub deadline: Option<DateTime<Utc>>,
+}
+
+/// A position in the approvals inbox, whose order is (`requested_at`, mission id, step
+/// position): the last approval of a page, which the next page starts strictly after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxPosition {
+    /// When that approval's decision was requested.
+    pub requested_at: DateTime<Utc>,
+    /// Its mission.
+    pub mission: MissionId,
+    /// Its step's position in the journal.
+    pub position: i32,
+}
+
+impl From<&WaitingApproval> for InboxPosition {
+    fn from(approval: &WaitingApproval) -> Self {
+        Self {
+            requested_at: approval.requested_at,
+            mission: approval.mission.id,
+            position: approval.position,
+        }
+    }
 }
 
 /// What a retry reset.
@@ -224,8 +254,13 @@ pub trait MissionStore: Send + Sync + 'static {
     async fn decide(&self, id: MissionId, step: &str, decision: Decision) -> StoreResult<()>;
     /// Ask to cancel a live mission; returns its status. Terminal missions are a `Conflict`.
     async fn request_cancel(&self, id: MissionId, by: &str) -> StoreResult<MissionStatus>;
-    /// Approval steps waiting for a decision across live missions, oldest request first.
-    async fn waiting_approvals(&self, limit: i64) -> StoreResult<Vec<WaitingApproval>>;
+    /// Approval steps waiting for a decision across live missions, oldest request first,
+    /// starting after `after`; at most `limit`. Messages are cut to [`INBOX_MESSAGE_CHARS`].
+    async fn waiting_approvals(
+        &self,
+        after: Option<InboxPosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<WaitingApproval>>;
     /// The name of each mission's latest journal entry (the step it is at, or ended on),
     /// compensations included; missions that have none are left out. For listings.
     async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, String)>>;

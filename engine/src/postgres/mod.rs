@@ -6,8 +6,9 @@ use crate::event::{Event, EventType, NewEvent};
 use crate::ids::{LeaseToken, MissionId, WorkerId};
 use crate::status::{MissionStatus, StepKind, StepStatus};
 use crate::store::{
-    Claim, Decision, JournalStore, Lease, LeaseState, MissionChange, MissionQuery, MissionRecord,
-    MissionStore, NewMission, Outcome, Retried, StepRecord, Submitted, Transition, WaitingApproval,
+    Claim, Decision, InboxPosition, JournalStore, Lease, LeaseState, MissionChange, MissionQuery,
+    MissionRecord, MissionStore, NewMission, Outcome, Retried, StepRecord, Submitted, Transition,
+    WaitingApproval, INBOX_MESSAGE_CHARS,
 };
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -352,26 +353,40 @@ impl MissionStore for PgStore {
         Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
     }
 
-    async fn waiting_approvals(&self, limit: i64) -> StoreResult<Vec<WaitingApproval>> {
+    async fn waiting_approvals(
+        &self,
+        after: Option<InboxPosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<WaitingApproval>> {
         // Driven by the live missions (the small `missions_live` index), then each one's steps
         // by primary key; a waiting approval's row is not written again until it is decided, so
-        // its `updated_at` is when the decision was requested. (A partial index on waiting
-        // approval steps would defeat the HOT updates the steps table relies on.)
+        // its `updated_at` is when the decision was requested, and a page's last position stays
+        // valid for the next. (A partial index on waiting approval steps would defeat the HOT
+        // updates the steps table relies on.) Messages are cut here, so a huge one is never
+        // sent to this process at all.
         let rows = sqlx::query!(
             r#"
             select m.id as "id: MissionId", m.workflow, m.status as "status: MissionStatus",
                    m.input, m.output, m.error, m.idempotency_key, m.cancel_requested,
                    m.wake_at as mission_wake_at, m.created_at, m.updated_at,
-                   s.name as step, s.input ->> 'message' as message,
+                   s.name as step, s.position,
+                   left(s.input ->> 'message', $2) as message,
+                   coalesce(length(s.input ->> 'message') > $2, false) as "message_truncated!",
                    s.updated_at as requested_at, s.wake_at as deadline
             from missions m
             join steps s on s.mission_id = m.id
             where m.status in ('pending', 'running', 'waiting')
               and s.kind = 'approval' and s.status = 'waiting'
+              and ($3::timestamptz is null
+                   or (s.updated_at, m.id, s.position) > ($3, $4::uuid, $5::integer))
             order by s.updated_at, m.id, s.position
             limit $1
             "#,
             limit,
+            INBOX_MESSAGE_CHARS,
+            after.map(|a| a.requested_at),
+            after.map(|a| a.mission.0),
+            after.map(|a| a.position),
         )
         .fetch_all(&self.pool)
         .await?;
@@ -392,7 +407,9 @@ impl MissionStore for PgStore {
                     updated_at: r.updated_at,
                 },
                 step: r.step,
+                position: r.position,
                 message: r.message,
+                message_truncated: r.message_truncated,
                 requested_at: r.requested_at,
                 deadline: r.deadline,
             })
