@@ -88,10 +88,16 @@ impl Step {
 /// An approval gate's options.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Approval {
-    /// What the approver is asked.
+    /// What the approver is asked: at most [`Approval::MAX_MESSAGE_BYTES`].
     pub message: String,
     /// After this long without a decision the approval counts as rejected.
     pub timeout: Option<Duration>,
+}
+
+impl Approval {
+    /// The longest message, in bytes of UTF-8: messages are listed in the approvals inbox,
+    /// many at a time, so a huge one would bloat every read of it.
+    pub const MAX_MESSAGE_BYTES: usize = 4096;
 }
 
 /// Flags shared between a run, its lease heartbeat and the worker's shutdown signal.
@@ -162,6 +168,7 @@ pub struct Context {
     signals: Arc<RunSignals>,
     max_payload_bytes: usize,
     parked: bool,
+    retry_generation: u32,
 }
 
 impl Context {
@@ -172,8 +179,10 @@ impl Context {
         journal: Vec<StepRecord>,
         signals: Arc<RunSignals>,
         max_payload_bytes: usize,
+        retry_generation: u32,
     ) -> Self {
         Self {
+            retry_generation,
             mission,
             lease,
             store,
@@ -190,6 +199,14 @@ impl Context {
     /// The mission this run advances.
     pub fn mission_id(&self) -> MissionId {
         self.mission
+    }
+
+    /// How many times the mission has been retried by hand (`MissionStore::retry`): 0 until
+    /// its first manual retry. Constant across the automatic retries and resumptions between
+    /// two manual retries, so a workflow can derive idempotency keys from it that stay the
+    /// same for one run's attempts and change with each manual retry.
+    pub fn retry_generation(&self) -> u32 {
+        self.retry_generation
     }
 
     /// Whether this run already parked the mission (so the runner must not write it again).
@@ -274,6 +291,14 @@ impl Context {
             },
             Slot::New(position) => {
                 self.refuse_if_cancelled()?;
+                // Checked only for a new request, so one recorded before the cap still replays.
+                let size = approval.message.len();
+                if size > Approval::MAX_MESSAGE_BYTES {
+                    return Err(WorkflowError::failed(format!(
+                        "approval `{name}`: the approval message of {size} bytes exceeds the limit of {} bytes",
+                        Approval::MAX_MESSAGE_BYTES
+                    )));
+                }
                 let deadline = approval.timeout.map(after);
                 let entry = StepRecord {
                     status: StepStatus::Waiting,

@@ -50,6 +50,7 @@ impl Engine {
             lease,
             mission,
             journal,
+            retry_generation,
         } = claim;
         let signals = RunSignals::new(mission.cancel_requested, self.shutdown_token());
         let heartbeat = tokio::spawn(heartbeat(
@@ -65,6 +66,7 @@ impl Engine {
             journal,
             signals,
             self.config().max_payload_bytes,
+            retry_generation,
         );
         let result = match self.registry().get(&mission.workflow) {
             Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, mission.input.clone()))

@@ -105,6 +105,8 @@ pub struct Claim {
     pub mission: MissionRecord,
     /// Its journal, in position order.
     pub journal: Vec<StepRecord>,
+    /// How many times it has been retried by hand ([`MissionStore::retry`]).
+    pub retry_generation: u32,
 }
 
 /// How a transition changes the mission row itself.
@@ -268,8 +270,9 @@ pub trait MissionStore: Send + Sync + 'static {
     /// that step is reset (a task to `pending`, a rejected approval to `waiting` with a fresh
     /// deadline), every `compensated` step is reset to `pending` (its effect was undone, so it
     /// runs again), the compensation entries leave the journal (their history events stay), the
-    /// mission's error and output are cleared and it becomes `pending`; a `mission_retried`
-    /// event records `by`. Attempt counts continue. Any other status is a `Conflict`.
+    /// mission's error and output are cleared, its retry generation goes up by one and it
+    /// becomes `pending`; a `mission_retried` event records `by`. Attempt counts continue. Any
+    /// other status is a `Conflict`.
     async fn retry(&self, id: MissionId, by: &str) -> StoreResult<Retried>;
 }
 

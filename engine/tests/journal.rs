@@ -87,8 +87,58 @@ impl Workflow for Panics {
     }
 }
 
+/// Asks for an approval whose message is `text` repeated `times` (the input stays small).
+struct Asks;
+
+#[async_trait]
+impl Workflow for Asks {
+    fn name(&self) -> &'static str {
+        "asks"
+    }
+    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
+        Ok(())
+    }
+    async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {
+        let text = input["text"].as_str().unwrap_or_default();
+        let message = text.repeat(input["times"].as_u64().unwrap_or(1) as usize);
+        let approval = hypercode_engine::Approval {
+            message,
+            timeout: None,
+        };
+        ctx.approval("ask", approval).await
+    }
+}
+
+/// Its one step fails for good until the mission has been retried twice by hand.
+struct Generations;
+
+#[async_trait]
+impl Workflow for Generations {
+    fn name(&self) -> &'static str {
+        "generations"
+    }
+    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
+        Ok(())
+    }
+    async fn run(&self, ctx: &mut Context, _: Value) -> WorkflowResult<Value> {
+        let generation = ctx.retry_generation();
+        ctx.step(Step::new("check"), || async move {
+            if generation < 2 {
+                return Err(StepError::fatal(format!("generation {generation}")));
+            }
+            Ok(generation)
+        })
+        .await
+        .map(|g: u32| json!(g))
+    }
+}
+
 fn engine(pool: PgPool, probe: Arc<Probe>) -> Engine {
-    let registry = Registry::new().register(Counting(probe)).register(Panics);
+    let registry = Registry::new()
+        .register(Counting(probe))
+        .register(Panics)
+        .register(Asks)
+        .register(Generations);
     let config = EngineConfig {
         lease_ttl: Duration::from_secs(5),
         max_payload_bytes: 1024,
@@ -475,4 +525,53 @@ async fn current_steps_name_each_missions_latest_entry(pool: PgPool) {
     expected.sort();
     assert_eq!(steps, expected, "a mission without entries is left out");
     assert!(engine.store().current_steps(&[]).await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn an_approval_message_over_4096_bytes_fails_the_mission(pool: PgPool) {
+    let engine = engine(pool, Arc::default());
+    let ask = |text: &str, times: u64| {
+        engine.submit("asks", json!({ "text": text, "times": times }), None)
+    };
+    let fits = ask("x", 4096).await.unwrap().mission.id;
+    assert_eq!(
+        run_until_settled(&engine, fits).await,
+        MissionStatus::Waiting
+    );
+    let over = ask("\u{e9}", 2049).await.unwrap().mission.id;
+    assert_eq!(
+        run_until_settled(&engine, over).await,
+        MissionStatus::Failed
+    );
+    let error = mission_error(&engine, over).await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("approval message of 4098 bytes exceeds the limit of 4096 bytes"),
+        "{error}"
+    );
+    assert!(engine.store().journal(over).await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_retry_generation_counts_manual_retries(pool: PgPool) {
+    let engine = engine(pool, Arc::default());
+    let id = start(&engine, "generations").await;
+    for generation in 0..2 {
+        assert_eq!(run_until_settled(&engine, id).await, MissionStatus::Failed);
+        let error = mission_error(&engine, id).await;
+        assert_eq!(
+            error["cause"]["error"]["message"],
+            format!("generation {generation}"),
+            "{error}"
+        );
+        engine.retry(id, "ops").await.unwrap();
+    }
+    assert_eq!(
+        run_until_settled(&engine, id).await,
+        MissionStatus::Succeeded
+    );
+    let mission = engine.store().mission(id).await.unwrap().unwrap();
+    assert_eq!(mission.output, Some(json!(2)));
 }

@@ -94,6 +94,7 @@ struct CalleeState {
     requests: Mutex<Vec<Recorded>>,
     counter: Mutex<u64>,
     flaky: Mutex<HashMap<String, u32>>,
+    answered: Mutex<HashMap<String, (StatusCode, Value)>>,
     started: Option<Instant>,
 }
 
@@ -112,8 +113,8 @@ impl Callee {
     /// `POST /ok` → 201 `{"id": n}`; `GET|POST /items/{id}` → 200 echo; `/flaky/{n}` → 503 for the
     /// first `n` requests with the same Idempotency-Key, then 200; `/fail` → 400
     /// `{"error":"nope"}`; `/slow/{ms}` → 200 after `ms`; `DELETE /undo/{name}` → 200;
-    /// `/broken/{n}` → 400 (not retryable) for the first `n` requests with the same
-    /// Idempotency-Key, then 200.
+    /// `/broken/{n}` → 400 (not retryable) for the first `n` requests, then 200; like Stripe, it
+    /// answers a repeated Idempotency-Key with the answer that key got first.
     pub async fn start() -> Callee {
         let state: Shared = Arc::new(CalleeState {
             started: Some(Instant::now()),
@@ -332,13 +333,26 @@ async fn broken(
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
     record(&state, &method, format!("/broken/{n}"), &headers, &body);
-    fail_first(
-        &state,
-        "broken",
-        n,
-        (StatusCode::BAD_REQUEST, "broken"),
-        &headers,
-    )
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut answered = state.answered.lock().expect("callee lock");
+    let (status, body) = answered
+        .entry(format!("broken|{n}|{key}"))
+        .or_insert_with(|| {
+            // Counted per path: `fail_first` sees every request under one (empty) key.
+            let (status, axum::Json(body)) = fail_first(
+                &state,
+                "broken",
+                n,
+                (StatusCode::BAD_REQUEST, "broken"),
+                &HeaderMap::new(),
+            );
+            (status, body)
+        })
+        .clone();
+    (status, axum::Json(body))
 }
 
 async fn slow(

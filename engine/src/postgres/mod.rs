@@ -528,6 +528,7 @@ impl MissionStore for PgStore {
             update missions set status = 'pending', output = null, error = null, wake_at = null,
                    cancel_requested = false, lease_owner = null, lease_expires_at = null,
                    lease_token = lease_token + 1, enqueued_at = now(),
+                   retry_generation = retry_generation + 1,
                    last_seq = last_seq + $2, updated_at = now()
             where id = $1 returning last_seq
             "#,
@@ -641,7 +642,7 @@ impl JournalStore for PgStore {
             )
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
                    output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at,
-                   lease_token,
+                   lease_token, retry_generation,
                    (select coalesce(jsonb_agg(to_jsonb(s) order by s.position), '[]')
                     from steps s where s.mission_id = claimed.id) as "journal!"
             from claimed
@@ -656,6 +657,12 @@ impl JournalStore for PgStore {
         // The journal comes back in the claim's own round trip, as one JSON array.
         let journal: Vec<StepRecord> = serde_json::from_value(row.journal)
             .map_err(|e| StoreError::Corrupt(format!("journal of mission {id}: {e}")))?;
+        let retry_generation = u32::try_from(row.retry_generation).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "retry generation {} of mission {id}",
+                row.retry_generation
+            ))
+        })?;
         Ok(Some(Claim {
             lease: Lease {
                 mission: id,
@@ -675,6 +682,7 @@ impl JournalStore for PgStore {
                 updated_at: row.updated_at,
             },
             journal,
+            retry_generation,
         }))
     }
 

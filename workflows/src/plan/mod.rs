@@ -1,6 +1,12 @@
 //! The `plan` workflow: a declarative mission submitted as JSON. Its steps run in order; each
 //! is an HTTP call, an approval gate, a durable sleep or a no-op, and an HTTP step may register an HTTP
 //! compensation. Strings in a request may reference earlier outputs with `{{steps.a.output...}}`.
+//!
+//! Each call carries `Idempotency-Key: <mission>:<step>` (`<mission>:compensate:<step>` for an
+//! undo): the same for every automatic attempt of one run, so the callee can deduplicate them.
+//! After a manual retry (`POST /missions/{id}/retry`) the mission's retry generation N is
+//! appended, `<mission>:<step>:rN`, so a callee that caches answers per key (Stripe does, for a
+//! day) runs the call again instead of replaying the failure the retry means to get past.
 
 mod http;
 mod schema;
@@ -60,36 +66,38 @@ impl Workflow for PlanWorkflow {
                     let resolved = scope
                         .resolve_request(&request)
                         .map_err(|e| WorkflowError::failed(format!("step `{name}`: {e}")))?;
-                    let key = format!("{}:{name}", ctx.mission_id());
+                    let key = idempotency_key(ctx, &name);
                     let mut options = Step::new(&name)
                         .input(&resolved)?
                         .retry(step.retry.unwrap_or_default());
                     if let Some(undo) = step.compensate {
-                        let (client, scope, own, mission) = (
+                        // The undo keeps only the outputs it references (shared, not copied);
+                        // its own step's output is handed to it from the journal when it runs.
+                        let (client, scope, own) = (
                             self.http.clone(),
-                            scope.clone(),
+                            scope.narrowed_to(&undo.http),
                             name.clone(),
-                            ctx.mission_id(),
                         );
+                        let key = idempotency_key(ctx, &format!("compensate:{name}"));
                         options =
                             options.compensate(undo.retry.unwrap_or_default(), move |output| {
-                                let (client, request) = (client.clone(), undo.http.clone());
                                 let resolved = scope
                                     .clone()
                                     .with_output(&own, output)
-                                    .resolve_request(&request);
-                                let key = format!("{mission}:compensate:{own}");
+                                    .resolve_request(&undo.http);
+                                let (client, key) = (client.clone(), key.clone());
                                 async move {
                                     let resolved =
                                         resolved.map_err(|e| StepError::fatal(e.to_string()))?;
-                                    http::call(&client, &resolved, &key).await
+                                    send(&client, &resolved, &key).await
                                 }
                             });
                     }
                     let client = self.http.clone();
-                    ctx.step(options, || async move {
-                        http::call(&client, &resolved, &key).await
-                    })
+                    ctx.step(
+                        options,
+                        || async move { send(&client, &resolved, &key).await },
+                    )
                     .await?
                 }
                 Action::Approval { message, timeout_s } => {
@@ -108,8 +116,26 @@ impl Workflow for PlanWorkflow {
             };
             scope = scope.with_output(&name, output);
         }
-        Ok(
-            json!({ "steps": scope.outputs().iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Map<String, Value>>() }),
-        )
+        Ok(json!({ "steps": scope.into_outputs().collect::<Map<String, Value>>() }))
     }
+}
+
+/// The `Idempotency-Key` of `call` (a step's name, or `compensate:<step>`) in this run.
+fn idempotency_key(ctx: &Context, call: &str) -> String {
+    match ctx.retry_generation() {
+        0 => format!("{}:{call}", ctx.mission_id()),
+        generation => format!("{}:{call}:r{generation}", ctx.mission_id()),
+    }
+}
+
+/// Make one attempt of a resolved request. One that its templates made invalid (a header value
+/// with a line break, a URL that is no longer http) fails for good: every attempt would be the
+/// same.
+async fn send(
+    client: &reqwest::Client,
+    request: &HttpRequest,
+    key: &str,
+) -> Result<Value, StepError> {
+    request.check_resolved().map_err(StepError::fatal)?;
+    http::call(client, request, key).await
 }

@@ -3,6 +3,7 @@
 //! checks what a schema cannot say well: templates referencing earlier steps, unique names).
 
 use super::spec::{MAX_ATTEMPTS, MAX_TIMEOUT_MS, MAX_WAIT_S, METHODS};
+use hypercode_engine::Approval;
 use serde_json::{json, Value};
 
 /// The schema of a `plan` mission's input.
@@ -24,7 +25,12 @@ pub fn input_schema() -> Value {
         "properties": {
             "method": { "enum": METHODS, "default": "GET" },
             "url": { "type": "string", "description": "An http or https URL with a host." },
-            "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+            "headers": {
+                "type": "object",
+                "description": "Names are HTTP tokens; values have no control characters but tab (no CR, LF or NUL), also once their templates are resolved: a resolved value that does fails the step for good.",
+                "propertyNames": { "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" },
+                "additionalProperties": { "type": "string", "pattern": "^[^\\u0000-\\u0008\\u000A-\\u001F\\u007F]*$" }
+            },
             "body": { "description": "A JSON body (any JSON)." },
             "timeout_ms": { "type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS, "default": 10_000 }
         },
@@ -55,7 +61,7 @@ pub fn input_schema() -> Value {
                         "type": "object",
                         "description": "Waits for a human decision; a timeout counts as a rejection.",
                         "properties": {
-                            "message": { "type": "string", "default": "" },
+                            "message": { "type": "string", "default": "", "maxLength": Approval::MAX_MESSAGE_BYTES, "description": format!("At most {} bytes of UTF-8 (maxLength counts characters: the byte limit is the one enforced).", Approval::MAX_MESSAGE_BYTES) },
                             "timeout_s": { "type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT_S }
                         },
                         "additionalProperties": false

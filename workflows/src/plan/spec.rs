@@ -2,7 +2,8 @@
 //! into the input, so a client can show each one next to the field it concerns.
 
 use super::template;
-use hypercode_engine::{InputProblem, RetryPolicy};
+use hypercode_engine::{Approval, InputProblem, RetryPolicy};
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -157,23 +158,33 @@ impl Plan {
                 "a plan needs at least one step",
             ));
         }
-        let mut seen: HashMap<&str, usize> = HashMap::new();
+        // Each name's first position: what a reference is checked against (a list of the earlier
+        // names per step would make parsing quadratic in the plan's length).
+        let mut first_at: HashMap<&str, usize> = HashMap::new();
         let mut steps = Vec::with_capacity(raw.steps.len());
         for (index, step) in raw.steps.iter().enumerate() {
             let at = format!("/steps/{index}");
+            let first = *first_at.entry(step.name.as_str()).or_insert(index);
             if !valid_name(&step.name) {
                 problems.push(InputProblem::new(
                     format!("{at}/name"),
                     "a step name is 1 to 100 of A-Z a-z 0-9 _ -",
                 ));
-            } else if let Some(first) = seen.insert(step.name.as_str(), index) {
+            } else if first != index {
                 problems.push(InputProblem::new(
                     format!("{at}/name"),
                     format!("duplicate step name `{}` (also step {first})", step.name),
                 ));
             }
-            let earlier: Vec<&str> = raw.steps[..index].iter().map(|s| s.name.as_str()).collect();
-            if let Some(action) = check_step(step, &at, &earlier, &mut problems) {
+            let runs_before = |limit: usize| {
+                let first_at = &first_at;
+                move |name: &str| first_at.get(name).is_some_and(|&i| i < limit)
+            };
+            let scopes = Scopes {
+                request: &runs_before(index),
+                compensation: &runs_before(index + 1),
+            };
+            if let Some(action) = check_step(step, &at, &scopes, &mut problems) {
                 steps.push(PlanStep {
                     name: step.name.clone(),
                     action,
@@ -190,6 +201,13 @@ impl Plan {
     }
 }
 
+/// The steps a step's templates may reference: those before it, and for its compensation also
+/// the step itself.
+struct Scopes<'a> {
+    request: &'a dyn Fn(&str) -> bool,
+    compensation: &'a dyn Fn(&str) -> bool,
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=100).contains(&name.len())
         && name
@@ -200,7 +218,7 @@ fn valid_name(name: &str) -> bool {
 fn check_step(
     step: &RawStep,
     at: &str,
-    earlier: &[&str],
+    scopes: &Scopes<'_>,
     problems: &mut Vec<InputProblem>,
 ) -> Option<Action> {
     let actions = [
@@ -226,12 +244,10 @@ fn check_step(
                 "only an `http` step can have a compensation",
             ));
         }
-        let mut scope = earlier.to_vec();
-        scope.push(&step.name);
         check_http(
             &undo.http,
             &format!("{at}/compensate/http"),
-            &scope,
+            scopes.compensation,
             problems,
         );
         if let Some(retry) = &undo.retry {
@@ -239,7 +255,7 @@ fn check_step(
         }
     }
     if let Some(request) = &step.http {
-        check_http(request, &format!("{at}/http"), earlier, problems);
+        check_http(request, &format!("{at}/http"), scopes.request, problems);
         return Some(Action::Http(request.clone()));
     }
     if step.retry.is_some() {
@@ -249,6 +265,16 @@ fn check_step(
         ));
     }
     if let Some(approval) = &step.approval {
+        if approval.message.len() > Approval::MAX_MESSAGE_BYTES {
+            problems.push(InputProblem::new(
+                format!("{at}/approval/message"),
+                format!(
+                    "must be at most {} bytes (UTF-8); this one is {}",
+                    Approval::MAX_MESSAGE_BYTES,
+                    approval.message.len()
+                ),
+            ));
+        }
         if let Some(t) = approval.timeout_s {
             if !(t > 0.0 && t <= MAX_WAIT_S) {
                 problems.push(InputProblem::new(
@@ -296,7 +322,44 @@ fn check_retry(retry: &RetryPolicy, at: &str, problems: &mut Vec<InputProblem>) 
     }
 }
 
-fn check_http(request: &HttpRequest, at: &str, scope: &[&str], problems: &mut Vec<InputProblem>) {
+/// Check a URL (after its templates are resolved, or with placeholders in their place).
+fn check_url(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(_) => Err("must be an http or https URL with a host".to_owned()),
+        Err(e) => Err(format!("not a valid URL: {e}")),
+    }
+}
+
+/// Check a header value (after its templates are resolved, or with placeholders in their
+/// place): visible ASCII, spaces, tabs and non-ASCII bytes; no CR, LF, NUL or other controls.
+fn check_header_value(value: &str) -> Result<(), &'static str> {
+    HeaderValue::from_bytes(value.as_bytes())
+        .map(drop)
+        .map_err(|_| {
+            "not a valid header value: control characters (CR, LF, NUL, ...) are not allowed"
+        })
+}
+
+impl HttpRequest {
+    /// Check a request whose templates are resolved, as `Plan::parse` checked its literal text:
+    /// a reference may still bring in a line break or make the URL invalid. The message names
+    /// the field but does not repeat its value, which may be a secret.
+    pub(crate) fn check_resolved(&self) -> Result<(), String> {
+        check_url(&self.url).map_err(|e| format!("the resolved url: {e}"))?;
+        for (name, value) in &self.headers {
+            check_header_value(value).map_err(|e| format!("the resolved header `{name}`: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_http(
+    request: &HttpRequest,
+    at: &str,
+    in_scope: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<InputProblem>,
+) {
     if !METHODS.contains(&request.method.as_str()) {
         problems.push(InputProblem::new(
             format!("{at}/method"),
@@ -309,34 +372,34 @@ fn check_http(request: &HttpRequest, at: &str, scope: &[&str], problems: &mut Ve
             format!("must be 1 to {MAX_TIMEOUT_MS}"),
         ));
     }
-    match template::check(&request.url, scope) {
-        Err(e) => problems.push(InputProblem::new(format!("{at}/url"), e.to_string())),
-        Ok(sample) => match url::Url::parse(&sample) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-            Ok(_) => problems.push(InputProblem::new(
-                format!("{at}/url"),
-                "must be an http or https URL with a host",
-            )),
-            Err(e) => problems.push(InputProblem::new(
-                format!("{at}/url"),
-                format!("not a valid URL: {e}"),
-            )),
-        },
+    if let Err(e) = template::check(&request.url, in_scope)
+        .map_err(|e| e.to_string())
+        .and_then(|sample| check_url(&sample))
+    {
+        problems.push(InputProblem::new(format!("{at}/url"), e));
     }
     for (name, value) in &request.headers {
         let here = format!(
             "{at}/headers/{}",
             name.replace('~', "~0").replace('/', "~1")
         );
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            problems.push(InputProblem::new(here.clone(), "not a valid header name"));
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(InputProblem::new(
+                here.clone(),
+                "not a valid header name (an HTTP token)",
+            ));
         }
-        if let Err(e) = template::check(value, scope) {
-            problems.push(InputProblem::new(here, e.to_string()));
+        match template::check(value, in_scope) {
+            Err(e) => problems.push(InputProblem::new(here, e.to_string())),
+            Ok(sample) => {
+                if let Err(e) = check_header_value(&sample) {
+                    problems.push(InputProblem::new(here, e));
+                }
+            }
         }
     }
     if let Some(body) = &request.body {
-        template::check_value(body, scope, &format!("{at}/body"), problems);
+        template::check_value(body, in_scope, &format!("{at}/body"), problems);
     }
 }
 
@@ -408,6 +471,46 @@ mod tests {
                 "/steps/2/http/url",
                 "/steps/3/http/body/x"
             ]
+        );
+    }
+
+    #[test]
+    fn checks_header_values_before_and_after_templating() {
+        let found = problems(json!({"steps": [
+            {"name": "a", "http": {"url": "http://h/", "headers": {"X-A": "a\r\nb", "X-B": "ok\tcaf\u{e9}"}}},
+            {"name": "b", "http": {"url": "http://h/", "headers": {"X-C": "{{steps.a.output}}\u{0}"}}}
+        ]}));
+        let pointers: Vec<&str> = found.iter().map(|p| p.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            ["/steps/0/http/headers/X-A", "/steps/1/http/headers/X-C"]
+        );
+
+        let request = |header: &str, url: &str| HttpRequest {
+            method: "GET".into(),
+            url: url.into(),
+            headers: [("X-A".to_owned(), header.to_owned())].into(),
+            body: None,
+            timeout_ms: 1,
+        };
+        assert_eq!(request("fine", "http://h/").check_resolved(), Ok(()));
+        let bad_header = request("a\nb", "http://h/").check_resolved().unwrap_err();
+        assert!(
+            bad_header.contains("`X-A`") && !bad_header.contains("a\nb"),
+            "{bad_header}"
+        );
+        let bad_url = request("fine", "file:///etc/passwd").check_resolved();
+        assert!(bad_url.is_err_and(|e| e.contains("url")));
+    }
+
+    #[test]
+    fn caps_approval_messages_in_bytes() {
+        let plan =
+            |message: String| json!({"steps": [{"name": "a", "approval": {"message": message}}]});
+        assert!(Plan::parse(&plan("\u{e9}".repeat(2048))).is_ok());
+        assert_eq!(
+            problems(plan("\u{e9}".repeat(2049)))[0].pointer,
+            "/steps/0/approval/message"
         );
     }
 

@@ -7,6 +7,7 @@ use super::spec::HttpRequest;
 use hypercode_engine::{InputProblem, MissionId};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A reference that cannot be parsed or resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,9 +62,10 @@ fn pieces(s: &str) -> Result<Vec<(bool, &str)>, TemplateError> {
     Ok(out)
 }
 
-/// Check a string's references against the steps in `scope`; returns the string with each
-/// reference replaced by a placeholder, so the result can be validated (as a URL, say).
-pub fn check(s: &str, scope: &[&str]) -> Result<String, TemplateError> {
+/// Check a string's references against the steps `in_scope` says may be referenced; returns the
+/// string with each reference replaced by a placeholder, so the result can be validated (as a
+/// URL, say).
+pub fn check(s: &str, in_scope: &dyn Fn(&str) -> bool) -> Result<String, TemplateError> {
     let mut sample = String::with_capacity(s.len());
     for (is_ref, text) in pieces(s)? {
         if !is_ref {
@@ -71,7 +73,7 @@ pub fn check(s: &str, scope: &[&str]) -> Result<String, TemplateError> {
             continue;
         }
         if let Reference::Step { name, .. } = parse(text)? {
-            if !scope.contains(&name) {
+            if !in_scope(name) {
                 return Err(TemplateError::NotEarlier(text.to_owned(), name.to_owned()));
             }
         }
@@ -81,23 +83,28 @@ pub fn check(s: &str, scope: &[&str]) -> Result<String, TemplateError> {
 }
 
 /// Check every string inside a JSON value, reporting problems with pointers under `at`.
-pub fn check_value(value: &Value, scope: &[&str], at: &str, problems: &mut Vec<InputProblem>) {
+pub fn check_value(
+    value: &Value,
+    in_scope: &dyn Fn(&str) -> bool,
+    at: &str,
+    problems: &mut Vec<InputProblem>,
+) {
     match value {
         Value::String(s) => {
-            if let Err(e) = check(s, scope) {
+            if let Err(e) = check(s, in_scope) {
                 problems.push(InputProblem::new(at, e.to_string()));
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                check_value(item, scope, &format!("{at}/{i}"), problems);
+                check_value(item, in_scope, &format!("{at}/{i}"), problems);
             }
         }
         Value::Object(map) => {
             for (key, item) in map {
                 check_value(
                     item,
-                    scope,
+                    in_scope,
                     &format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")),
                     problems,
                 );
@@ -107,11 +114,30 @@ pub fn check_value(value: &Value, scope: &[&str], at: &str, problems: &mut Vec<I
     }
 }
 
-/// The values references resolve against: the mission id and the outputs recorded so far.
+/// Every string of a request that may hold references: its URL, header values and body strings.
+fn strings(request: &HttpRequest) -> Vec<&str> {
+    fn walk<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::String(s) => out.push(s),
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            Value::Object(map) => map.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = vec![request.url.as_str()];
+    out.extend(request.headers.values().map(String::as_str));
+    if let Some(body) = &request.body {
+        walk(body, &mut out);
+    }
+    out
+}
+
+/// The values references resolve against: the mission id and the outputs recorded so far. The
+/// outputs are shared, not copied, between a scope and the narrowed scopes taken from it.
 #[derive(Debug, Clone)]
 pub struct Scope {
     mission: MissionId,
-    outputs: BTreeMap<String, Value>,
+    outputs: BTreeMap<String, Arc<Value>>,
 }
 
 impl Scope {
@@ -125,13 +151,34 @@ impl Scope {
 
     /// This scope plus one more step's output.
     pub fn with_output(mut self, step: &str, output: Value) -> Self {
-        self.outputs.insert(step.to_owned(), output);
+        self.outputs.insert(step.to_owned(), Arc::new(output));
         self
     }
 
+    /// Only the outputs `request` references: what a compensation keeps until it runs. Keeping
+    /// the whole scope would make a plan's memory grow with the square of its length.
+    pub fn narrowed_to(&self, request: &HttpRequest) -> Scope {
+        let mut outputs = BTreeMap::new();
+        for s in strings(request) {
+            for (_, expr) in pieces(s).unwrap_or_default().into_iter().filter(|p| p.0) {
+                if let Ok(Reference::Step { name, .. }) = parse(expr) {
+                    if let Some((name, output)) = self.outputs.get_key_value(name) {
+                        outputs.insert(name.clone(), output.clone());
+                    }
+                }
+            }
+        }
+        Scope {
+            mission: self.mission,
+            outputs,
+        }
+    }
+
     /// The outputs recorded so far, by step name.
-    pub fn outputs(&self) -> &BTreeMap<String, Value> {
-        &self.outputs
+    pub fn into_outputs(self) -> impl Iterator<Item = (String, Value)> {
+        self.outputs
+            .into_iter()
+            .map(|(name, output)| (name, Arc::unwrap_or_clone(output)))
     }
 
     /// Resolve every reference in a request.
@@ -195,6 +242,7 @@ impl Scope {
                 let mut at = self
                     .outputs
                     .get(name)
+                    .map(Arc::as_ref)
                     .ok_or_else(|| TemplateError::Missing(expr.to_owned()))?;
                 for key in path {
                     at = match at {
@@ -261,21 +309,43 @@ mod tests {
             scope().resolve_value(&json!("{{steps.a.output.body.nope}}")),
             Err(TemplateError::Missing(_))
         ));
+        let only_a = |name: &str| name == "a";
         assert!(matches!(
-            check("{{input.x}}", &["a"]),
+            check("{{input.x}}", &only_a),
             Err(TemplateError::Unknown(_))
         ));
         assert!(matches!(
-            check("{{steps.b.output}}", &["a"]),
+            check("{{steps.b.output}}", &only_a),
             Err(TemplateError::NotEarlier(..))
         ));
         assert!(matches!(
-            check("{{steps.a.output", &["a"]),
+            check("{{steps.a.output", &only_a),
             Err(TemplateError::Unclosed(_))
         ));
         assert_eq!(
-            check("http://h/{{steps.a.output.body.id}}/z", &["a"]).unwrap(),
+            check("http://h/{{steps.a.output.body.id}}/z", &only_a).unwrap(),
             "http://h/x/z"
+        );
+    }
+
+    #[test]
+    fn a_narrowed_scope_keeps_only_the_referenced_outputs() {
+        let wide = scope()
+            .with_output("b", json!({"body": {"big": "x".repeat(1000)}}))
+            .with_output("c", json!(3));
+        let request: HttpRequest = serde_json::from_value(json!({
+            "url": "http://h/{{steps.a.output.body.id}}",
+            "headers": {"X-C": "{{ steps.c.output }}"},
+            "body": {"n": ["{{mission.id}}", "{{steps.a.output.status}}"]}
+        }))
+        .unwrap();
+        let narrow = wide.narrowed_to(&request);
+        let names: Vec<&String> = narrow.outputs.keys().collect();
+        assert_eq!(names, ["a", "c"]);
+        assert!(Arc::ptr_eq(&narrow.outputs["a"], &wide.outputs["a"]));
+        assert_eq!(
+            narrow.resolve_request(&request).map(|r| r.url),
+            Ok("http://h/42".to_owned())
         );
     }
 }
