@@ -5,7 +5,8 @@
 //!
 //! Outages are made with a TCP proxy inside the test, between `serve` and the shared
 //! PostgreSQL or Redis: cutting it drops every connection through it and closes each new one at
-//! once, as a server that went away would; the shared servers themselves are never touched.
+//! once; stopping it also refuses new ones, as a server that is down does. The shared servers
+//! themselves are never touched.
 
 mod common;
 
@@ -20,11 +21,14 @@ use tokio::sync::watch;
 /// The deadline of a request that must fail fast.
 const FAST: Duration = Duration::from_secs(2);
 
-/// A TCP proxy to `upstream` that can be cut and restored.
+/// A TCP proxy to `upstream` that can be cut (connections close at once, as a server that
+/// crashed mid-handshake), stopped (connections are refused, as a server that is down) and
+/// restored.
 struct Proxy {
     addr: SocketAddr,
+    upstream: SocketAddr,
     cut: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    accepting: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Proxy {
@@ -33,7 +37,19 @@ impl Proxy {
             .await
             .expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let (cut, watching) = watch::channel(false);
+        let (cut, _) = watch::channel(false);
+        let proxy = Proxy {
+            addr,
+            upstream,
+            cut,
+            accepting: std::sync::Mutex::new(None),
+        };
+        proxy.accept(listener);
+        proxy
+    }
+
+    fn accept(&self, listener: TcpListener) {
+        let (upstream, watching) = (self.upstream, self.cut.subscribe());
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if *watching.borrow() {
@@ -51,7 +67,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, cut, task }
+        *self.accepting.lock().expect("proxy lock") = Some(task);
     }
 
     /// Drop every connection through the proxy, and close new ones at once.
@@ -59,7 +75,24 @@ impl Proxy {
         self.cut.send_replace(true);
     }
 
-    fn restore(&self) {
+    /// Drop every connection and stop listening: new connections are refused.
+    async fn stop(&self) {
+        self.cut();
+        let task = self.accepting.lock().expect("proxy lock").take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Forward again (listening again on the same address after [`Proxy::stop`]).
+    async fn restore(&self) {
+        if self.accepting.lock().expect("proxy lock").is_none() {
+            let listener = TcpListener::bind(self.addr)
+                .await
+                .expect("bind the proxy's address again");
+            self.accept(listener);
+        }
         self.cut.send_replace(false);
     }
 
@@ -77,7 +110,9 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.cut();
-        self.task.abort();
+        if let Some(task) = self.accepting.lock().expect("proxy lock").take() {
+            task.abort();
+        }
     }
 }
 
@@ -271,7 +306,26 @@ async fn a_database_outage_fails_requests_fast_and_readyz_reports_it() {
         assert_fast_503(what, &timed(request).await);
     }
 
-    proxy.restore();
+    proxy.restore().await;
+    wait_ready(&h, secs(15)).await;
+
+    // A database that refuses connections: each request waits out the acquire timeout only.
+    proxy.stop().await;
+    assert_fast_503("/readyz", &readyz(&h).await);
+    for (what, request) in [
+        (
+            "GET a mission",
+            with_key(http.get(h.url(&format!("/api/v1/missions/{mission}")))),
+        ),
+        (
+            "a submission",
+            with_key(http.post(h.url("/api/v1/missions"))).json(&noop_plan()),
+        ),
+    ] {
+        assert_fast_503(what, &timed(request).await);
+    }
+
+    proxy.restore().await;
     wait_ready(&h, secs(15)).await;
     let back = h.get(&mission).await;
     assert_eq!(back["id"], mission.as_str());
@@ -315,7 +369,7 @@ async fn readyz_names_redis_when_redis_is_unreachable() {
         ready.reply
     );
 
-    proxy.restore();
+    proxy.restore().await;
     wait_ready(&h, secs(20)).await;
 }
 
