@@ -20,6 +20,7 @@ use hypercode_engine::store::{Decision, MissionQuery, MissionRecord};
 use hypercode_engine::{MissionId, MissionStatus};
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 /// Mission list page sizes.
 const LIST_LIMIT_DEFAULT: i64 = 50;
@@ -88,14 +89,17 @@ async fn submit(
     // In a task of its own: once the insert is on its way, dropping this handler (the client
     // left, the request timed out) would not take it back, and the client would be told
     // "error" about a mission that exists. The task ends within the pool's acquire timeout and
-    // the statement timeout (see the binary's `database` module), well before the request
-    // timeout, so its outcome is what the client is told.
+    // the statement timeout that `serve` sets, well before the request timeout, so its outcome
+    // is what the client is told.
     let engine = state.engine.clone();
-    let submitted = tokio::spawn(async move {
-        engine
-            .submit(&body.workflow, body.input, body.idempotency_key)
-            .await
-    })
+    let submitted = tokio::spawn(
+        async move {
+            engine
+                .submit(&body.workflow, body.input, body.idempotency_key)
+                .await
+        }
+        .in_current_span(),
+    )
     .await
     .map_err(ApiError::internal)??;
     let id = submitted.mission.id;
