@@ -47,6 +47,18 @@ fn optional_u32(name: &str) -> Result<Option<u32>> {
     }
 }
 
+/// A duration in milliseconds, or `None` when the variable is not set.
+fn optional_ms(name: &str) -> Result<Option<Duration>> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .with_context(|| format!("{name}={value} is not a whole number of milliseconds")),
+        Err(_) => Ok(None),
+    }
+}
+
 /// `HYPERCODE_RATE_LIMIT` and its per-role overrides (requests per second per key; 0 is no
 /// limit), and `HYPERCODE_AUTH_FAIL_LIMIT` (failed authentications per second per client
 /// address; 0 is no limit).
@@ -80,6 +92,12 @@ pub struct Settings {
     pub redeliver_after: Duration,
     /// `HYPERCODE_DB_POOL`: connections per process.
     pub db_pool: u32,
+    /// `HYPERCODE_DB_ACQUIRE_TIMEOUT_MS`: how long to wait for a pooled connection (`None`: the
+    /// command's default, see `database`).
+    pub db_acquire_timeout: Option<Duration>,
+    /// `HYPERCODE_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL's `statement_timeout` for the process's
+    /// connections (`None`: the command's default; 0: none).
+    pub db_statement_timeout: Option<Duration>,
     /// `HYPERCODE_QUEUE_MAX_DEPTH`: wake-ups kept waiting in Redis before backpressure.
     pub queue_max_depth: u64,
     /// `HYPERCODE_RATE_LIMIT`, `HYPERCODE_RATE_LIMIT_{ADMIN,OPERATOR,AGENT,VIEWER}` and
@@ -99,6 +117,8 @@ impl Settings {
             tick: Duration::from_millis(number("HYPERCODE_TICK_MS", 100)?.max(5)),
             redeliver_after: Duration::from_millis(number("HYPERCODE_REDELIVER_AFTER_MS", 10_000)?),
             db_pool: number("HYPERCODE_DB_POOL", 16)? as u32,
+            db_acquire_timeout: optional_ms("HYPERCODE_DB_ACQUIRE_TIMEOUT_MS")?,
+            db_statement_timeout: optional_ms("HYPERCODE_DB_STATEMENT_TIMEOUT_MS")?,
             queue_max_depth: number(
                 "HYPERCODE_QUEUE_MAX_DEPTH",
                 hypercode_workers::queue::MAX_DEPTH,

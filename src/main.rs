@@ -4,15 +4,16 @@
 
 mod client;
 mod config;
+mod database;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use config::Settings;
+use database::Use;
 use hypercode_api::rate_limit::RateLimiter;
 use hypercode_api::{keys, AppState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
 use hypercode_workers::{queue, reconciler, worker};
-use sqlx::postgres::PgPoolOptions;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -97,7 +98,7 @@ async fn main() -> Result<ExitCode> {
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
-            let pool = connect(&settings).await?;
+            let pool = database::connect(&settings, Use::Command).await?;
             hypercode_engine::postgres::MIGRATOR
                 .run(&pool)
                 .await
@@ -111,7 +112,8 @@ async fn main() -> Result<ExitCode> {
             listen,
         } => serve(settings, worker.then_some(concurrency), &listen).await?,
         Command::Worker { concurrency } => {
-            let (engine, queue) = engine(&settings).await?;
+            let pool = database::connect(&settings, Use::Worker).await?;
+            let (engine, queue) = engine(&settings, pool).await?;
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
@@ -121,7 +123,7 @@ async fn main() -> Result<ExitCode> {
 }
 
 async fn manage_keys(settings: &Settings, command: KeysCommand) -> Result<()> {
-    let pool = connect(settings).await?;
+    let pool = database::connect(settings, Use::Command).await?;
     match command {
         KeysCommand::Create { name, role } => {
             let created = keys::create(&pool, &name, role).await?;
@@ -176,16 +178,7 @@ fn init_tracing() {
     }
 }
 
-async fn connect(settings: &Settings) -> Result<sqlx::PgPool> {
-    PgPoolOptions::new()
-        .max_connections(settings.db_pool)
-        .connect(&settings.database_url)
-        .await
-        .context("connecting to DATABASE_URL")
-}
-
-async fn engine(settings: &Settings) -> Result<(Engine, queue::QueueConfig)> {
-    let pool = connect(settings).await?;
+async fn engine(settings: &Settings, pool: sqlx::PgPool) -> Result<(Engine, queue::QueueConfig)> {
     let queue = queue::QueueConfig {
         redis_url: settings.redis_url()?.to_owned(),
         queue: settings.queue.clone(),
@@ -210,7 +203,10 @@ async fn engine(settings: &Settings) -> Result<(Engine, queue::QueueConfig)> {
 }
 
 async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Result<()> {
-    let (engine, queue) = engine(&settings).await?;
+    // One pool for the engine and the API's own tables (keys, sessions): HYPERCODE_DB_POOL is
+    // what the process may open, which the startup check compares with the server's limit.
+    let pool = database::connect(&settings, Use::Serve).await?;
+    let (engine, queue) = engine(&settings, pool.clone()).await?;
     let shutdown = shutdown_signal();
     let reconcile = reconciler::ReconcilerConfig {
         tick: settings.tick,
@@ -229,7 +225,6 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
             Ok(worker::run(worker_engine, queue, concurrency, worker_stop).await?)
         });
     }
-    let pool = connect(&settings).await?;
     let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
     let app = hypercode_api::app(AppState {

@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/workflows", &["get"]),
     ("/api/v1/events", &["get"]),
     ("/healthz", &["get"]),
+    ("/readyz", &["get"]),
     ("/openapi.json", &["get"]),
 ];
 

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hypercode_engine::{StoreError, SubmitError};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -103,12 +104,25 @@ pub enum ApiError {
         /// Whole seconds until the address may try again.
         retry_after_s: u64,
     },
+    /// The client stopped sending its request body before it was complete.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// The request took longer than the server allows.
     #[error("the request took too long to process")]
     Timeout,
-    /// The database cannot take requests right now (pool exhausted or closed).
+    /// The database cannot take requests right now: unreachable, out of connections, or too
+    /// slow (see [`is_unavailable`]).
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(#[source] sqlx::Error),
+    /// A service this process depends on does not answer (`GET /readyz`); `checks` has each
+    /// one's state, and the problem carries it as an extension member of the same name.
+    #[error("{detail}")]
+    NotReady {
+        /// Which dependencies are down, in words.
+        detail: String,
+        /// `{"database": "ok" | "unreachable", "redis": ...}`.
+        checks: BTreeMap<&'static str, &'static str>,
+    },
     /// Anything else: a bug or an infrastructure fault. Logged, never shown.
     #[error("an internal error occurred")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -124,6 +138,8 @@ struct Problem<'a> {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<&'a BTreeMap<&'static str, &'static str>>,
 }
 
 impl ApiError {
@@ -189,6 +205,11 @@ impl ApiError {
                 "rate-limited",
                 "Too many requests",
             ),
+            Self::BodyTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body timed out",
+            ),
             Self::Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
@@ -199,6 +220,7 @@ impl ApiError {
                 "unavailable",
                 "Service unavailable",
             ),
+            Self::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -217,6 +239,10 @@ impl ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             errors: errors.as_deref(),
+            checks: match self {
+                Self::NotReady { checks, .. } => Some(checks),
+                _ => None,
+            },
         };
         // Serializing strings and numbers cannot fail; the fallback only satisfies the types.
         serde_json::to_vec(&problem).unwrap_or_default()
@@ -268,7 +294,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"hypercode\""),
                 );
             }
-            Self::Timeout | Self::Unavailable(_) => {
+            Self::Timeout | Self::Unavailable(_) | Self::NotReady { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::TooManyRequests { retry_after_s, .. }
@@ -286,14 +312,35 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(why) => Self::Conflict(why),
-            StoreError::Database(e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)) => {
-                Self::Unavailable(e)
-            }
+            StoreError::Database(e) if is_unavailable(&e) => Self::Unavailable(e),
             // A lost lease is a worker's concern; reaching the API with one is a bug.
             e @ (StoreError::Database(_) | StoreError::LeaseLost(_) | StoreError::Corrupt(_)) => {
                 Self::internal(e)
             }
         }
+    }
+}
+
+/// Whether a database error says the database cannot serve right now rather than that a
+/// request or the code is wrong: it cannot be reached (I/O, TLS, or a protocol error, which is
+/// how sqlx reports a connection closed during its handshake), it has no connection to spare
+/// (the pool timed out or closed, SQLSTATE class 53, e.g. `too_many_connections`), the
+/// connection broke (class 08), the server is shutting down or starting (57P01 to 57P04), or
+/// the statement hit `statement_timeout` (57014). All answer 503 with `Retry-After`.
+pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "57014"
+        }),
+        _ => false,
     }
 }
 
@@ -390,5 +437,10 @@ mod tests {
         assert_eq!(conflict.class().0, StatusCode::CONFLICT);
         let busy = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
         assert_eq!(busy.class().0, StatusCode::SERVICE_UNAVAILABLE);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let down = ApiError::from(StoreError::Database(sqlx::Error::Io(refused)));
+        assert_eq!(down.class().0, StatusCode::SERVICE_UNAVAILABLE);
+        let bug = ApiError::from(StoreError::Database(sqlx::Error::RowNotFound));
+        assert_eq!(bug.class().0, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -6,10 +6,9 @@
 //! taken from the path `serde_path_to_error` tracks while deserializing).
 
 use crate::error::{ApiError, FieldError};
-use crate::BODY_LIMIT;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap};
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
@@ -26,16 +25,11 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json_content_type(req.headers())?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            // Over the body limit shows up here when the client sent no Content-Length.
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(format!(
-                    "the request body exceeds the limit of {BODY_LIMIT} bytes"
-                ))
-            } else {
-                ApiError::UnreadableBody(rejection.body_text())
-            }
-        })?;
+        // The body was read (and its size checked) by `body::read_body`; this cannot fail but
+        // for a bug, which still deserves a problem answer.
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| ApiError::UnreadableBody(rejection.body_text()))?;
         parse(&bytes).map(Json)
     }
 }

@@ -17,16 +17,21 @@
 //! - `dashboard`: Mission Control, the server-rendered web dashboard at `/`, with its
 //!   sessions (sign in with a key, then a cookie) and CSRF protection.
 //! - `error`: `ApiError`, the one place statuses are chosen and RFC 9457 bodies are rendered.
+//! - `body`: the middleware that reads every request body first, with its size limit (413) and
+//!   idle timeout (408).
+//! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
 //! routes and wrong methods, is `application/problem+json`.
 
 mod auth;
+mod body;
 mod cursor;
 mod dashboard;
 mod error;
 mod events;
 mod extract;
+mod health;
 pub mod keys;
 mod missions;
 mod openapi;
@@ -44,13 +49,9 @@ use axum::Router;
 use hypercode_engine::{Engine, MissionId};
 use sqlx::PgPool;
 use std::time::Duration;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
-
-/// Largest accepted request body.
-pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Longest a request may take before it is answered with 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,7 +85,8 @@ pub fn app(state: AppState) -> Router {
         ))
         // The dashboard authenticates with its session cookie (or sends people to sign in).
         .merge(dashboard::routes())
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         // After the routes: it applies to the routes present when it is called.
@@ -92,9 +94,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state);
     // Layers run outside-in in the reverse of the order they are added.
     routes
-        // The body limit is enforced by the layer alone, so there is one limit, not two.
+        // The body limit is enforced by `body::read_body` alone, so there is one limit, not two.
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(middleware::from_fn(body::read_body))
         .layer(TimeoutLayer::with_status_code(
             TIMEOUT_STATUS,
             REQUEST_TIMEOUT,
@@ -118,19 +120,6 @@ pub fn app(state: AppState) -> Router {
         )
 }
 
-/// `GET /healthz`: the process is up and serving (no database check, so a database outage does
-/// not get healthy API processes restarted).
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "meta",
-    security(()),
-    responses((status = 200, description = "The process is up: `{\"status\": \"ok\"}`", body = Object)),
-)]
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
-}
-
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".to_owned())
 }
@@ -139,8 +128,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The body-limit and timeout layers answer with bare status codes; give those a problem body
-/// like every other error. Responses that already are problems pass through untouched.
+/// The timeout layer answers with a bare status code; give it a problem body like every other
+/// error. Responses that already are problems pass through untouched.
 async fn problems_for_layer_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let is_problem = response
@@ -150,14 +139,10 @@ async fn problems_for_layer_errors(request: Request, next: Next) -> Response {
     if is_problem {
         return response;
     }
-    match response.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
-            "the request body exceeds the limit of {BODY_LIMIT} bytes"
-        ))
-        .into_response(),
-        TIMEOUT_STATUS => ApiError::Timeout.into_response(),
-        _ => response,
+    if response.status() == TIMEOUT_STATUS {
+        return ApiError::Timeout.into_response();
     }
+    response
 }
 
 /// The mission id in a `/api/v1/missions/{id}/...` path, for the request span.

@@ -20,6 +20,7 @@ use hypercode_engine::store::{Decision, MissionQuery, MissionRecord};
 use hypercode_engine::{MissionId, MissionStatus};
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 /// Mission list page sizes.
 const LIST_LIMIT_DEFAULT: i64 = 50;
@@ -85,10 +86,22 @@ async fn submit(
             format!("the input is nested {depth} levels deep; the limit is {MAX_INPUT_DEPTH}"),
         )]));
     }
-    let submitted = state
-        .engine
-        .submit(&body.workflow, body.input, body.idempotency_key)
-        .await?;
+    // In a task of its own: once the insert is on its way, dropping this handler (the client
+    // left, the request timed out) would not take it back, and the client would be told
+    // "error" about a mission that exists. The task ends within the pool's acquire timeout and
+    // the statement timeout that `serve` sets, well before the request timeout, so its outcome
+    // is what the client is told.
+    let engine = state.engine.clone();
+    let submitted = tokio::spawn(
+        async move {
+            engine
+                .submit(&body.workflow, body.input, body.idempotency_key)
+                .await
+        }
+        .in_current_span(),
+    )
+    .await
+    .map_err(ApiError::internal)??;
     let id = submitted.mission.id;
     tracing::Span::current().record("mission", tracing::field::display(id));
     let status = if submitted.created {
@@ -98,7 +111,19 @@ async fn submit(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(detail(&state, submitted.mission).await?)))
+    // The mission exists now, so the answer must say so: if its steps cannot be read, it goes
+    // without them rather than as an error a client would retry into a duplicate.
+    let journal = match state.engine.store().journal(id).await {
+        Ok(journal) => journal,
+        Err(e) => {
+            tracing::warn!(mission = %id, error = %e, "answering a submission without its steps");
+            Vec::new()
+        }
+    };
+    Ok((
+        status,
+        axum::Json(MissionDetail::new(submitted.mission, journal)),
+    ))
 }
 
 /// `GET /api/v1/missions/{id}`.

@@ -66,7 +66,8 @@ pub(crate) struct ProblemDoc {
         crate::operations::approvals,
         crate::operations::workflows,
         crate::events::events,
-        crate::healthz,
+        crate::health::healthz,
+        crate::health::readyz,
         openapi_json,
     ),
     components(schemas(
