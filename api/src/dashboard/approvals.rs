@@ -34,7 +34,7 @@ impl Request {
             short_id: format::short_id(waiting.mission.id),
             workflow: waiting.mission.workflow.clone(),
             step: waiting.step.clone(),
-            message: waiting.message.clone(),
+            message: waiting.message.as_deref().map(format::text),
             requested: Moment::new(waiting.requested_at, now),
             deadline: waiting.deadline.map(|t| Moment::new(t, now)),
             submitted: Moment::new(waiting.mission.created_at, now),
