@@ -1,9 +1,13 @@
 //! The response bodies. They are the public JSON contract, so they are spelled out here rather
 //! than reusing the engine's records: a field added to storage does not leak onto the wire.
+//!
+//! Building a view is also where secrets leave the data: every input, output, error and event
+//! detail is passed through [`redact`] (credential headers, secret fields and URL userinfo read
+//! `[redacted]`), for every role. The stored records keep the real values, which workers need.
 
 use chrono::{DateTime, Utc};
 use hypercode_engine::store::{MissionRecord, StepRecord, WaitingApproval};
-use hypercode_engine::{Event, MissionId, MissionStatus, StepKind, StepStatus};
+use hypercode_engine::{redact, Event, MissionId, MissionStatus, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -41,9 +45,9 @@ impl From<MissionRecord> for MissionView {
             id: m.id,
             workflow: m.workflow,
             status: m.status,
-            input: m.input,
-            output: m.output,
-            error: m.error,
+            input: redacted(m.input),
+            output: m.output.map(redacted),
+            error: m.error.map(redacted),
             idempotency_key: m.idempotency_key,
             cancel_requested: m.cancel_requested,
             created_at: m.created_at,
@@ -111,9 +115,9 @@ impl From<StepRecord> for StepView {
             kind: s.kind,
             status: s.status,
             attempts: s.attempts,
-            input: s.input,
-            output: s.output,
-            error: s.error,
+            input: s.input.map(redacted),
+            output: s.output.map(redacted),
+            error: s.error.map(redacted),
             started_at: s.started_at,
             finished_at: s.finished_at,
             wake_at: s.wake_at,
@@ -159,7 +163,7 @@ impl From<WaitingApproval> for ApprovalView {
             mission_id: a.mission.id,
             workflow: a.mission.workflow.clone(),
             step: a.step,
-            message: a.message,
+            message: a.message.map(|m| redact::url(&m).into_owned()),
             message_truncated: a.message_truncated,
             requested_at: a.requested_at,
             deadline: a.deadline,
@@ -219,9 +223,15 @@ impl From<Event> for EventView {
             kind: e.kind,
             step: e.step,
             attempt: e.attempt,
-            data: e.data,
+            data: redacted(e.data),
         }
     }
+}
+
+/// `value` with its secrets hidden.
+fn redacted(mut value: Value) -> Value {
+    redact::in_place(&mut value);
+    value
 }
 
 /// A page of a mission's history.
@@ -304,5 +314,50 @@ mod tests {
         assert_eq!(steps[0]["status"], "compensated");
         assert_eq!(steps[0]["kind"], "task");
         assert_eq!(steps[1]["name"], "b");
+    }
+
+    #[test]
+    fn views_hide_secrets_in_inputs_outputs_errors_and_events() {
+        let now = Utc::now();
+        let request =
+            json!({ "url": "http://u:p@h/", "headers": { "X-API-Key": "k", "X-Custom": "c" } });
+        let mission = MissionRecord {
+            id: MissionId::new(),
+            workflow: "plan".into(),
+            status: MissionStatus::Failed,
+            input: json!({ "steps": [{ "http": request }] }),
+            output: Some(json!({ "access_token": "t" })),
+            error: Some(json!({ "message": "GET http://u:p@h/ answered 400" })),
+            idempotency_key: Some("key-1".into()),
+            cancel_requested: false,
+            wake_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut task = step(0, "a", StepKind::Task, StepStatus::Failed);
+        task.input = Some(request);
+        let detail =
+            serde_json::to_value(MissionDetail::new(mission, vec![task])).unwrap_or_default();
+        let hidden = json!({ "url": "http://[redacted]@h/", "headers": { "X-API-Key": "[redacted]", "X-Custom": "c" } });
+        assert_eq!(detail["input"]["steps"][0]["http"], hidden);
+        assert_eq!(detail["steps"][0]["input"], hidden);
+        assert_eq!(detail["output"]["access_token"], "[redacted]");
+        assert_eq!(
+            detail["error"]["message"],
+            "GET http://[redacted]@h/ answered 400"
+        );
+        assert_eq!(detail["idempotency_key"], "key-1");
+        let event = EventView::from(Event {
+            seq: 1,
+            at: now,
+            kind: "step_failed".into(),
+            step: Some("a".into()),
+            attempt: Some(1),
+            data: json!({ "error": { "details": { "body": { "headers": { "Cookie": "c=1" } } } } }),
+        });
+        assert_eq!(
+            event.data["error"]["details"]["body"]["headers"]["Cookie"],
+            "[redacted]"
+        );
     }
 }

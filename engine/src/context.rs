@@ -9,6 +9,7 @@
 use crate::error::{Retry, StepError, StoreError, WorkflowError, WorkflowResult};
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
+use crate::redact;
 use crate::retry::RetryPolicy;
 use crate::status::{StepKind, StepStatus};
 use crate::store::{Lease, MissionChange, StepRecord, Store, Transition};
@@ -510,11 +511,11 @@ impl Context {
                     attempt,
                     data,
                 ));
-                tracing::info!(step = name, attempt, error = %err, ?delay, "step failed; retry scheduled");
+                tracing::info!(step = name, attempt, error = %redact::url(&err.message), ?delay, "step failed; retry scheduled");
                 self.park(entry, events, Some(at)).await
             }
             Err(err) => {
-                tracing::warn!(step = name, attempt, error = %err, "step failed");
+                tracing::warn!(step = name, attempt, error = %redact::url(&err.message), "step failed");
                 let error = json!({ "message": err.message, "retryable": err.retry == Retry::Retryable,
                                     "details": err.details, "attempts": attempt });
                 entry.status = StepStatus::Failed;
@@ -569,8 +570,10 @@ impl Context {
                 position,
                 detail: format!(
                     "step `{name}` was recorded with input {} but is now called with {}",
-                    entry.input.as_ref().unwrap_or(&Value::Null),
-                    input.unwrap_or(&Value::Null)
+                    // Quoted inputs are text by now, past the redaction of views: hide their
+                    // secrets here.
+                    redact::value(entry.input.as_ref().unwrap_or(&Value::Null)),
+                    redact::value(input.unwrap_or(&Value::Null))
                 ),
             });
         }

@@ -110,8 +110,9 @@ pub enum WorkflowError {
         /// When it becomes runnable again; `None` waits for an outside event (a decision).
         wake_at: Option<DateTime<Utc>>,
     },
-    /// A step failed for good.
-    #[error("step `{step}` failed: {error}")]
+    /// A step failed for good. Its text quotes the recorded error, which is why that is
+    /// redacted here: once in a message, its secrets could no longer be told apart.
+    #[error("step `{step}` failed: {}", crate::redact::value(error))]
     StepFailed {
         /// The step's name.
         step: String,

@@ -16,6 +16,9 @@
 //!
 //! Exactly one worker advances a mission at a time: a claim takes a lease with a fencing token,
 //! every write carries that token, and a stale worker's write is refused ([`StoreError::LeaseLost`]).
+//!
+//! [`redact`] decides what in mission data is a secret; every read boundary (API views, history,
+//! dashboard, log lines quoting inputs or step errors) hides those through it.
 
 pub mod context;
 pub mod engine;
@@ -23,6 +26,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod postgres;
+pub mod redact;
 pub mod retry;
 pub mod runner;
 pub mod status;

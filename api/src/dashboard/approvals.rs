@@ -43,11 +43,12 @@ impl Request {
             short_id: format::short_id(waiting.mission.id),
             workflow: waiting.mission.workflow.clone(),
             step: waiting.step.clone(),
-            message: waiting.message.as_ref().map(|m| {
+            message: waiting.message.as_deref().map(|m| {
+                let shown = format::text(m);
                 if waiting.message_truncated {
-                    format!("{m}…")
+                    format!("{shown}…")
                 } else {
-                    m.clone()
+                    shown
                 }
             }),
             truncated: waiting.message_truncated || input_cut,

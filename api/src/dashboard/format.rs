@@ -2,7 +2,7 @@
 //! pretty JSON, short ids.
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use hypercode_engine::MissionId;
+use hypercode_engine::{redact, MissionId};
 use serde_json::Value;
 
 /// A moment, ready for `<time datetime="{iso}" title="{exact}">{relative}</time>` (the script
@@ -60,9 +60,17 @@ pub(crate) fn duration(delta: TimeDelta) -> String {
     }
 }
 
-/// JSON indented for reading.
+/// JSON indented for reading, its secrets hidden (see the engine's `redact`): every JSON value
+/// a page shows goes through here, whatever the viewer's role.
 pub(crate) fn json(value: &Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    let value = redact::value(value);
+    serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
+}
+
+/// Text for a page (an error message, an approval's question) with the userinfo of any URL in
+/// it hidden.
+pub(crate) fn text(text: &str) -> String {
+    redact::url(text).into_owned()
 }
 
 /// The last eight digits of a mission id: enough to tell missions apart on one screen. Not the

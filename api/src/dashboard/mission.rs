@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::Utc;
 use hypercode_engine::store::{Decision, StepRecord};
-use hypercode_engine::{Event, StepKind, StepStatus};
+use hypercode_engine::{redact, Event, StepKind, StepStatus};
 use serde::Deserialize;
 
 /// History events the timeline is drawn from (from the start); a longer history is drawn up
@@ -85,7 +85,7 @@ impl EventRow {
             kind: event.kind.clone(),
             step: event.step.clone(),
             attempt: event.attempt,
-            data: (!empty).then(|| event.data.to_string()),
+            data: (!empty).then(|| redact::value(&event.data).to_string()),
         }
     }
 }
@@ -183,7 +183,7 @@ pub(crate) async fn show(
                 .as_ref()
                 .and_then(|i| i.get("message"))
                 .and_then(|m| m.as_str())
-                .map(str::to_owned),
+                .map(format::text),
             deadline: s.wake_at.map(|t| Moment::new(t, now)),
         })
         .collect();

@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum_extra::extract::cookie::CookieJar;
 use chrono::Utc;
 use hypercode_engine::store::MissionRecord;
-use hypercode_engine::MissionStatus;
+use hypercode_engine::{redact, MissionStatus};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -64,7 +64,7 @@ impl Row {
             reason: mission.error.as_ref().map(|e| {
                 e.get("message")
                     .and_then(|m| m.as_str())
-                    .map_or_else(|| e.to_string(), str::to_owned)
+                    .map_or_else(|| redact::value(e).to_string(), format::text)
             }),
         }
     }
