@@ -12,7 +12,9 @@ use hypercode_api::rate_limit::RateLimiter;
 use hypercode_api::{keys, AppState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
 use hypercode_workers::{queue, reconciler, worker};
+use hypercode_workflows::egress::{EgressClient, EgressPolicy};
 use sqlx::postgres::PgPoolOptions;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +52,9 @@ enum Command {
         /// Missions in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// The API server's listen address, which plans may not call (the egress policy).
+        #[arg(long, env = "HYPERCODE_LISTEN", default_value = "127.0.0.1:8000")]
+        server_address: String,
     },
     /// Manage API keys.
     Keys {
@@ -110,8 +115,14 @@ async fn main() -> Result<ExitCode> {
             concurrency,
             listen,
         } => serve(settings, worker.then_some(concurrency), &listen).await?,
-        Command::Worker { concurrency } => {
-            let (engine, queue) = engine(&settings).await?;
+        Command::Worker {
+            concurrency,
+            server_address,
+        } => {
+            let server = tokio::net::lookup_host(&server_address)
+                .await
+                .with_context(|| format!("resolving HYPERCODE_LISTEN={server_address}"))?;
+            let (engine, queue) = engine(&settings, server.collect()).await?;
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
@@ -184,7 +195,11 @@ async fn connect(settings: &Settings) -> Result<sqlx::PgPool> {
         .context("connecting to DATABASE_URL")
 }
 
-async fn engine(settings: &Settings) -> Result<(Engine, queue::QueueConfig)> {
+/// The engine, whose plans may not call the API server at `server` (its listen addresses).
+async fn engine(
+    settings: &Settings,
+    server: Vec<SocketAddr>,
+) -> Result<(Engine, queue::QueueConfig)> {
     let pool = connect(settings).await?;
     let queue = queue::QueueConfig {
         redis_url: settings.redis_url()?.to_owned(),
@@ -193,9 +208,15 @@ async fn engine(settings: &Settings) -> Result<(Engine, queue::QueueConfig)> {
     let wake = queue::RedisWake::connect(&queue, settings.queue_max_depth)
         .await
         .context("connecting to HYPERCODE_REDIS_URL")?;
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("hypercode/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let policy = EgressPolicy::new(
+        settings.egress_allow.clone(),
+        settings.egress_deny.clone(),
+        server,
+    );
+    let http = EgressClient::new(
+        reqwest::Client::builder().user_agent(concat!("hypercode/", env!("CARGO_PKG_VERSION"))),
+        policy,
+    )?;
     let config = EngineConfig {
         lease_ttl: settings.lease_ttl,
         max_payload_bytes: settings.max_payload_bytes,
@@ -210,7 +231,11 @@ async fn engine(settings: &Settings) -> Result<(Engine, queue::QueueConfig)> {
 }
 
 async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Result<()> {
-    let (engine, queue) = engine(&settings).await?;
+    // Bound first: plans must know the address actually bound (port 0 picks one).
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let (engine, queue) = engine(&settings, vec![listener.local_addr()?]).await?;
     let shutdown = shutdown_signal();
     let reconcile = reconciler::ReconcilerConfig {
         tick: settings.tick,
@@ -237,9 +262,6 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
         pool,
         limiter,
     });
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
     // Printed on stdout so scripts and tests that listen on port 0 can find the address.
     println!("listening on http://{}", listener.local_addr()?);
     let stop = shutdown.clone();
