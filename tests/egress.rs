@@ -383,8 +383,8 @@ async fn a_cross_origin_redirect_drops_the_plans_headers_and_sends_no_referer() 
     assert!(received.get("referer").is_none(), "{received}");
 }
 
-/// Methods and bodies across redirects: 307 and 308 keep them on the same origin; 303, and 301
-/// or 302 after a POST, become a GET without a body; a 307 that would re-send the body to
+/// Methods and bodies across redirects: 307 and 308 keep them on the same origin; 301, 302 and
+/// 303 after a POST become a GET without a body; a 307 that would re-send the body to
 /// another origin is refused as a permanent failure.
 #[tokio::test]
 async fn redirects_keep_the_body_only_on_the_same_origin() {

@@ -24,9 +24,8 @@ const MAX_REDIRECTS: usize = 10;
 /// Redirects (301, 302, 303, 307, 308) are followed up to [`MAX_REDIRECTS`], each hop checked
 /// by the egress policy. The plan's headers go only to the plan's own origin (scheme, host and
 /// port): from the first hop to another origin on, none are sent; no `Referer` is ever sent. A
-/// 303, and a 301 or 302 after anything but GET or HEAD, continues as a GET without a body; a
-/// 307 or 308 keeps the method and body, and fails the step if that would send the body to
-/// another origin.
+/// 301, 302 or 303 continues as a GET (a HEAD stays a HEAD) without a body; a 307 or 308 keeps
+/// the method and body, and fails the step if that would send the body to another origin.
 pub async fn call(
     client: &EgressClient,
     request: &HttpRequest,
@@ -86,12 +85,12 @@ struct Hop<'a> {
 impl<'a> Hop<'a> {
     /// The hop a redirect response leads to, or `None` when the response is final.
     fn redirect(&self, response: &Response) -> Result<Option<Hop<'a>>, String> {
-        let status = response.status();
-        let keeps_method = match status {
+        let keeps_method = match response.status() {
             StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => true,
             StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => false,
             _ => return Ok(None),
         };
+        let status = response.status().as_u16();
         let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
             return Ok(None);
         };
@@ -118,12 +117,10 @@ impl<'a> Hop<'a> {
                 ));
             }
             (self.method.clone(), self.body)
-        } else if status == StatusCode::SEE_OTHER
-            || !matches!(self.method, Method::GET | Method::HEAD)
-        {
-            (Method::GET, None)
+        } else if self.method == Method::HEAD {
+            (Method::HEAD, None)
         } else {
-            (self.method.clone(), None)
+            (Method::GET, None)
         };
         Ok(Some(Hop {
             method,
