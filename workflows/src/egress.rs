@@ -15,8 +15,8 @@
 //! 4. anything else is allowed: loopback and private networks too, because agents usually live
 //!    there.
 //!
-//! A name is checked before it is resolved and each of its addresses after (so a name that
-//! resolves to a refused address is refused without a connection); an IP-literal host never
+//! A name is checked before it is resolved and each of its addresses after (a name that
+//! resolves to any refused address is refused without a connection); an IP-literal host never
 //! reaches the resolver, so callers check every URL with [`EgressPolicy::check_url`] too. This
 //! module never follows redirects: the plan's HTTP action does, checking every hop here.
 
@@ -348,6 +348,7 @@ impl EgressPolicy {
     }
 }
 
+/// What a resolver may fail with.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 tokio::task_local! {
@@ -362,8 +363,9 @@ pub(crate) async fn to_port<F: Future>(port: u16, send: F) -> F::Output {
 }
 
 /// The DNS resolver of the plan's client: it refuses denied names, resolves the others and
-/// keeps only the addresses the policy allows, so a name can never lead to a refused address
-/// (checked after resolution, on every connection the client opens: every redirect hop).
+/// refuses a name any of whose addresses the policy refuses (a name that mixes such an address
+/// with others is not to be trusted, and a clear refusal beats a connection error from the
+/// rest). It runs after resolution, for every connection the client opens: every redirect hop.
 #[derive(Debug)]
 struct PolicyResolver {
     policy: Arc<EgressPolicy>,
@@ -377,23 +379,12 @@ impl Resolve for PolicyResolver {
         let port = DESTINATION_PORT.try_with(|port| *port).ok();
         Box::pin(async move {
             let name_allowed = policy.check_name(&name)?;
-            let mut refused = None;
-            let allowed: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|addr| {
-                    match policy.check_address(addr.ip(), port, name_allowed, Some(&name)) {
-                        Ok(()) => true,
-                        Err(refusal) => {
-                            refused.get_or_insert(refusal);
-                            false
-                        }
-                    }
-                })
-                .collect();
-            match refused {
-                Some(refused) if allowed.is_empty() => Err(BoxError::from(refused)),
-                _ => Ok(Box::new(allowed.into_iter()) as Addrs),
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            for address in &addresses {
+                policy.check_address(address.ip(), port, name_allowed, Some(&name))?;
             }
+            Ok::<Addrs, BoxError>(Box::new(addresses.into_iter()))
         })
     }
 }
@@ -590,6 +581,39 @@ mod tests {
             .check_address(ip, Some(80), true, Some("metadata.google.internal"))
             .is_ok());
         assert!(policy.check_address(ip, Some(80), false, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_checks_every_address_on_the_requested_port() {
+        let resolver = PolicyResolver {
+            policy: Arc::new(own("127.0.0.1:8000")),
+        };
+        // As the client does: the resolver is called while the request is polled.
+        let lookup = |port| {
+            let name: Name = "localhost".parse().expect("a name");
+            to_port(port, async { resolver.resolve(name).await })
+        };
+        let refusal = lookup(8000).await.err().expect("the server's own address");
+        let refusal = refusal.downcast_ref::<Refused>().expect("a refusal");
+        assert_eq!(refusal.reason, Reason::OwnAddress);
+        assert_eq!(refusal.target, "localhost at 127.0.0.1:8000");
+        let addresses: Vec<SocketAddr> = lookup(9000).await.expect("another port").collect();
+        assert!(
+            addresses.iter().any(|a| a.ip().is_loopback()),
+            "{addresses:?}"
+        );
+        let outside: Name = "localhost".parse().expect("a name");
+        assert!(
+            resolver.resolve(outside).await.is_err(),
+            "without the port, every own port counts"
+        );
+        let metadata: Name = "metadata.google.internal".parse().expect("a name");
+        let refusal = resolver
+            .resolve(metadata)
+            .await
+            .err()
+            .expect("refused by name");
+        assert!(refusal.to_string().contains("cloud metadata"), "{refusal}");
     }
 
     #[test]
