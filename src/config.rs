@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use hypercode_api::rate_limit::{RateLimits, DEFAULT_AUTH_FAIL_RATE, DEFAULT_RATE};
+use hypercode_workflows::egress::{self, Rule};
 use std::time::Duration;
 
 /// Read a secret from `NAME` or from the file named by `NAME_FILE`.
@@ -73,6 +74,12 @@ fn rate_limits() -> Result<RateLimits> {
     })
 }
 
+/// A comma-separated list of egress entries (empty when the variable is not set).
+fn egress_rules(name: &str) -> Result<Vec<Rule>> {
+    let list = std::env::var(name).unwrap_or_default();
+    egress::parse_rules(&list).with_context(|| format!("{name}={list}"))
+}
+
 /// Everything the processes read from the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -103,6 +110,10 @@ pub struct Settings {
     /// `HYPERCODE_RATE_LIMIT`, `HYPERCODE_RATE_LIMIT_{ADMIN,OPERATOR,AGENT,VIEWER}` and
     /// `HYPERCODE_AUTH_FAIL_LIMIT`.
     pub rate_limits: RateLimits,
+    /// `HYPERCODE_EGRESS_ALLOW`: destinations plans may call despite the default denials.
+    pub egress_allow: Vec<Rule>,
+    /// `HYPERCODE_EGRESS_DENY`: destinations plans may not call, whatever else says.
+    pub egress_deny: Vec<Rule>,
 }
 
 impl Settings {
@@ -125,6 +136,8 @@ impl Settings {
             )?
             .clamp(1, 7_000),
             rate_limits: rate_limits()?,
+            egress_allow: egress_rules("HYPERCODE_EGRESS_ALLOW")?,
+            egress_deny: egress_rules("HYPERCODE_EGRESS_DENY")?,
         })
     }
 

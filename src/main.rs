@@ -14,6 +14,8 @@ use hypercode_api::rate_limit::RateLimiter;
 use hypercode_api::{keys, AppState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
 use hypercode_workers::{queue, reconciler, worker};
+use hypercode_workflows::egress::{EgressClient, EgressPolicy};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +53,9 @@ enum Command {
         /// Missions in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// The API server's listen address, which plans may not call (the egress policy).
+        #[arg(long, env = "HYPERCODE_LISTEN", default_value = "127.0.0.1:8000")]
+        server_address: String,
     },
     /// Manage API keys.
     Keys {
@@ -111,9 +116,15 @@ async fn main() -> Result<ExitCode> {
             concurrency,
             listen,
         } => serve(settings, worker.then_some(concurrency), &listen).await?,
-        Command::Worker { concurrency } => {
+        Command::Worker {
+            concurrency,
+            server_address,
+        } => {
+            let server = tokio::net::lookup_host(&server_address)
+                .await
+                .with_context(|| format!("resolving HYPERCODE_LISTEN={server_address}"))?;
             let pool = database::connect(&settings, Use::Worker).await?;
-            let (engine, queue) = engine(&settings, pool).await?;
+            let (engine, queue) = engine(&settings, pool, server.collect()).await?;
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
@@ -178,7 +189,13 @@ fn init_tracing() {
     }
 }
 
-async fn engine(settings: &Settings, pool: sqlx::PgPool) -> Result<(Engine, queue::QueueConfig)> {
+/// The engine on `pool`, whose plans may not call the API server at `server` (its listen
+/// addresses).
+async fn engine(
+    settings: &Settings,
+    pool: sqlx::PgPool,
+    server: Vec<SocketAddr>,
+) -> Result<(Engine, queue::QueueConfig)> {
     let queue = queue::QueueConfig {
         redis_url: settings.redis_url()?.to_owned(),
         queue: settings.queue.clone(),
@@ -186,9 +203,15 @@ async fn engine(settings: &Settings, pool: sqlx::PgPool) -> Result<(Engine, queu
     let wake = queue::RedisWake::connect(&queue, settings.queue_max_depth)
         .await
         .context("connecting to HYPERCODE_REDIS_URL")?;
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("hypercode/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let policy = EgressPolicy::new(
+        settings.egress_allow.clone(),
+        settings.egress_deny.clone(),
+        server,
+    );
+    let http = EgressClient::new(
+        reqwest::Client::builder().user_agent(concat!("hypercode/", env!("CARGO_PKG_VERSION"))),
+        policy,
+    )?;
     let config = EngineConfig {
         lease_ttl: settings.lease_ttl,
         max_payload_bytes: settings.max_payload_bytes,
@@ -203,10 +226,14 @@ async fn engine(settings: &Settings, pool: sqlx::PgPool) -> Result<(Engine, queu
 }
 
 async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Result<()> {
+    // Bound first: plans must know the address actually bound (port 0 picks one).
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     // One pool for the engine and the API's own tables (keys, sessions): HYPERCODE_DB_POOL is
     // what the process may open, which the startup check compares with the server's limit.
     let pool = database::connect(&settings, Use::Serve).await?;
-    let (engine, queue) = engine(&settings, pool.clone()).await?;
+    let (engine, queue) = engine(&settings, pool.clone(), vec![listener.local_addr()?]).await?;
     let shutdown = shutdown_signal();
     let reconcile = reconciler::ReconcilerConfig {
         tick: settings.tick,
@@ -232,16 +259,13 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
         pool,
         limiter,
     });
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
     // Printed on stdout so scripts and tests that listen on port 0 can find the address.
     println!("listening on http://{}", listener.local_addr()?);
     let stop = shutdown.clone();
     // With the peer's address: failed authentication is rate-limited per client address.
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { stop.cancelled().await })
     .await?;

@@ -5,11 +5,13 @@
 //!
 //! [`Context`]: hypercode_engine::Context
 
+pub mod egress;
 pub mod plan;
 
+use egress::EgressClient;
 use hypercode_engine::Registry;
 
 /// Every workflow this build ships, ready to run with `http` as the outbound HTTP client.
-pub fn registry(http: reqwest::Client) -> Registry {
+pub fn registry(http: EgressClient) -> Registry {
     Registry::new().register(plan::PlanWorkflow::new(http))
 }

@@ -11,6 +11,7 @@ use hypercode_bench::{ms, summary};
 use hypercode_engine::postgres::PgStore;
 use hypercode_engine::store::MissionStore;
 use hypercode_engine::{Engine, EngineConfig, MissionId, RunOutcome, Wake, WakeError};
+use hypercode_workflows::egress::{EgressClient, EgressPolicy};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -92,7 +93,10 @@ async fn main() -> Result<()> {
     let store = Arc::new(PgStore::new(pool.clone()));
     let engine = Engine::new(
         store.clone(),
-        hypercode_workflows::registry(reqwest::Client::new()),
+        hypercode_workflows::registry(EgressClient::new(
+            reqwest::Client::builder(),
+            EgressPolicy::default(),
+        )?),
         Arc::new(NoWake),
         EngineConfig::default(),
     );

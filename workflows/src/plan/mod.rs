@@ -27,12 +27,12 @@ use template::Scope;
 /// The `plan` workflow.
 #[derive(Debug, Clone)]
 pub struct PlanWorkflow {
-    http: reqwest::Client,
+    http: crate::egress::EgressClient,
 }
 
 impl PlanWorkflow {
     /// A plan runner that makes its calls with `http`.
-    pub fn new(http: reqwest::Client) -> Self {
+    pub fn new(http: crate::egress::EgressClient) -> Self {
         Self { http }
     }
 }
