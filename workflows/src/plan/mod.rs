@@ -15,6 +15,7 @@ mod template;
 
 pub use spec::{Action, Compensate, HttpRequest, Plan, PlanStep};
 
+use crate::egress::EgressClient;
 use async_trait::async_trait;
 use hypercode_engine::{
     Approval, Context, InputProblem, RetryPolicy, Step, StepError, Workflow, WorkflowError,
@@ -27,12 +28,12 @@ use template::Scope;
 /// The `plan` workflow.
 #[derive(Debug, Clone)]
 pub struct PlanWorkflow {
-    http: crate::egress::EgressClient,
+    http: EgressClient,
 }
 
 impl PlanWorkflow {
     /// A plan runner that makes its calls with `http`.
-    pub fn new(http: crate::egress::EgressClient) -> Self {
+    pub fn new(http: EgressClient) -> Self {
         Self { http }
     }
 }
@@ -131,11 +132,7 @@ fn idempotency_key(ctx: &Context, call: &str) -> String {
 /// Make one attempt of a resolved request. One that its templates made invalid (a header value
 /// with a line break, a URL that is no longer http) fails for good: every attempt would be the
 /// same.
-async fn send(
-    client: &reqwest::Client,
-    request: &HttpRequest,
-    key: &str,
-) -> Result<Value, StepError> {
+async fn send(client: &EgressClient, request: &HttpRequest, key: &str) -> Result<Value, StepError> {
     request.check_resolved().map_err(StepError::fatal)?;
     http::call(client, request, key).await
 }
