@@ -166,9 +166,8 @@ async fn unfinished(db: &sqlx::PgPool) -> Vec<String> {
 
 /// Every mission must finish within the time the whole load needs (twice over, for a loaded
 /// machine) plus one lease lifetime plus a few seconds, counted from the last drop; then every
-/// mission succeeded, no step was sent after its recorded success, and the worker restarted
-/// its pool rather than die.
-async fn all_finish_promptly(h: &mut Harness, ids: &[String], last_drop: Instant) {
+/// mission succeeded and no step was sent after its recorded success.
+async fn all_finish_promptly(h: &Harness, ids: &[String], last_drop: Instant) {
     let work = Duration::from_millis(STEP_MS * 3 * MISSIONS as u64 / CONCURRENCY as u64);
     let deadline = last_drop + work * 2 + LEASE_TTL + secs(10);
     let db = sqlx::postgres::PgPoolOptions::new()
@@ -184,13 +183,13 @@ async fn all_finish_promptly(h: &mut Harness, ids: &[String], last_drop: Instant
         if Instant::now() > deadline {
             panic!(
                 "{} of {MISSIONS} missions still unfinished {:?} after the last Redis drop \
-                 (allowed: {:?}); a `running` one with a lease far in the future is renewed by a \
-                 worker that no longer runs it:\n{}\nworker log:\n{}",
+                 (allowed: {:?}); a `running` one whose lease keeps moving is renewed by a worker \
+                 that no longer runs it, `pending` ones are not being fetched:\n{}\nworker log:\n{}",
                 left.len(),
                 last_drop.elapsed(),
                 deadline - last_drop,
                 left.join("\n"),
-                tail(&h.workers[0].log, 30)
+                h.workers.last().map(|w| tail(&w.log, 30)).unwrap_or_default()
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -214,18 +213,26 @@ async fn all_finish_promptly(h: &mut Harness, ids: &[String], last_drop: Instant
             );
         }
     }
+}
 
+/// Whether the worker has logged that its pool broke and is being started again.
+fn pool_restarted(h: &Harness, worker: usize) -> bool {
+    let log = std::fs::read_to_string(&h.workers[worker].log).unwrap_or_default();
+    log.contains("worker pool failed; restarting")
+        || log.contains("worker pool stopped unexpectedly; restarting")
+}
+
+/// The worker is alive and its pool did break (or the test would have tested nothing).
+fn assert_pool_restarted(h: &mut Harness, worker: usize) {
     assert!(
-        h.workers[0].exited().is_none(),
+        h.workers[worker].exited().is_none(),
         "the worker died:\n{}",
-        tail(&h.workers[0].log, 30)
+        tail(&h.workers[worker].log, 30)
     );
-    let log = std::fs::read_to_string(&h.workers[0].log).unwrap_or_default();
     assert!(
-        log.contains("worker pool failed; restarting")
-            || log.contains("worker pool stopped unexpectedly; restarting"),
+        pool_restarted(h, worker),
         "the drops never broke the worker's pool, so this test tested nothing:\n{}",
-        tail(&h.workers[0].log, 30)
+        tail(&h.workers[worker].log, 30)
     );
 }
 
@@ -247,7 +254,8 @@ async fn dropped_redis_connections_strand_no_mission() {
         );
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
-    all_finish_promptly(&mut h, &ids, last_drop).await;
+    all_finish_promptly(&h, &ids, last_drop).await;
+    assert_pool_restarted(&mut h, 0);
 }
 
 /// The private redis-server is SIGKILLed and started again (empty) a few times while the
@@ -269,5 +277,54 @@ async fn a_redis_restart_strands_no_mission() {
         );
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
-    all_finish_promptly(&mut h, &ids, last_drop).await;
+    all_finish_promptly(&h, &ids, last_drop).await;
+    assert_pool_restarted(&mut h, 0);
+}
+
+/// SIGTERM just after Redis dropped the worker's connections, while the runs the failed pool
+/// started are mid-step: the worker still waits for every run to hand its mission back (none is
+/// left `running` under a lease nobody renews), exits 0, and a new worker finishes them all.
+#[tokio::test]
+async fn a_shutdown_after_a_drop_hands_every_mission_back() {
+    let redis = PrivateRedis::start().await;
+    let mut h = deployment(&redis).await;
+    let ids = submit_load(&h).await;
+    until_busy(&h, CONCURRENCY).await;
+    redis.kill_clients().await;
+    let deadline = Instant::now() + secs(10);
+    while !pool_restarted(&h, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the drop never broke the worker's pool:\n{}",
+            tail(&h.workers[0].log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.workers[0].terminate();
+    let status = h.workers[0].wait_timeout(secs(20)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker did not exit 0 within 20 s of SIGTERM ({status:?}):\n{}",
+        tail(&h.workers[0].log, 30)
+    );
+
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&h.database_url)
+        .await
+        .expect("connect to the test database");
+    let held: Vec<String> = unfinished(&db)
+        .await
+        .into_iter()
+        .filter(|m| !m.contains(" pending "))
+        .collect();
+    assert!(
+        held.is_empty(),
+        "missions still held after the worker exited:\n{}\nworker log:\n{}",
+        held.join("\n"),
+        tail(&h.workers[0].log, 30)
+    );
+
+    h.start_worker().await;
+    all_finish_promptly(&h, &ids, Instant::now()).await;
 }
