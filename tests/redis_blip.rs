@@ -150,6 +150,15 @@ async fn until_busy(h: &Harness, requests: usize) {
     }
 }
 
+/// A connection to the test's database, to read the missions' leases.
+async fn database(h: &Harness) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&h.database_url)
+        .await
+        .expect("connect to the test database")
+}
+
 /// The missions not finished yet, each described with its lease.
 async fn unfinished(db: &sqlx::PgPool) -> Vec<String> {
     sqlx::query_scalar(
@@ -170,11 +179,7 @@ async fn unfinished(db: &sqlx::PgPool) -> Vec<String> {
 async fn all_finish_promptly(h: &Harness, ids: &[String], last_drop: Instant) {
     let work = Duration::from_millis(STEP_MS * 3 * MISSIONS as u64 / CONCURRENCY as u64);
     let deadline = last_drop + work * 2 + LEASE_TTL + secs(10);
-    let db = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&h.database_url)
-        .await
-        .expect("connect to the test database");
+    let db = database(h).await;
     loop {
         let left = unfinished(&db).await;
         if left.is_empty() {
@@ -220,6 +225,19 @@ fn pool_restarted(h: &Harness, worker: usize) -> bool {
     let log = std::fs::read_to_string(&h.workers[worker].log).unwrap_or_default();
     log.contains("worker pool failed; restarting")
         || log.contains("worker pool stopped unexpectedly; restarting")
+}
+
+/// Wait until the first worker's pool has broken.
+async fn until_pool_restarted(h: &Harness) {
+    let deadline = Instant::now() + secs(10);
+    while !pool_restarted(h, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the drop never broke the worker's pool:\n{}",
+            tail(&h.workers[0].log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The worker is alive and its pool did break (or the test would have tested nothing).
@@ -291,15 +309,7 @@ async fn a_shutdown_after_a_drop_hands_every_mission_back() {
     let ids = submit_load(&h).await;
     until_busy(&h, CONCURRENCY).await;
     redis.kill_clients().await;
-    let deadline = Instant::now() + secs(10);
-    while !pool_restarted(&h, 0) {
-        assert!(
-            Instant::now() < deadline,
-            "the drop never broke the worker's pool:\n{}",
-            tail(&h.workers[0].log, 30)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_pool_restarted(&h).await;
     h.workers[0].terminate();
     let status = h.workers[0].wait_timeout(secs(20)).await;
     assert!(
@@ -308,11 +318,7 @@ async fn a_shutdown_after_a_drop_hands_every_mission_back() {
         tail(&h.workers[0].log, 30)
     );
 
-    let db = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&h.database_url)
-        .await
-        .expect("connect to the test database");
+    let db = database(&h).await;
     let held: Vec<String> = unfinished(&db)
         .await
         .into_iter()
@@ -327,4 +333,41 @@ async fn a_shutdown_after_a_drop_hands_every_mission_back() {
 
     h.start_worker().await;
     all_finish_promptly(&h, &ids, Instant::now()).await;
+}
+
+/// A cancel reaches the missions that the pool Redis broke was running: each of them ends
+/// `cancelled` (or `succeeded`, if it was already on its last step) within a lease lifetime and
+/// a few seconds, none stays `running` under a lease renewed for a run that is gone.
+#[tokio::test]
+async fn a_cancel_reaches_the_missions_of_a_broken_pool() {
+    let redis = PrivateRedis::start().await;
+    let mut h = deployment(&redis).await;
+    submit_load(&h).await;
+    until_busy(&h, CONCURRENCY).await;
+    redis.kill_clients().await;
+    until_pool_restarted(&h).await;
+    let running: Vec<String> =
+        sqlx::query_scalar("select id::text from missions where status = 'running'")
+            .fetch_all(&database(&h).await)
+            .await
+            .expect("list running missions");
+    assert!(!running.is_empty(), "nothing was running after the drop");
+    for id in &running {
+        let reply = h.cancel(id).await;
+        // 409: it finished in the meantime.
+        assert!(matches!(reply.status, 202 | 409), "cancel {id}: {reply:?}");
+    }
+    let mut cancelled = 0;
+    for id in &running {
+        let mission = h
+            .wait_until(id, "finished", is_terminal, LEASE_TTL + secs(10))
+            .await;
+        match mission["status"].as_str() {
+            Some("cancelled") => cancelled += 1,
+            Some("succeeded") => {}
+            other => panic!("mission {id} ended {other:?}:\n{}", pretty(&mission)),
+        }
+    }
+    assert!(cancelled > 0, "no cancel reached a mission mid-run");
+    assert_pool_restarted(&mut h, 0);
 }
