@@ -1,6 +1,7 @@
 //! The runner: takes one wake-up of one mission, claims its lease, replays the workflow through
 //! a [`Context`], and settles the result (finish, compensate, park or release). The lease is
-//! renewed by a heartbeat for as long as the run lasts.
+//! renewed by a heartbeat for as long as the run lasts, and not a moment longer: the heartbeat
+//! dies with its run however the run ends, even when whoever polls the run drops it mid-step.
 
 use crate::context::{Context, RunSignals};
 use crate::engine::Engine;
@@ -12,6 +13,7 @@ use futures::FutureExt;
 use serde_json::{json, Value};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 /// What one wake-up did.
@@ -53,12 +55,15 @@ impl Engine {
             retry_generation,
         } = claim;
         let signals = RunSignals::new(mission.cancel_requested, self.shutdown_token());
-        let heartbeat = tokio::spawn(heartbeat(
+        // Aborted when this future ends or is dropped (a panic, or a caller giving up on the
+        // run): a detached heartbeat would renew the lease of a mission nobody runs any more,
+        // so it could neither be taken over nor cancelled.
+        let heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat(
             self.store().clone(),
             lease,
             self.config().lease_ttl,
             signals.clone(),
-        ));
+        )));
         let mut ctx = Context::new(
             mission.id,
             lease,
@@ -84,7 +89,7 @@ impl Engine {
             ))),
         };
         let outcome = self.settle(&mut ctx, result).await;
-        heartbeat.abort();
+        drop(heartbeat);
         match outcome {
             Err(WorkflowError::Store(StoreError::LeaseLost(_))) => {
                 tracing::warn!("lease lost to another worker; abandoning this run");
