@@ -223,10 +223,10 @@ impl Engine {
         let mut names: Vec<String> = referenced.iter().map(|(_, name)| name.clone()).collect();
         names.sort();
         names.dedup();
-        let known = self.store.secret_values(&names).await?;
+        let known = self.store.existing_secrets(&names).await?;
         let unknown: Vec<InputProblem> = referenced
             .into_iter()
-            .filter(|(_, name)| !known.contains_key(name))
+            .filter(|(_, name)| !known.contains(name))
             .map(|(pointer, name)| {
                 InputProblem::new(
                     pointer,

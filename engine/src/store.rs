@@ -314,11 +314,14 @@ pub struct SecretInfo {
 }
 
 /// Server-side secrets that plans reference by name. Values leave the store only through
-/// [`SecretStore::secret_values`], which workers call when a step makes its call.
+/// [`SecretStore::secret_values`], which workers call when a step makes its call; the API
+/// process never reads one.
 #[async_trait]
 pub trait SecretStore: Send + Sync + 'static {
     /// The values of those of `names` that exist, by name.
     async fn secret_values(&self, names: &[String]) -> StoreResult<HashMap<String, String>>;
+    /// Those of `names` that exist (names only: what submission checks).
+    async fn existing_secrets(&self, names: &[String]) -> StoreResult<Vec<String>>;
     /// Set a secret; with `true` when it was created, `false` when a value was replaced.
     async fn put_secret(&self, name: &str, value: &str) -> StoreResult<(SecretInfo, bool)>;
     /// Every secret's name and times, by name.

@@ -18,6 +18,14 @@ impl SecretStore for PgStore {
         Ok(rows.into_iter().map(|r| (r.name, r.value)).collect())
     }
 
+    async fn existing_secrets(&self, names: &[String]) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar!("select name from secrets where name = any($1)", names)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     async fn put_secret(&self, name: &str, value: &str) -> StoreResult<(SecretInfo, bool)> {
         // `xmax = 0` only for a freshly inserted row: tells a create from a replace in one
         // statement.
