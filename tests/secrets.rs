@@ -278,7 +278,12 @@ async fn plans_send_secret_values_but_record_only_templates() {
     let (undo, _) = &received[1];
     assert_eq!(undo.path(), "/undo");
     assert_eq!(undo.query(), Some(&*format!("t={TOKEN}")));
-    assert_eq!(step(&done, "call")["status"], "compensated", "{}", pretty(&done));
+    assert_eq!(
+        step(&done, "call")["status"],
+        "compensated",
+        "{}",
+        pretty(&done)
+    );
 
     // The step's input is the template; its output has the echoed value redacted.
     let call = step(&done, "call");
