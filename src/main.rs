@@ -1,5 +1,5 @@
 //! The `hypercode` binary: migrations, the API server, the workers and key management, wired
-//! from the library crates, and `mission ...`, a client of the HTTP API. This is the only place
+//! from the library crates, and `mission ...` and `secrets ...`, clients of the HTTP API. This is the only place
 //! `anyhow` is used.
 
 mod client;
@@ -66,6 +66,10 @@ enum Command {
     /// (HYPERCODE_URL, HYPERCODE_API_KEY; no database needed).
     #[command(after_help = client::EXIT_CODES)]
     Mission(client::MissionArgs),
+    /// Set, list and delete the server-side secrets plans reference as `{{secrets.NAME}}`,
+    /// over the HTTP API with an admin key (HYPERCODE_URL, HYPERCODE_API_KEY).
+    #[command(after_help = client::EXIT_CODES)]
+    Secrets(client::SecretsArgs),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +104,9 @@ async fn main() -> Result<ExitCode> {
     if let Command::Mission(args) = cli.command {
         return Ok(client::run(args).await);
     }
+    if let Command::Secrets(args) = cli.command {
+        return Ok(client::run_secrets(args).await);
+    }
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
@@ -128,7 +135,7 @@ async fn main() -> Result<ExitCode> {
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
-        Command::Mission(_) => unreachable!("handled above"),
+        Command::Mission(_) | Command::Secrets(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -216,9 +223,10 @@ async fn engine(
         lease_ttl: settings.lease_ttl,
         max_payload_bytes: settings.max_payload_bytes,
     };
+    let store = Arc::new(PgStore::new(pool));
     let engine = Engine::new(
-        Arc::new(PgStore::new(pool)),
-        hypercode_workflows::registry(http),
+        store.clone(),
+        hypercode_workflows::registry(http, store),
         Arc::new(wake),
         config,
     );

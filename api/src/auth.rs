@@ -10,12 +10,12 @@
 //! Both run before the body and path are looked at, so an anonymous caller learns nothing
 //! about which ids exist or what a valid body looks like.
 //!
-//! | role     | read missions, approvals inbox, workflows | submit, decide, cancel, retry |
-//! |----------|-------------------------------------------|-------------------------------|
-//! | admin    | yes                                       | yes                           |
-//! | operator | yes                                       | yes                           |
-//! | agent    | no                                        | no                            |
-//! | viewer   | yes                                       | no                            |
+//! | role     | read missions, approvals inbox, workflows | submit, decide, cancel, retry | manage secrets |
+//! |----------|-------------------------------------------|-------------------------------|----------------|
+//! | admin    | yes                                       | yes                           | yes            |
+//! | operator | yes                                       | yes                           | no             |
+//! | agent    | no                                        | no                            | no             |
+//! | viewer   | yes                                       | no                            | no             |
 //!
 //! Agents are automated callers meant for the agent endpoints and heartbeats only; no mission
 //! route, not even a read, is open to them.
@@ -53,11 +53,16 @@ pub struct Reader;
 #[derive(Debug, Clone)]
 pub struct Operator(pub Principal);
 
+/// A caller allowed to administer the server: manage its server-side secrets.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Principal);
+
 /// What a route does, for the role check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
     Read,
     Operate,
+    Administer,
 }
 
 impl Access {
@@ -65,6 +70,7 @@ impl Access {
         match self {
             Self::Read => matches!(role, Role::Admin | Role::Operator | Role::Viewer),
             Self::Operate => matches!(role, Role::Admin | Role::Operator),
+            Self::Administer => role == Role::Admin,
         }
     }
 
@@ -73,6 +79,7 @@ impl Access {
         match self {
             Self::Read => "viewer, operator or admin",
             Self::Operate => "operator or admin",
+            Self::Administer => "admin",
         }
     }
 }
@@ -90,6 +97,14 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authorize(parts, state, Access::Operate).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Access::Administer).await.map(Self)
     }
 }
 
@@ -320,7 +335,7 @@ mod tests {
         assert!(!Access::Read.allows(Role::Agent));
         for role in Role::ALL {
             // A 403 names the roles that would have been allowed.
-            for access in [Access::Read, Access::Operate] {
+            for access in [Access::Read, Access::Operate, Access::Administer] {
                 assert_eq!(
                     access.allows(role),
                     access.required().contains(role.as_str()),

@@ -72,6 +72,10 @@ pub enum ApiError {
     /// The workflow refused the mission's input.
     #[error("the workflow refused the input")]
     InvalidInput(Vec<FieldError>),
+    /// A secret's name or value is not acceptable; `errors` locates each problem (`/name` is
+    /// the path parameter, `/value` the body's member).
+    #[error("the secret was refused")]
+    InvalidSecret(Vec<FieldError>),
     /// The body (or the mission input in it) is over a size limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -194,6 +198,11 @@ impl ApiError {
                 "invalid-input",
                 "Invalid mission input",
             ),
+            Self::InvalidSecret(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-secret",
+                "Invalid secret",
+            ),
             Self::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -270,7 +279,9 @@ impl ApiError {
     /// The located problems, for the validation errors that have them.
     pub(crate) fn field_errors(&self) -> Option<Vec<FieldError>> {
         match self {
-            Self::InvalidBody(errors) | Self::InvalidInput(errors) => Some(errors.clone()),
+            Self::InvalidBody(errors)
+            | Self::InvalidInput(errors)
+            | Self::InvalidSecret(errors) => Some(errors.clone()),
             Self::UnknownWorkflow(name) => Some(vec![FieldError::new(
                 "/workflow",
                 format!("no workflow is registered under `{name}`"),

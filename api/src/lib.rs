@@ -9,6 +9,8 @@
 //! - `auth`: the middleware that authenticates a key (once per request) and applies its rate
 //!   limit, and the `Reader`/`Operator` extractors that check its role.
 //! - [`rate_limit`]: per-key token buckets in Redis, shared by every API replica.
+//! - `secrets`: `/api/v1/secrets`, the server-side secrets plans reference (admins only;
+//!   values are never returned).
 //! - [`keys`]: API keys (create, list, revoke, authenticate), also used by the key CLI.
 //! - `extract`: JSON, path and query extractors whose rejections are problem details, with
 //!   JSON pointers to the offending value.
@@ -37,6 +39,7 @@ mod missions;
 mod openapi;
 mod operations;
 pub mod rate_limit;
+mod secrets;
 mod views;
 
 use crate::error::{ApiError, PROBLEM_JSON};
@@ -76,6 +79,7 @@ pub fn app(state: AppState) -> Router {
         .merge(missions::routes())
         .merge(operations::routes())
         .merge(events::routes())
+        .merge(secrets::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.

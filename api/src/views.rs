@@ -6,7 +6,7 @@
 //! `[redacted]`), for every role. The stored records keep the real values, which workers need.
 
 use chrono::{DateTime, Utc};
-use hypercode_engine::store::{MissionRecord, StepRecord, WaitingApproval};
+use hypercode_engine::store::{MissionRecord, SecretInfo, StepRecord, WaitingApproval};
 use hypercode_engine::{redact, Event, MissionId, MissionStatus, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::Value;
@@ -195,6 +195,34 @@ pub struct WorkflowView {
 pub struct WorkflowList {
     /// Sorted by name.
     pub workflows: Vec<WorkflowView>,
+}
+
+/// A server-side secret, without its value (no route returns a value).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SecretView {
+    /// Its name, as plans reference it: `{{secrets.NAME}}`.
+    pub name: String,
+    /// When it was first set.
+    pub created_at: DateTime<Utc>,
+    /// When its value was last set.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<SecretInfo> for SecretView {
+    fn from(s: SecretInfo) -> Self {
+        Self {
+            name: s.name,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// The server-side secrets, by name.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SecretList {
+    /// Sorted by name.
+    pub secrets: Vec<SecretView>,
 }
 
 /// One history event.

@@ -151,8 +151,9 @@ impl Engine {
 
     /// Validate and record a mission, then wake a worker for it. Every entry point (the API,
     /// the dashboard) submits through here, so its rules hold for all of them: those of
-    /// [`Engine::check_input`], and an idempotency key of at most
-    /// [`MAX_IDEMPOTENCY_KEY_CHARS`].
+    /// [`Engine::check_input`], an idempotency key of at most [`MAX_IDEMPOTENCY_KEY_CHARS`],
+    /// and every server-side secret the input references exists (see
+    /// [`Workflow::secrets_referenced`](crate::Workflow::secrets_referenced)).
     pub async fn submit(
         &self,
         workflow: &str,
@@ -168,6 +169,7 @@ impl Engine {
                 });
             }
         }
+        self.check_secrets(workflow, &input).await?;
         let submitted = self
             .store
             .submit(NewMission {
@@ -206,6 +208,39 @@ impl Engine {
             return Err(SubmitError::Invalid(inexact));
         }
         definition.validate(input).map_err(SubmitError::Invalid)
+    }
+
+    /// Refuse an input that references a server-side secret that does not exist, at each
+    /// string that names it. (One deleted later fails its step when the step runs.)
+    async fn check_secrets(&self, workflow: &str, input: &Value) -> Result<(), SubmitError> {
+        let Some(definition) = self.registry.get(workflow) else {
+            return Ok(());
+        };
+        let referenced = definition.secrets_referenced(input);
+        if referenced.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<String> = referenced.iter().map(|(_, name)| name.clone()).collect();
+        names.sort();
+        names.dedup();
+        let known = self.store.existing_secrets(&names).await?;
+        let unknown: Vec<InputProblem> = referenced
+            .into_iter()
+            .filter(|(_, name)| !known.contains(name))
+            .map(|(pointer, name)| {
+                InputProblem::new(
+                    pointer,
+                    format!(
+                        "no server-side secret is named `{name}` (see `hypercode secrets list`)"
+                    ),
+                )
+            })
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(SubmitError::Invalid(unknown))
+        }
     }
 
     /// Record a decision on a waiting approval and wake the mission.

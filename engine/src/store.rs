@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// A mission to create.
@@ -298,8 +299,47 @@ pub trait JournalStore: Send + Sync + 'static {
 }
 
 /// A complete storage backend.
-pub trait Store: MissionStore + JournalStore + EventFeed + WorkerRegistry {}
-impl<T: MissionStore + JournalStore + EventFeed + WorkerRegistry> Store for T {}
+pub trait Store: MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore {}
+impl<T: MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore> Store for T {}
+
+/// A secret's name and times; never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// `[A-Za-z_][A-Za-z0-9_]{0,62}`, as plans reference it (`{{secrets.NAME}}`).
+    pub name: String,
+    /// When it was first set.
+    pub created_at: DateTime<Utc>,
+    /// When its value was last set.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Server-side secrets that plans reference by name. Values leave the store only through
+/// [`SecretStore::secret_values`], which workers call when a step makes its call; the API
+/// process never reads one.
+#[async_trait]
+pub trait SecretStore: Send + Sync + 'static {
+    /// The values of those of `names` that exist, by name.
+    async fn secret_values(&self, names: &[String]) -> StoreResult<HashMap<String, String>>;
+    /// Those of `names` that exist (names only: what submission checks).
+    async fn existing_secrets(&self, names: &[String]) -> StoreResult<Vec<String>>;
+    /// Set a secret; with `true` when it was created, `false` when a value was replaced.
+    async fn put_secret(&self, name: &str, value: &str) -> StoreResult<(SecretInfo, bool)>;
+    /// Every secret's name and times, by name.
+    async fn secrets(&self) -> StoreResult<Vec<SecretInfo>>;
+    /// Delete a secret; `false` when there was none of that name.
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool>;
+}
+
+/// Whether `name` is a valid secret name: a letter or `_`, then up to 62 letters, digits or
+/// `_` (the `secrets` table checks the same).
+pub fn valid_secret_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.len() <= 63
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
 
 /// The global feed of history events, for live followers (`GET /api/v1/events`). Every event of
 /// every mission has a *position* (its `id`): unique, never reused, and the feed delivers events

@@ -44,6 +44,13 @@ pub trait Workflow: Send + Sync + 'static {
         Value::Object(serde_json::Map::new())
     }
 
+    /// The server-side secrets a valid input references, each with the pointer of the string
+    /// that names it. [`Engine::submit`](crate::Engine::submit) refuses an input naming a secret
+    /// that does not exist. The default: none.
+    fn secrets_referenced(&self, _input: &Value) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// The workflow itself.
     async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value>;
 }

@@ -1,4 +1,4 @@
-//! `hypercode mission ...`: a command-line client of the HTTP API. It needs only the server's
+//! `hypercode mission ...` and `hypercode secrets ...`: a command-line client of the HTTP API. It needs only the server's
 //! address (`HYPERCODE_URL`) and a key (`HYPERCODE_API_KEY` or `HYPERCODE_API_KEY_FILE`), never
 //! the database.
 //!
@@ -8,6 +8,9 @@
 //! answered 5xx.
 
 mod render;
+mod secrets;
+
+pub use secrets::{run as run_secrets, SecretsArgs};
 
 use clap::{Args, Subcommand};
 use futures::StreamExt as _;

@@ -182,6 +182,25 @@ pub fn mission_list(page: &Value) -> String {
     out
 }
 
+/// `secrets list`: names and times, never values.
+pub fn secret_list(list: &Value) -> String {
+    let secrets = list["secrets"].as_array().cloned().unwrap_or_default();
+    if secrets.is_empty() {
+        return "no secrets\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = secrets
+        .iter()
+        .map(|s| {
+            vec![
+                text(&s["name"]),
+                time(&s["created_at"]),
+                time(&s["updated_at"]),
+            ]
+        })
+        .collect();
+    table(&["NAME", "CREATED", "UPDATED"], &rows)
+}
+
 /// `show`: the mission, then its steps.
 pub fn mission(mission: &Value) -> String {
     let mut out = String::new();

@@ -93,10 +93,10 @@ async fn main() -> Result<()> {
     let store = Arc::new(PgStore::new(pool.clone()));
     let engine = Engine::new(
         store.clone(),
-        hypercode_workflows::registry(EgressClient::new(
-            reqwest::Client::builder(),
-            EgressPolicy::default(),
-        )?),
+        hypercode_workflows::registry(
+            EgressClient::new(reqwest::Client::builder(), EgressPolicy::default())?,
+            store.clone(),
+        ),
         Arc::new(NoWake),
         EngineConfig::default(),
     );

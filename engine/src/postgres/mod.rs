@@ -17,6 +17,7 @@ use std::time::Duration;
 
 mod feed;
 mod group_commit;
+mod secrets;
 mod workers;
 use group_commit::GroupCommit;
 

@@ -1,6 +1,13 @@
 //! The `plan` workflow: a declarative mission submitted as JSON. Its steps run in order; each
 //! is an HTTP call, an approval gate, a durable sleep or a no-op, and an HTTP step may register an HTTP
-//! compensation. Strings in a request may reference earlier outputs with `{{steps.a.output...}}`.
+//! compensation. Strings in a request may reference earlier outputs with `{{steps.a.output...}}`
+//! and server-side secrets with `{{secrets.NAME}}`.
+//!
+//! A secret's value never enters the journal: a step records its request with the
+//! `{{secrets.NAME}}` text in place, the values are read from the store only when the call is
+//! made (a secret deleted since submission fails the step for good), and any occurrence of a
+//! value in the call's output or error (a callee may echo it) is replaced by `[redacted]` before
+//! they are recorded.
 //!
 //! Each call carries `Idempotency-Key: <mission>:<step>` (`<mission>:compensate:<step>` for an
 //! undo): the same for every automatic attempt of one run, so the callee can deduplicate them.
@@ -17,24 +24,46 @@ pub use spec::{Action, Compensate, HttpRequest, Plan, PlanStep};
 
 use crate::egress::EgressClient;
 use async_trait::async_trait;
+use hypercode_engine::store::SecretStore;
 use hypercode_engine::{
     Approval, Context, InputProblem, RetryPolicy, Step, StepError, Workflow, WorkflowError,
     WorkflowResult,
 };
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
-use template::Scope;
+use template::{Scope, Secrets};
 
 /// The `plan` workflow.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PlanWorkflow {
     http: EgressClient,
+    secrets: Arc<dyn SecretStore>,
 }
 
 impl PlanWorkflow {
-    /// A plan runner that makes its calls with `http`.
-    pub fn new(http: EgressClient) -> Self {
-        Self { http }
+    /// A plan runner that makes its calls with `http`, reading the secrets plans reference
+    /// from `secrets`.
+    pub fn new(http: EgressClient, secrets: Arc<dyn SecretStore>) -> Self {
+        Self { http, secrets }
+    }
+
+    /// How this run makes the call whose idempotency key is `key`.
+    fn caller(&self, key: String) -> Caller {
+        Caller {
+            http: self.http.clone(),
+            secrets: self.secrets.clone(),
+            key,
+        }
+    }
+}
+
+impl std::fmt::Debug for PlanWorkflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanWorkflow")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,6 +81,23 @@ impl Workflow for PlanWorkflow {
         schema::input_schema()
     }
 
+    fn secrets_referenced(&self, input: &Value) -> Vec<(String, String)> {
+        let Ok(plan) = Plan::parse(input) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let Action::Http(request) = &step.action {
+                found.extend(template::secrets_in(request, &format!("/steps/{i}/http")));
+            }
+            if let Some(undo) = &step.compensate {
+                let at = format!("/steps/{i}/compensate/http");
+                found.extend(template::secrets_in(&undo.http, &at));
+            }
+        }
+        found
+    }
+
     async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {
         let plan = Plan::parse(&input).map_err(|problems| {
             WorkflowError::failed(format!(
@@ -64,40 +110,30 @@ impl Workflow for PlanWorkflow {
             let name = step.name;
             let output = match step.action {
                 Action::Http(request) => {
-                    let resolved = scope
-                        .resolve_request(&request)
+                    let recorded = scope
+                        .resolve_request(&request, Secrets::Kept)
                         .map_err(|e| WorkflowError::failed(format!("step `{name}`: {e}")))?;
-                    let key = idempotency_key(ctx, &name);
                     let mut options = Step::new(&name)
-                        .input(&resolved)?
+                        .input(&recorded)?
                         .retry(step.retry.unwrap_or_default());
                     if let Some(undo) = step.compensate {
                         // The undo keeps only the outputs it references (shared, not copied);
                         // its own step's output is handed to it from the journal when it runs.
-                        let (client, scope, own) = (
-                            self.http.clone(),
-                            scope.narrowed_to(&undo.http),
-                            name.clone(),
-                        );
-                        let key = idempotency_key(ctx, &format!("compensate:{name}"));
+                        let caller =
+                            self.caller(idempotency_key(ctx, &format!("compensate:{name}")));
+                        let (scope, own) = (scope.narrowed_to(&undo.http), name.clone());
                         options =
                             options.compensate(undo.retry.unwrap_or_default(), move |output| {
-                                let resolved = scope
-                                    .clone()
-                                    .with_output(&own, output)
-                                    .resolve_request(&undo.http);
-                                let (client, key) = (client.clone(), key.clone());
-                                async move {
-                                    let resolved =
-                                        resolved.map_err(|e| StepError::fatal(e.to_string()))?;
-                                    send(&client, &resolved, &key).await
-                                }
+                                let scope = scope.clone().with_output(&own, output);
+                                let (caller, request) = (caller.clone(), undo.http.clone());
+                                async move { caller.call(&scope, &request).await }
                             });
                     }
-                    let client = self.http.clone();
+                    let caller = self.caller(idempotency_key(ctx, &name));
+                    let narrowed = scope.narrowed_to(&request);
                     ctx.step(
                         options,
-                        || async move { send(&client, &resolved, &key).await },
+                        || async move { caller.call(&narrowed, &request).await },
                     )
                     .await?
                 }
@@ -126,6 +162,43 @@ fn idempotency_key(ctx: &Context, call: &str) -> String {
     match ctx.retry_generation() {
         0 => format!("{}:{call}", ctx.mission_id()),
         generation => format!("{}:{call}:r{generation}", ctx.mission_id()),
+    }
+}
+
+/// What one HTTP call of a run needs when it is made: the client, the secrets and its key.
+#[derive(Clone)]
+struct Caller {
+    http: EgressClient,
+    secrets: Arc<dyn SecretStore>,
+    key: String,
+}
+
+impl Caller {
+    /// Resolve `template` in `scope`, with the current values of the secrets it references,
+    /// and make one attempt; those values are hidden in what the attempt returns.
+    async fn call(&self, scope: &Scope, template: &HttpRequest) -> Result<Value, StepError> {
+        let names = template::secret_names(template);
+        let values = if names.is_empty() {
+            HashMap::new()
+        } else {
+            self.secrets.secret_values(&names).await.map_err(|e| {
+                StepError::retryable(format!("could not read the server-side secrets: {e}"))
+            })?
+        };
+        let request = scope
+            .resolve_request(template, Secrets::Values(&values))
+            .map_err(|e| StepError::fatal(e.to_string()))?;
+        let result = send(&self.http, &request, &self.key).await;
+        if values.is_empty() {
+            return result;
+        }
+        result
+            .map(|output| template::hide_in_value(output, &values))
+            .map_err(|mut error| {
+                error.message = template::hide_in_text(&error.message, &values);
+                error.details = template::hide_in_value(error.details, &values);
+                error
+            })
     }
 }
 

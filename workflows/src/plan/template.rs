@@ -1,12 +1,19 @@
 //! `{{...}}` references in plan strings: `{{steps.NAME.output.PATH}}` reads an earlier step's
 //! recorded output (PATH is dot-separated keys or array indexes), `{{mission.id}}` the mission's
-//! id. A string that is exactly one reference takes the referenced JSON value as is; references
-//! inside a longer string are interpolated as text.
+//! id, `{{secrets.NAME}}` a server-side secret. A string that is exactly one reference takes the
+//! referenced JSON value as is; references inside a longer string are interpolated as text.
+//!
+//! Secrets resolve in two ways ([`Secrets`]): kept as their `{{secrets.NAME}}` text for what is
+//! recorded, and to their values only for the call itself. Both happen in the same single pass
+//! as the other references, so text that a step's output brings in is never read as a reference
+//! (a callee cannot make a later step send it a secret by answering `{{secrets.OTHER}}`).
 
 use super::spec::HttpRequest;
+use hypercode_engine::redact::REDACTED;
+use hypercode_engine::store::valid_secret_name;
 use hypercode_engine::{InputProblem, MissionId};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A reference that cannot be parsed or resolved.
@@ -15,8 +22,11 @@ pub enum TemplateError {
     /// `{{` without a closing `}}`.
     #[error("unclosed `{{{{` in `{0}`")]
     Unclosed(String),
-    /// Not `mission.id` nor `steps.NAME.output...`.
-    #[error("unknown reference `{0}`: use `steps.NAME.output...` or `mission.id`")]
+    /// Not `mission.id`, `steps.NAME.output...` nor `secrets.NAME`.
+    #[error(
+        "unknown reference `{0}`: use `steps.NAME.output...`, `mission.id` or `secrets.NAME` \
+         (NAME: a letter or `_`, then up to 62 letters, digits or `_`)"
+    )]
     Unknown(String),
     /// A step that does not run before this point.
     #[error("`{0}` refers to step `{1}`, which does not run before this one")]
@@ -24,16 +34,27 @@ pub enum TemplateError {
     /// The path does not exist in the recorded output.
     #[error("`{0}` does not exist in the recorded output")]
     Missing(String),
+    /// No server-side secret has this name (any more).
+    #[error("the server-side secret `{0}` does not exist (was it deleted after the mission was submitted?)")]
+    UnknownSecret(String),
 }
 
 enum Reference<'a> {
     MissionId,
     Step { name: &'a str, path: Vec<&'a str> },
+    Secret(&'a str),
 }
 
 fn parse(expr: &str) -> Result<Reference<'_>, TemplateError> {
     if expr == "mission.id" {
         return Ok(Reference::MissionId);
+    }
+    if let Some(name) = expr.strip_prefix("secrets.") {
+        return if valid_secret_name(name) {
+            Ok(Reference::Secret(name))
+        } else {
+            Err(TemplateError::Unknown(expr.to_owned()))
+        };
     }
     let mut parts = expr.split('.');
     match (parts.next(), parts.next(), parts.next()) {
@@ -114,22 +135,108 @@ pub fn check_value(
     }
 }
 
-/// Every string of a request that may hold references: its URL, header values and body strings.
-fn strings(request: &HttpRequest) -> Vec<&str> {
-    fn walk<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+/// Every string of a request that may hold references (its URL, header values and body
+/// strings), each with its pointer under `at`.
+fn strings<'a>(request: &'a HttpRequest, at: &str) -> Vec<(String, &'a str)> {
+    fn walk<'a>(value: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
         match value {
-            Value::String(s) => out.push(s),
-            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            Value::Object(map) => map.values().for_each(|v| walk(v, out)),
+            Value::String(s) => out.push((at, s)),
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, format!("{at}/{i}"), out)
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    walk(v, format!("{at}/{}", escape(k)), out)
+                }
+            }
             _ => {}
         }
     }
-    let mut out = vec![request.url.as_str()];
-    out.extend(request.headers.values().map(String::as_str));
+    let mut out = vec![(format!("{at}/url"), request.url.as_str())];
+    out.extend(
+        request
+            .headers
+            .iter()
+            .map(|(name, value)| (format!("{at}/headers/{}", escape(name)), value.as_str())),
+    );
     if let Some(body) = &request.body {
-        walk(body, &mut out);
+        walk(body, format!("{at}/body"), &mut out);
     }
     out
+}
+
+/// One RFC 6901 reference token.
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// The server-side secrets `request` references, each with the pointer (under `at`) of the
+/// string that names it.
+pub fn secrets_in(request: &HttpRequest, at: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (pointer, s) in strings(request, at) {
+        for (_, expr) in pieces(s).unwrap_or_default().into_iter().filter(|p| p.0) {
+            if let Ok(Reference::Secret(name)) = parse(expr) {
+                out.push((pointer.clone(), name.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// The names of the secrets `request` references, sorted, each once.
+pub fn secret_names(request: &HttpRequest) -> Vec<String> {
+    let mut names: Vec<String> = secrets_in(request, "")
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// What `{{secrets.NAME}}` resolves to.
+#[derive(Debug, Clone, Copy)]
+pub enum Secrets<'a> {
+    /// Its own text, `{{secrets.NAME}}`: for the request a step records.
+    Kept,
+    /// The secret's value: for the call only, never recorded.
+    Values(&'a HashMap<String, String>),
+}
+
+/// `text` with every occurrence of a value of `values` replaced by `[redacted]` (longest value
+/// first, so one that contains another is hidden whole; empty values hide nothing).
+pub fn hide_in_text(text: &str, values: &HashMap<String, String>) -> String {
+    let mut sorted: Vec<&str> = values
+        .values()
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .collect();
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    sorted
+        .into_iter()
+        .fold(text.to_owned(), |text, value| text.replace(value, REDACTED))
+}
+
+/// [`hide_in_text`] applied to every string and object key in `value`.
+pub fn hide_in_value(value: Value, values: &HashMap<String, String>) -> Value {
+    match value {
+        Value::String(s) => Value::String(hide_in_text(&s, values)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| hide_in_value(v, values))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (hide_in_text(&k, values), hide_in_value(v, values)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// The values references resolve against: the mission id and the outputs recorded so far. The
@@ -159,7 +266,7 @@ impl Scope {
     /// the whole scope would make a plan's memory grow with the square of its length.
     pub fn narrowed_to(&self, request: &HttpRequest) -> Scope {
         let mut outputs = BTreeMap::new();
-        for s in strings(request) {
+        for (_, s) in strings(request, "") {
             for (_, expr) in pieces(s).unwrap_or_default().into_iter().filter(|p| p.0) {
                 if let Ok(Reference::Step { name, .. }) = parse(expr) {
                     if let Some((name, output)) = self.outputs.get_key_value(name) {
@@ -181,9 +288,13 @@ impl Scope {
             .map(|(name, output)| (name, Arc::unwrap_or_clone(output)))
     }
 
-    /// Resolve every reference in a request.
-    pub fn resolve_request(&self, request: &HttpRequest) -> Result<HttpRequest, TemplateError> {
-        let text = |s: &str| self.resolve_str(s).map(|v| as_text(&v));
+    /// Resolve every reference in a request, secrets as `secrets` says.
+    pub fn resolve_request(
+        &self,
+        request: &HttpRequest,
+        secrets: Secrets<'_>,
+    ) -> Result<HttpRequest, TemplateError> {
+        let text = |s: &str| self.resolve_str(s, secrets).map(|v| as_text(&v));
         Ok(HttpRequest {
             method: request.method.clone(),
             url: text(&request.url)?,
@@ -195,39 +306,39 @@ impl Scope {
             body: request
                 .body
                 .as_ref()
-                .map(|b| self.resolve_value(b))
+                .map(|b| self.resolve_value(b, secrets))
                 .transpose()?,
             timeout_ms: request.timeout_ms,
         })
     }
 
-    fn resolve_value(&self, value: &Value) -> Result<Value, TemplateError> {
+    fn resolve_value(&self, value: &Value, secrets: Secrets<'_>) -> Result<Value, TemplateError> {
         Ok(match value {
-            Value::String(s) => self.resolve_str(s)?,
+            Value::String(s) => self.resolve_str(s, secrets)?,
             Value::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|v| self.resolve_value(v))
+                    .map(|v| self.resolve_value(v, secrets))
                     .collect::<Result<_, _>>()?,
             ),
             Value::Object(map) => Value::Object(
                 map.iter()
-                    .map(|(k, v)| Ok((k.clone(), self.resolve_value(v)?)))
+                    .map(|(k, v)| Ok((k.clone(), self.resolve_value(v, secrets)?)))
                     .collect::<Result<_, TemplateError>>()?,
             ),
             other => other.clone(),
         })
     }
 
-    fn resolve_str(&self, s: &str) -> Result<Value, TemplateError> {
+    fn resolve_str(&self, s: &str, secrets: Secrets<'_>) -> Result<Value, TemplateError> {
         let pieces = pieces(s)?;
         if let [(false, ""), (true, expr), (false, "")] = pieces.as_slice() {
-            return self.lookup(expr);
+            return self.lookup(expr, secrets);
         }
         let mut out = String::with_capacity(s.len());
         for (is_ref, text) in pieces {
             if is_ref {
-                out.push_str(&as_text(&self.lookup(text)?));
+                out.push_str(&as_text(&self.lookup(text, secrets)?));
             } else {
                 out.push_str(text);
             }
@@ -235,9 +346,16 @@ impl Scope {
         Ok(Value::String(out))
     }
 
-    fn lookup(&self, expr: &str) -> Result<Value, TemplateError> {
+    fn lookup(&self, expr: &str, secrets: Secrets<'_>) -> Result<Value, TemplateError> {
         match parse(expr)? {
             Reference::MissionId => Ok(Value::String(self.mission.to_string())),
+            Reference::Secret(name) => match secrets {
+                Secrets::Kept => Ok(Value::String(format!("{{{{secrets.{name}}}}}"))),
+                Secrets::Values(values) => values
+                    .get(name)
+                    .map(|value| Value::String(value.clone()))
+                    .ok_or_else(|| TemplateError::UnknownSecret(name.to_owned())),
+            },
             Reference::Step { name, path } => {
                 let mut at = self
                     .outputs
@@ -281,13 +399,16 @@ mod tests {
     fn a_whole_string_reference_keeps_its_type() {
         assert_eq!(
             scope()
-                .resolve_value(&json!("{{steps.a.output.body.id}}"))
+                .resolve_value(&json!("{{steps.a.output.body.id}}"), Secrets::Kept)
                 .unwrap(),
             json!(42)
         );
         assert_eq!(
             scope()
-                .resolve_value(&json!({"t": "{{ steps.a.output.body.tags.1 }}"}))
+                .resolve_value(
+                    &json!({"t": "{{ steps.a.output.body.tags.1 }}"}),
+                    Secrets::Kept
+                )
                 .unwrap(),
             json!({"t": "y"})
         );
@@ -296,9 +417,10 @@ mod tests {
     #[test]
     fn references_inside_text_are_interpolated() {
         let v = scope()
-            .resolve_value(&json!(
-                "http://h/items/{{steps.a.output.body.id}}?s={{steps.a.output.status}}"
-            ))
+            .resolve_value(
+                &json!("http://h/items/{{steps.a.output.body.id}}?s={{steps.a.output.status}}"),
+                Secrets::Kept,
+            )
             .unwrap();
         assert_eq!(v, json!("http://h/items/42?s=201"));
     }
@@ -306,7 +428,7 @@ mod tests {
     #[test]
     fn missing_paths_and_unknown_references_are_errors() {
         assert!(matches!(
-            scope().resolve_value(&json!("{{steps.a.output.body.nope}}")),
+            scope().resolve_value(&json!("{{steps.a.output.body.nope}}"), Secrets::Kept),
             Err(TemplateError::Missing(_))
         ));
         let only_a = |name: &str| name == "a";
@@ -344,8 +466,56 @@ mod tests {
         assert_eq!(names, ["a", "c"]);
         assert!(Arc::ptr_eq(&narrow.outputs["a"], &wide.outputs["a"]));
         assert_eq!(
-            narrow.resolve_request(&request).map(|r| r.url),
+            narrow
+                .resolve_request(&request, Secrets::Kept)
+                .map(|r| r.url),
             Ok("http://h/42".to_owned())
         );
+    }
+
+    #[test]
+    fn secrets_are_kept_as_text_or_resolved_in_one_pass() {
+        // A callee answered with a reference to another secret: it must stay text.
+        let scope = scope().with_output("b", json!("{{secrets.OTHER}}"));
+        let request: HttpRequest = serde_json::from_value(json!({
+            "url": "http://h/?t={{secrets.TOKEN}}&e={{steps.b.output}}",
+            "headers": {"Authorization": "Bearer {{ secrets.TOKEN }}"},
+            "body": {"whole": "{{secrets.TOKEN}}"}
+        }))
+        .unwrap();
+        assert_eq!(
+            secrets_in(&request, "/x"),
+            [
+                ("/x/url".to_owned(), "TOKEN".to_owned()),
+                ("/x/headers/Authorization".to_owned(), "TOKEN".to_owned()),
+                ("/x/body/whole".to_owned(), "TOKEN".to_owned()),
+            ]
+        );
+        assert_eq!(secret_names(&request), ["TOKEN"]);
+        let kept = scope.resolve_request(&request, Secrets::Kept).unwrap();
+        assert_eq!(
+            kept.url,
+            "http://h/?t={{secrets.TOKEN}}&e={{secrets.OTHER}}"
+        );
+        assert_eq!(kept.headers["Authorization"], "Bearer {{secrets.TOKEN}}");
+        let values: HashMap<String, String> = [
+            ("TOKEN".to_owned(), "s3cr3t".to_owned()),
+            ("OTHER".to_owned(), "never".to_owned()),
+        ]
+        .into();
+        let sent = scope
+            .resolve_request(&request, Secrets::Values(&values))
+            .unwrap();
+        assert_eq!(sent.url, "http://h/?t=s3cr3t&e={{secrets.OTHER}}");
+        assert_eq!(sent.headers["Authorization"], "Bearer s3cr3t");
+        assert_eq!(sent.body, Some(json!({"whole": "s3cr3t"})));
+        assert_eq!(
+            scope.resolve_request(&request, Secrets::Values(&HashMap::new())),
+            Err(TemplateError::UnknownSecret("TOKEN".to_owned()))
+        );
+        let any = |_: &str| true;
+        assert!(check("{{secrets.9bad}}", &any).is_err());
+        assert!(check("{{secrets.}}", &any).is_err());
+        assert_eq!(check("a{{secrets.OK_1}}", &any).unwrap(), "ax");
     }
 }
