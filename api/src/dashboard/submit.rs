@@ -14,10 +14,11 @@ use hypercode_engine::{InputProblem, SubmitError};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// What a new plan starts from: one of each kind of step.
+/// What a new plan starts from: one of each kind of step. Its call goes to a public URL, not to
+/// this server: the egress policy refuses plans that call the server itself.
 const EXAMPLE_PLAN: &str = r#"{
   "steps": [
-    {"name": "check", "http": {"method": "GET", "url": "http://127.0.0.1:8000/healthz"},
+    {"name": "check", "http": {"method": "GET", "url": "https://example.com/"},
      "retry": {"max_attempts": 5, "initial_backoff_ms": 200, "max_backoff_ms": 5000}},
     {"name": "sign-off", "approval": {"message": "Ship it?", "timeout_s": 3600}},
     {"name": "cool-down", "sleep": {"ms": 500}},
