@@ -177,8 +177,18 @@ type Outcome<T> = Result<T, Failure>;
 
 /// Run a mission subcommand; returns the process's exit code.
 pub async fn run(args: MissionArgs) -> ExitCode {
+    with_client(|client| async move { client.execute(args.command, args.json).await }).await
+}
+
+/// Run `command` with a client configured from the environment, report its failure, and turn
+/// the outcome into the documented exit code.
+async fn with_client<F, Fut>(command: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Outcome<()>>,
+{
     let result = match Client::from_env() {
-        Ok(client) => client.execute(args.command, args.json).await,
+        Ok(client) => command(client).await,
         Err(failure) => Err(failure),
     };
     match result {

@@ -2,7 +2,7 @@
 //! needed). A value is read from standard input or a file, never from the command line, where
 //! it would sit in the shell's history and the process list; no command prints a value.
 
-use super::{emit, encode_segment, render, Client, Failure, Outcome};
+use super::{emit, encode_segment, render, with_client, Client, Failure, Outcome};
 use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -42,17 +42,7 @@ enum SecretsCommand {
 
 /// Run a secrets subcommand; returns the process's exit code.
 pub async fn run(args: SecretsArgs) -> ExitCode {
-    let result = match Client::from_env() {
-        Ok(client) => execute(&client, args.command, args.json).await,
-        Err(failure) => Err(failure),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            failure.report();
-            ExitCode::from(failure.exit_code())
-        }
-    }
+    with_client(|client| async move { execute(&client, args.command, args.json).await }).await
 }
 
 async fn execute(client: &Client, command: SecretsCommand, json: bool) -> Outcome<()> {
