@@ -179,6 +179,21 @@ impl TaskEvents {
     }
 }
 
+/// An attempt under way: its entry (marked running) and the events still to be written with
+/// its result.
+struct Attempt {
+    entry: StepRecord,
+    events: Vec<NewEvent>,
+}
+
+impl Attempt {
+    /// Add an event about this attempt, written with its next write.
+    fn note(&mut self, kind: EventType, data: Value) {
+        let event = NewEvent::step(kind, &self.entry.name, self.entry.attempts, data);
+        self.events.push(event);
+    }
+}
+
 /// A recorded task-like entry, on replay.
 enum Replayed {
     /// Settled: its recorded result.
@@ -472,8 +487,8 @@ impl Context {
             local,
             also_on_success,
         } = options;
-        let (entry, pending) = self.start_attempt(entry, events.started, local).await?;
-        let attempt = entry.attempts;
+        let started = self.start_attempt(entry, events.started, local).await?;
+        let attempt = started.entry.attempts;
         let span = tracing::info_span!("step", step = name, attempt);
         let limit = self.max_payload_bytes;
         let result = f()
@@ -482,17 +497,14 @@ impl Context {
             .and_then(|output| within_limit(output, limit));
         match result {
             Ok(output) => {
-                self.record_success(entry, pending, output, also_on_success, events.succeeded)
+                self.record_success(started, output, also_on_success, events.succeeded)
                     .await
             }
             Err(err) if err.retry == Retry::Retryable && retry.allows_another(attempt as u32) => {
                 let delay = retry.backoff(attempt as u32);
-                self.schedule_retry(entry, pending, &err, delay).await
+                self.schedule_retry(started, &err, delay).await
             }
-            Err(err) => {
-                self.record_failure(entry, pending, &err, events.failed)
-                    .await
-            }
+            Err(err) => self.record_failure(started, &err, events.failed).await,
         }
     }
 
@@ -543,53 +555,44 @@ impl Context {
     }
 
     /// Mark the entry's next attempt running. Its start is written now unless the entry is
-    /// local; the events returned are still to be written, with the attempt's result.
+    /// local (then its events wait for the attempt's result).
     async fn start_attempt(
         &mut self,
         mut entry: StepRecord,
         started: EventType,
         local: bool,
-    ) -> WorkflowResult<(StepRecord, Vec<NewEvent>)> {
+    ) -> WorkflowResult<Attempt> {
         entry.status = StepStatus::Running;
         entry.attempts += 1;
         entry.wake_at = None;
         entry.started_at.get_or_insert_with(Utc::now);
-        let mut events = vec![NewEvent::step(
-            started,
-            &entry.name,
-            entry.attempts,
-            json!({}),
-        )];
+        let mut attempt = Attempt {
+            entry,
+            events: Vec::new(),
+        };
+        attempt.note(started, json!({}));
         if !local {
-            self.write(
-                MissionChange::Keep,
-                vec![entry.clone()],
-                std::mem::take(&mut events),
-            )
-            .await?;
+            let events = std::mem::take(&mut attempt.events);
+            self.write(MissionChange::Keep, vec![attempt.entry.clone()], events)
+                .await?;
         }
-        Ok((entry, events))
+        Ok(attempt)
     }
 
     /// Record a successful attempt, with the extra row it settles if any; returns its output.
     async fn record_success(
         &mut self,
-        mut entry: StepRecord,
-        mut events: Vec<NewEvent>,
+        mut attempt: Attempt,
         output: Value,
         also: Option<StepRecord>,
         succeeded: EventType,
     ) -> WorkflowResult<Value> {
+        attempt.note(succeeded, json!({}));
+        let Attempt { mut entry, events } = attempt;
         entry.status = StepStatus::Succeeded;
         entry.output = Some(output.clone());
         entry.error = None;
         entry.finished_at = Some(Utc::now());
-        events.push(NewEvent::step(
-            succeeded,
-            &entry.name,
-            entry.attempts,
-            json!({}),
-        ));
         let steps = std::iter::once(entry).chain(also).collect();
         self.write(MissionChange::Keep, steps, events).await?;
         Ok(output)
@@ -598,22 +601,19 @@ impl Context {
     /// Record a failed attempt that runs again after `delay`, and park the mission until then.
     async fn schedule_retry<T>(
         &mut self,
-        mut entry: StepRecord,
-        mut events: Vec<NewEvent>,
+        mut attempt: Attempt,
         err: &StepError,
         delay: Duration,
     ) -> WorkflowResult<T> {
         let at = after(delay);
         let error = err.to_json();
+        let entry = &attempt.entry;
         tracing::info!(step = entry.name.as_str(), attempt = entry.attempts, error = %redact::url(&err.message), ?delay, "step failed; retry scheduled");
-        let data =
-            json!({ "error": error, "delay_ms": delay.as_millis() as u64, "next_attempt_at": at });
-        events.push(NewEvent::step(
+        attempt.note(
             EventType::StepRetryScheduled,
-            &entry.name,
-            entry.attempts,
-            data,
-        ));
+            json!({ "error": error, "delay_ms": delay.as_millis() as u64, "next_attempt_at": at }),
+        );
+        let Attempt { mut entry, events } = attempt;
         entry.status = StepStatus::Pending;
         entry.error = Some(error);
         entry.wake_at = Some(at);
@@ -623,19 +623,15 @@ impl Context {
     /// Record an attempt that failed for good: the step's error ends the run.
     async fn record_failure<T>(
         &mut self,
-        mut entry: StepRecord,
-        mut events: Vec<NewEvent>,
+        mut attempt: Attempt,
         err: &StepError,
         failed: EventType,
     ) -> WorkflowResult<T> {
+        let entry = &attempt.entry;
         tracing::warn!(step = entry.name.as_str(), attempt = entry.attempts, error = %redact::url(&err.message), "step failed");
         let error = err.final_failure(entry.attempts);
-        events.push(NewEvent::step(
-            failed,
-            &entry.name,
-            entry.attempts,
-            json!({ "error": error }),
-        ));
+        attempt.note(failed, json!({ "error": error }));
+        let Attempt { mut entry, events } = attempt;
         entry.status = StepStatus::Failed;
         entry.error = Some(error.to_json());
         entry.finished_at = Some(Utc::now());

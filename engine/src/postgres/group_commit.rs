@@ -328,7 +328,6 @@ async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32,
 mod tests {
     use super::*;
     use crate::ids::LeaseToken;
-    use crate::status::{StepKind, StepStatus};
     use serde_json::json;
 
     fn row(change: MissionChange) -> Value {
@@ -336,19 +335,7 @@ mod tests {
             mission: MissionId(uuid::Uuid::nil()),
             token: LeaseToken(7),
         };
-        let step = StepRecord {
-            position: 0,
-            name: "a".to_owned(),
-            kind: StepKind::Task,
-            status: StepStatus::Running,
-            attempts: 1,
-            input: None,
-            output: None,
-            error: None,
-            wake_at: None,
-            started_at: None,
-            finished_at: None,
-        };
+        let step: StepRecord = serde_json::from_value(step_json()).unwrap();
         let event = NewEvent::step(EventType::StepStarted, "a", 1, json!({}));
         let transition = Transition {
             mission: change,
@@ -359,12 +346,17 @@ mod tests {
         serde_json::to_value(Numbered { i: 2, row: &row }).unwrap()
     }
 
+    /// A journal entry with the `steps` table's columns.
+    fn step_json() -> Value {
+        json!({ "position": 0, "name": "a", "kind": "task", "status": "running", "attempts": 1,
+                "input": null, "output": null, "error": null, "wake_at": null,
+                "started_at": null, "finished_at": null })
+    }
+
     /// The columns the statement reads, with the names and values it compares.
     #[test]
     fn a_transition_row_has_the_columns_the_statement_reads() {
-        let step = json!({ "position": 0, "name": "a", "kind": "task", "status": "running",
-                           "attempts": 1, "input": null, "output": null, "error": null,
-                           "wake_at": null, "started_at": null, "finished_at": null });
+        let step = step_json();
         let event = json!({ "type": "step_started", "step": "a", "attempt": 1, "data": {} });
         let expected = |mode: &str, status: Value, error: Value| {
             json!({ "i": 2, "mission_id": uuid::Uuid::nil(), "token": 7, "mode": mode,
