@@ -386,4 +386,38 @@ mod tests {
         // The wire form, as axum renders it.
         let _ = message(42, mission, event);
     }
+
+    /// A stream waiting for new events ends once the process's shutdown token is cancelled,
+    /// so the server's graceful shutdown is not held up by it.
+    #[tokio::test]
+    async fn a_waiting_stream_ends_on_shutdown() {
+        // The store is never read: the horizon does not move past the stream's cursor.
+        let unused = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/never")
+            .expect("a lazy pool connects to nothing");
+        let (_publish, horizon) = watch::channel(5);
+        let shutdown = CancellationToken::new();
+        let mut follower = Follower {
+            store: Arc::new(hypercode_engine::postgres::PgStore::new(unused)),
+            horizon,
+            shutdown: shutdown.clone(),
+            mission: None,
+            after: 5,
+            after_seq: 0,
+            read_upto: 5,
+            page: VecDeque::new(),
+        };
+        let stream = tokio::spawn(async move { follower.next().await.is_none() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !stream.is_finished(),
+            "with nothing to send, the stream waits"
+        );
+        shutdown.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), stream).await;
+        assert!(
+            matches!(ended, Ok(Ok(true))),
+            "the stream ended on shutdown: {ended:?}"
+        );
+    }
 }
