@@ -177,6 +177,7 @@ impl Engine {
                 workflow: workflow.to_owned(),
                 input,
                 idempotency_key,
+                concurrency_key: None,
             })
             .await?;
         if submitted.created {

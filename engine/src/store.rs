@@ -23,6 +23,8 @@ pub struct NewMission {
     pub input: Value,
     /// Deduplicates submissions: the same key returns the first mission.
     pub idempotency_key: Option<String>,
+    /// Missions sharing a key run one at a time, in submission order.
+    pub concurrency_key: Option<String>,
 }
 
 /// The outcome of a submission.
@@ -51,6 +53,8 @@ pub struct MissionRecord {
     pub error: Option<Value>,
     /// The submission's idempotency key.
     pub idempotency_key: Option<String>,
+    /// Its concurrency key: it runs only once every earlier live mission of the key finished.
+    pub concurrency_key: Option<String>,
     /// Whether someone asked to cancel it.
     pub cancel_requested: bool,
     /// When a waiting mission becomes runnable.
@@ -248,6 +252,8 @@ pub struct MissionQuery {
     pub status: Option<MissionStatus>,
     /// Only missions of this workflow.
     pub workflow: Option<String>,
+    /// Only missions with this concurrency key.
+    pub concurrency_key: Option<String>,
     /// Only missions created at or after this instant.
     pub created_after: Option<DateTime<Utc>>,
     /// Only missions created strictly before this instant.

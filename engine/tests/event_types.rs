@@ -18,6 +18,7 @@ async fn submitted(store: &PgStore) -> MissionId {
             workflow: "event-types".into(),
             input: json!({}),
             idempotency_key: None,
+            concurrency_key: None,
         })
         .await
         .unwrap();

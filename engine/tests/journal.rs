@@ -159,6 +159,7 @@ async fn submitted(store: &PgStore) -> MissionId {
         workflow: "counting".into(),
         input: json!({}),
         idempotency_key: None,
+        concurrency_key: None,
     };
     store.submit(mission).await.unwrap();
     id

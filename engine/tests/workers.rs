@@ -50,6 +50,7 @@ async fn submitted(store: &PgStore, workflow: &str) -> MissionId {
             workflow: workflow.to_owned(),
             input: json!({}),
             idempotency_key: None,
+            concurrency_key: None,
         })
         .await
         .expect("submit");

@@ -94,7 +94,7 @@ pub(super) async fn waiting(
     let rows = sqlx::query!(
         r#"
         select m.id as "id: MissionId", m.workflow, m.status as "status: MissionStatus",
-               m.input, m.output, m.error, m.idempotency_key, m.cancel_requested,
+               m.input, m.output, m.error, m.idempotency_key, m.concurrency_key, m.cancel_requested,
                m.wake_at as mission_wake_at, m.created_at, m.updated_at,
                s.name as step, s.position,
                left(s.input ->> 'message', $2) as message,
@@ -128,6 +128,7 @@ pub(super) async fn waiting(
                 output: r.output,
                 error: r.error,
                 idempotency_key: r.idempotency_key,
+                concurrency_key: r.concurrency_key,
                 cancel_requested: r.cancel_requested,
                 wake_at: r.mission_wake_at,
                 created_at: r.created_at,

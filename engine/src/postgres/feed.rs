@@ -381,6 +381,7 @@ mod tests {
                 workflow: "feed".to_owned(),
                 input: serde_json::json!({}),
                 idempotency_key: None,
+                concurrency_key: None,
             })
             .await
             .expect("submit");

@@ -40,7 +40,12 @@ impl JournalStore for PgStore {
         let claimed = sqlx::query!(
             r#"
             with prev as (
-                select id, status, wake_at, lease_owner, lease_expires_at from missions where id = $1 for update
+                select id, status, wake_at, lease_owner, lease_expires_at, cancel_requested,
+                       exists (select 1 from missions o
+                               where o.concurrency_key = p.concurrency_key
+                                 and o.status in ('pending', 'running', 'waiting')
+                                 and (o.created_at, o.id) < (p.created_at, p.id)) as blocked
+                from missions p where p.id = $1 for update
             ), claimed as (
                 update missions m set status = 'running', lease_owner = $2,
                        lease_token = m.lease_token + 1,
@@ -48,6 +53,7 @@ impl JournalStore for PgStore {
                        last_seq = m.last_seq + 1, updated_at = now()
                 from prev
                 where m.id = prev.id
+                  and (prev.cancel_requested or not prev.blocked)
                   and (prev.status = 'pending'
                        or (prev.status = 'waiting' and prev.wake_at <= now())
                        or (prev.status = 'running' and prev.lease_expires_at < now()))
@@ -62,7 +68,8 @@ impl JournalStore for PgStore {
                 from claimed
             )
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at,
+                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
+                   updated_at,
                    lease_token, retry_generation,
                    (select coalesce(jsonb_agg(to_jsonb(s) order by s.position), '[]')
                     from steps s where s.mission_id = claimed.id) as "journal!"
@@ -97,6 +104,7 @@ impl JournalStore for PgStore {
                 output: row.output,
                 error: row.error,
                 idempotency_key: row.idempotency_key,
+                concurrency_key: row.concurrency_key,
                 cancel_requested: row.cancel_requested,
                 wake_at: row.wake_at,
                 created_at: row.created_at,
@@ -133,9 +141,16 @@ impl JournalStore for PgStore {
             r#"
             update missions set enqueued_at = now()
             where id in (
-                select id from missions
+                select id from missions m
                 where (status = 'pending'
-                       and (enqueued_at is null or enqueued_at < now() - make_interval(secs => $2)))
+                       and (enqueued_at is null or enqueued_at < now() - make_interval(secs => $2))
+                       -- A mission behind an earlier live one of its concurrency key waits for
+                       -- it (a trigger makes it due when that one finishes), unless cancelled.
+                       and (cancel_requested or concurrency_key is null or not exists (
+                           select 1 from missions o
+                           where o.concurrency_key = m.concurrency_key
+                             and o.status in ('pending', 'running', 'waiting')
+                             and (o.created_at, o.id) < (m.created_at, m.id))))
                    or (status = 'waiting' and wake_at <= now()
                        and (enqueued_at is null or enqueued_at < wake_at
                             or enqueued_at < now() - make_interval(secs => $2)))

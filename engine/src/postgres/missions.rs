@@ -22,8 +22,9 @@ impl MissionStore for PgStore {
             MissionRecord,
             r#"
             with ins as (
-                insert into missions (id, workflow, input, idempotency_key, last_seq, enqueued_at)
-                values ($1, $2, $3, $4, 1, now())
+                insert into missions (id, workflow, input, idempotency_key, concurrency_key,
+                                      last_seq, enqueued_at)
+                values ($1, $2, $3, $4, $5, 1, now())
                 on conflict (idempotency_key) do nothing
                 returning *
             ), ev as (
@@ -31,13 +32,15 @@ impl MissionStore for PgStore {
                 select id, 1, 'mission_submitted', jsonb_build_object('workflow', workflow) from ins
             )
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
+                   updated_at
             from ins
             "#,
             new.id as MissionId,
             new.workflow,
             new.input,
             new.idempotency_key,
+            new.concurrency_key,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -52,14 +55,18 @@ impl MissionStore for PgStore {
             MissionRecord,
             r#"
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
+                   updated_at
             from missions where idempotency_key = $1
             "#,
             key,
         )
         .fetch_one(&self.pool)
         .await?;
-        if existing.workflow != new.workflow || existing.input != new.input {
+        if existing.workflow != new.workflow
+            || existing.input != new.input
+            || existing.concurrency_key != new.concurrency_key
+        {
             return Err(StoreError::Conflict(format!(
                 "idempotency key `{key}` was already used by mission {} with a different request",
                 existing.id
@@ -76,7 +83,8 @@ impl MissionStore for PgStore {
             MissionRecord,
             r#"
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
+                   updated_at
             from missions where id = $1
             "#,
             id as MissionId,
@@ -102,7 +110,8 @@ impl MissionStore for PgStore {
             MissionRecord,
             r#"
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
+                   updated_at
             from missions
             where ($1::mission_status is null or status = $1)
               and ($2::text is null or workflow = $2)
@@ -110,6 +119,7 @@ impl MissionStore for PgStore {
               and ($6::timestamptz is null or created_at >= $6)
               and ($7::timestamptz is null or created_at < $7)
               and ($8::text is null or input::text ilike '%' || $8 || '%' escape '\')
+              and ($9::text is null or concurrency_key = $9)
             order by created_at desc, id desc
             limit $5
             "#,
@@ -121,6 +131,7 @@ impl MissionStore for PgStore {
             query.created_after,
             query.created_before,
             search,
+            query.concurrency_key,
         )
         .fetch_all(&self.pool)
         .await?)
