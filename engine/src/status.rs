@@ -84,6 +84,18 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [StepStatus; 8] = [
+        Self::Pending,
+        Self::Running,
+        Self::Waiting,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Rejected,
+        Self::Compensated,
+        Self::Skipped,
+    ];
+
     /// The wire name (`"pending"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -123,6 +135,9 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// Every kind.
+    pub const ALL: [StepKind; 4] = [Self::Task, Self::Approval, Self::Sleep, Self::Compensation];
+
     /// The wire name (`"task"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -147,24 +162,13 @@ mod tests {
                 Some(status.as_str())
             );
         }
-        use StepStatus::*;
-        for status in [
-            Pending,
-            Running,
-            Waiting,
-            Succeeded,
-            Failed,
-            Rejected,
-            Compensated,
-            Skipped,
-        ] {
+        for status in StepStatus::ALL {
             assert_eq!(
                 serde_name(serde_json::json!(status)).as_deref(),
                 Some(status.as_str())
             );
         }
-        use StepKind::*;
-        for kind in [Task, Approval, Sleep, Compensation] {
+        for kind in StepKind::ALL {
             assert_eq!(
                 serde_name(serde_json::json!(kind)).as_deref(),
                 Some(kind.as_str())
