@@ -49,6 +49,7 @@ pub(crate) enum WorkerState {
 }
 
 impl WorkerState {
+    /// Its state at `now`, from whether it stopped and when it last beat.
     fn of(worker: &WorkerRecord, now: chrono::DateTime<Utc>) -> Self {
         if worker.stopped_at.is_some() {
             Self::Stopped
@@ -58,20 +59,16 @@ impl WorkerState {
             Self::Alive
         }
     }
+}
 
-    /// The page's name for it (`alive`, `lost`, `stopped`), also its badge's `data-status`.
-    fn as_str(self) -> &'static str {
-        match self {
+/// The page's name for it (`alive`, `lost`, `stopped`), also its badge's `data-status`.
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
             Self::Alive => "alive",
             Self::Lost => "lost",
             Self::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for WorkerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        })
     }
 }
 
