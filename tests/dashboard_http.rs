@@ -860,3 +860,57 @@ async fn the_workers_page_shows_live_workers_their_work_and_the_queue() {
     assert!(page.body.contains("<div id=\"throughput\""));
     h.wait_terminal(&slow, "succeeded", secs(15)).await;
 }
+
+#[tokio::test]
+async fn the_submit_form_refuses_what_the_api_refuses() {
+    let h = Harness::start().await;
+    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let csrf = browser.get("/submit").await.csrf();
+    // Rules about the input itself, which the engine enforces for every entry point: no NUL
+    // character (PostgreSQL cannot store it) and at most 64 levels of nesting.
+    let deep = format!("{}0{}", "[".repeat(65), "]".repeat(65));
+    let inputs = [
+        r#"{"steps": [{"name": "a", "noop": {"note": "x\u0000y"}}]}"#.to_owned(),
+        format!(r#"{{"steps": [{{"name": "a", "noop": {deep}}}]}}"#),
+    ];
+    for input in inputs {
+        let value: Value = serde_json::from_str(&input).expect("the input is JSON");
+        let api = h
+            .submit_body(&json!({ "workflow": "plan", "input": value }))
+            .await;
+        assert_eq!(api.status, 422, "{:?}", api.body);
+        let pointer = api.body["errors"][0]["pointer"]
+            .as_str()
+            .unwrap_or_default();
+        let message = api.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!message.is_empty(), "{:?}", api.body);
+        let refused = browser
+            .post(
+                "/submit",
+                &[("workflow", "plan"), ("input", &input), ("csrf", &csrf)],
+            )
+            .await;
+        assert_eq!(refused.status, 422, "{refused:?}");
+        // The same problem, located in the input rather than in the API's body.
+        let located = format!(
+            "data-pointer=\"{}\"",
+            pointer.strip_prefix("/input").unwrap_or(pointer)
+        );
+        assert!(
+            refused.body.contains(&located),
+            "{located}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body.contains(message),
+            "{message}: {}",
+            refused.body
+        );
+    }
+    let listed = h
+        .send(h.request(reqwest::Method::GET, "/api/v1/missions"))
+        .await;
+    assert_eq!(listed.body["missions"].as_array().map(Vec::len), Some(0));
+}

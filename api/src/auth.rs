@@ -57,16 +57,21 @@ pub struct Operator(pub Principal);
 #[derive(Debug, Clone)]
 pub struct Admin(pub Principal);
 
-/// What a route does, for the role check.
+/// What a route does, for the role check: the one place that says which role may do what,
+/// for API keys and the dashboard's sessions alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
+    /// Read missions, approvals and workflows.
     Read,
+    /// Submit, decide, cancel and retry.
     Operate,
+    /// Manage secrets.
     Administer,
 }
 
 impl Access {
-    fn allows(self, role: Role) -> bool {
+    /// Whether `role` may do this.
+    pub(crate) fn allows(self, role: Role) -> bool {
         match self {
             Self::Read => matches!(role, Role::Admin | Role::Operator | Role::Viewer),
             Self::Operate => matches!(role, Role::Admin | Role::Operator),
@@ -75,7 +80,7 @@ impl Access {
     }
 
     /// The roles to name in a 403, so the caller knows what key to ask for.
-    fn required(self) -> &'static str {
+    pub(crate) fn required(self) -> &'static str {
         match self {
             Self::Read => "viewer, operator or admin",
             Self::Operate => "operator or admin",

@@ -7,6 +7,7 @@
 use crate::keys::KeyError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use hypercode_engine::engine::NUL_MESSAGE;
 use hypercode_engine::{StoreError, SubmitError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -370,6 +371,14 @@ impl From<SubmitError> for ApiError {
                     .map(|p| FieldError::new(format!("/input{}", p.pointer), p.message))
                     .collect(),
             ),
+            // As the body's parser reports a NUL it sees first: a malformed body (422).
+            SubmitError::NulInInput { pointer } => Self::InvalidBody(vec![FieldError::new(
+                format!("/input{pointer}"),
+                NUL_MESSAGE,
+            )]),
+            SubmitError::NulInIdempotencyKey => {
+                Self::InvalidBody(vec![FieldError::new("/idempotency_key", NUL_MESSAGE)])
+            }
             e @ SubmitError::IdempotencyKeyTooLong { .. } => {
                 Self::InvalidBody(vec![FieldError::new("/idempotency_key", e.to_string())])
             }
@@ -429,6 +438,22 @@ mod tests {
         let (status, _, json) = render(SubmitError::UnknownWorkflow("nope".into()).into());
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(json["errors"][0]["pointer"], "/workflow");
+    }
+
+    #[test]
+    fn nul_characters_are_invalid_bodies_located_in_the_body() {
+        let (status, _, json) = render(
+            SubmitError::NulInInput {
+                pointer: "/a/0".into(),
+            }
+            .into(),
+        );
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(json["type"], "https://hypercode.dev/problems/invalid-body");
+        assert_eq!(json["errors"][0]["pointer"], "/input/a/0");
+        assert_eq!(json["errors"][0]["message"], NUL_MESSAGE);
+        let (_, _, json) = render(SubmitError::NulInIdempotencyKey.into());
+        assert_eq!(json["errors"][0]["pointer"], "/idempotency_key");
     }
 
     #[test]

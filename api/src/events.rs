@@ -28,6 +28,7 @@
 use crate::auth::Reader;
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::missions::non_empty;
 use crate::openapi::ProblemDoc;
 use crate::views::EventView;
 use crate::AppState;
@@ -212,11 +213,6 @@ fn resume_position(
     non_empty(after)
         .map(|raw| parse(&raw, "`after`"))
         .transpose()
-}
-
-/// Empty query values (`?after=`) mean "not given", as HTML forms send them.
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.is_empty())
 }
 
 /// One client's stream: its cursor, and the page it is sending.

@@ -9,6 +9,7 @@ use crate::error::{ApiError, FieldError};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap};
+use hypercode_engine::engine::{nul_pointer, NUL_MESSAGE};
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
@@ -77,8 +78,6 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-const NUL_MESSAGE: &str = "strings must not contain the NUL character (U+0000)";
-
 /// Whether valid JSON text spells U+0000 (`\u0000`) in a string or a key; it cannot appear
 /// raw, and outside strings valid JSON has no backslash.
 fn escapes_nul(bytes: &[u8]) -> bool {
@@ -95,35 +94,6 @@ fn escapes_nul(bytes: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// The pointer to the first string or key containing U+0000 in `value`, found without
-/// recursion.
-fn nul_pointer(value: &serde_json::Value) -> Option<String> {
-    use serde_json::Value;
-    let mut stack = vec![(value, String::new())];
-    while let Some((value, at)) = stack.pop() {
-        match value {
-            Value::String(s) if s.contains('\0') => return Some(at),
-            Value::Array(items) => stack.extend(items.iter().enumerate().map(|(i, item)| {
-                let mut pointer = at.clone();
-                push_token(&mut pointer, &i.to_string());
-                (item, pointer)
-            })),
-            Value::Object(fields) => {
-                for (key, field) in fields {
-                    let mut pointer = at.clone();
-                    push_token(&mut pointer, key);
-                    if key.contains('\0') {
-                        return Some(pointer);
-                    }
-                    stack.push((field, pointer));
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// `pointer` locates the value being deserialized when the error happened.

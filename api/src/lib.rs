@@ -68,7 +68,9 @@ const TIMEOUT_STATUS: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
 pub struct AppState {
     /// The engine: submissions, decisions, cancellations and reads.
     pub engine: Engine,
-    /// The database, for API keys (the engine's tables are reached through the engine).
+    /// The database, for API keys and sessions (the engine's tables are reached through the
+    /// engine). The same pool the engine's store was built on, not a second one: a `PgPool` is
+    /// a shared handle, and `serve` clones one pool into both.
     pub pool: PgPool,
     /// The per-key rate limiter (shared by every replica through Redis).
     pub limiter: rate_limit::RateLimiter,

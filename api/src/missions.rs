@@ -6,9 +6,12 @@
 
 use crate::auth::{Operator, Reader};
 use crate::cursor::Cursor;
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
-use crate::openapi::ProblemDoc;
+use crate::openapi::{
+    BodyTooLarge, MalformedJson, MissionIdProblems, NoSuchMission, NotJson, ParameterProblems,
+    ProblemDoc,
+};
 use crate::views::{EventView, HistoryPage, MissionDetail, MissionPage, MissionView};
 use crate::AppState;
 use axum::extract::State;
@@ -29,11 +32,6 @@ const LIST_LIMIT_MAX: i64 = 500;
 /// History page sizes.
 const HISTORY_LIMIT_DEFAULT: i64 = 1000;
 const HISTORY_LIMIT_MAX: i64 = 10_000;
-
-/// The deepest nesting of arrays and objects accepted in a mission's input (`{}` and `[]` are
-/// one level; scalars add none). Later stages walk inputs recursively (serialization, for
-/// one), so depth is bounded here, well below serde_json's own parsing limit of 128.
-const MAX_INPUT_DEPTH: usize = 64;
 
 /// The routes, relative to the root.
 pub(crate) fn routes() -> Router<AppState> {
@@ -66,10 +64,10 @@ pub(crate) struct SubmitBody {
     responses(
         (status = 201, description = "The mission was created", body = MissionDetail),
         (status = 200, description = "A repeat of an idempotent submission: the first mission", body = MissionDetail),
-        (status = 400, description = "The body is not valid JSON", content_type = "application/problem+json", body = ProblemDoc),
+        MalformedJson,
         (status = 409, description = "The idempotency key was used for a different submission", content_type = "application/problem+json", body = ProblemDoc),
         (status = 413, description = "The body or the mission input is too large", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 415, description = "The body is not declared as JSON", content_type = "application/problem+json", body = ProblemDoc),
+        NotJson,
         (status = 422, description = "Wrong body shape, unknown workflow or invalid input; `errors` locates each problem", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]
@@ -79,13 +77,6 @@ async fn submit(
     State(state): State<AppState>,
     Json(body): Json<SubmitBody>,
 ) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
-    let depth = depth(&body.input);
-    if depth > MAX_INPUT_DEPTH {
-        return Err(ApiError::InvalidInput(vec![FieldError::new(
-            "/input",
-            format!("the input is nested {depth} levels deep; the limit is {MAX_INPUT_DEPTH}"),
-        )]));
-    }
     // In a task of its own: once the insert is on its way, dropping this handler (the client
     // left, the request timed out) would not take it back, and the client would be told
     // "error" about a mission that exists. The task ends within the pool's acquire timeout and
@@ -136,8 +127,7 @@ async fn submit(
     ),
     responses(
         (status = 200, description = "The mission with its steps", body = MissionDetail),
-        (status = 400, description = "The id is not a UUID", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+        MissionIdProblems,
     ),
 )]
 async fn show(
@@ -154,6 +144,7 @@ async fn show(
 pub(crate) struct ListParams {
     pub(crate) status: Option<String>,
     pub(crate) workflow: Option<String>,
+    pub(crate) concurrency_key: Option<String>,
     pub(crate) limit: Option<String>,
     pub(crate) cursor: Option<String>,
     pub(crate) created_after: Option<String>,
@@ -168,6 +159,7 @@ pub(crate) struct ListParams {
     params(
         ("status" = Option<String>, Query, description = "Only missions in this status: pending, running, waiting, succeeded, failed or cancelled"),
         ("workflow" = Option<String>, Query, description = "Only missions of this workflow"),
+        ("concurrency_key" = Option<String>, Query, description = "Only missions with this concurrency key"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("created_after" = Option<String>, Query, format = DateTime, description = "Created at or after this RFC 3339 time"),
@@ -176,7 +168,7 @@ pub(crate) struct ListParams {
     ),
     responses(
         (status = 200, description = "A page of missions, newest first", body = MissionPage),
-        (status = 400, description = "A parameter is invalid; the detail names it", content_type = "application/problem+json", body = ProblemDoc),
+        ParameterProblems,
     ),
 )]
 /// `GET /api/v1/missions`: newest first, keyset-paginated. Filters combine: `status`,
@@ -221,6 +213,7 @@ pub(crate) async fn list_page(
         .list(&MissionQuery {
             status,
             workflow: non_empty(params.workflow),
+            concurrency_key: non_empty(params.concurrency_key),
             created_after: time_param("created_after", params.created_after)?,
             created_before: time_param("created_before", params.created_before)?,
             search: non_empty(params.q),
@@ -246,13 +239,24 @@ pub(crate) async fn list_page(
 }
 
 /// An approver's verdict.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Verdict {
     /// Let the mission go on.
     Approve,
     /// Refuse: the mission fails and completed steps are compensated.
     Reject,
+}
+
+impl Verdict {
+    /// The decision to record, signed with `by`.
+    pub(crate) fn signed(self, by: String, comment: Option<String>) -> Decision {
+        Decision {
+            approve: self == Self::Approve,
+            by,
+            comment,
+        }
+    }
 }
 
 /// A decision on a waiting approval.
@@ -279,8 +283,8 @@ pub(crate) struct DecideBody {
         (status = 400, description = "The id is not a UUID, or the body is not valid JSON", content_type = "application/problem+json", body = ProblemDoc),
         (status = 404, description = "No such mission or approval step", content_type = "application/problem+json", body = ProblemDoc),
         (status = 409, description = "The approval is not waiting (already decided, or the mission is finished)", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 415, description = "The body is not declared as JSON", content_type = "application/problem+json", body = ProblemDoc),
+        BodyTooLarge,
+        NotJson,
         (status = 422, description = "The body has the wrong shape; `errors` locates each problem", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]
@@ -293,11 +297,7 @@ async fn decide(
     Json(body): Json<DecideBody>,
 ) -> Result<axum::Json<MissionDetail>, ApiError> {
     let id = mission_id(&id)?;
-    let decision = Decision {
-        approve: matches!(body.decision, Verdict::Approve),
-        by: principal.name,
-        comment: body.comment,
-    };
+    let decision = body.decision.signed(principal.name, body.comment);
     state.engine.decide(id, &step, decision).await?;
     Ok(axum::Json(detail(&state, find(&state, id).await?).await?))
 }
@@ -311,10 +311,9 @@ async fn decide(
     ),
     responses(
         (status = 202, description = "Cancellation was requested; compensations run on a worker", body = MissionDetail),
-        (status = 400, description = "The id is not a UUID", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+        MissionIdProblems,
         (status = 409, description = "The mission is already finished", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = ProblemDoc),
+        BodyTooLarge,
     ),
 )]
 /// `POST /api/v1/missions/{id}/cancel`: 202, since compensations still have to run on a worker.
@@ -338,10 +337,9 @@ async fn cancel(
     ),
     responses(
         (status = 202, description = "The mission will run again from its first failed step", body = MissionDetail),
-        (status = 400, description = "The id is not a UUID", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+        MissionIdProblems,
         (status = 409, description = "The mission is not `failed`", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = ProblemDoc),
+        BodyTooLarge,
     ),
 )]
 /// `POST /api/v1/missions/{id}/retry`: re-run a failed mission from its first failed step; 202
@@ -383,8 +381,8 @@ struct HistoryParams {
     ),
     responses(
         (status = 200, description = "A page of the mission's history", body = HistoryPage),
-        (status = 400, description = "A parameter is invalid; the detail names it", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 404, description = "No such mission", content_type = "application/problem+json", body = ProblemDoc),
+        ParameterProblems,
+        NoSuchMission,
     ),
 )]
 /// `GET /api/v1/missions/{id}/history`: events with `seq > after`, in order.
@@ -451,27 +449,6 @@ pub(crate) fn mission_id(raw: &str) -> Result<MissionId, ApiError> {
         .map_err(|e| ApiError::InvalidParameter(format!("path parameter `id` must be a UUID: {e}")))
 }
 
-/// How deeply arrays and objects nest in `value` (0 for a scalar), found with an explicit stack
-/// rather than recursion, so no input can exhaust the thread's stack.
-fn depth(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 1)];
-    while let Some((value, level)) = stack.pop() {
-        match value {
-            Value::Array(items) => {
-                deepest = deepest.max(level);
-                stack.extend(items.iter().map(|item| (item, level + 1)));
-            }
-            Value::Object(fields) => {
-                deepest = deepest.max(level);
-                stack.extend(fields.values().map(|field| (field, level + 1)));
-            }
-            _ => {}
-        }
-    }
-    deepest
-}
-
 /// An optional RFC 3339 timestamp parameter. A `+` offset sent unencoded arrives as a space
 /// (form decoding), so a space is read back as `+`.
 fn time_param(name: &str, raw: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -522,26 +499,6 @@ mod tests {
                 matches!(&error, Err(ApiError::InvalidParameter(d)) if d.contains("`limit`")),
                 "{bad}: {error:?}"
             );
-        }
-    }
-
-    #[test]
-    fn depth_counts_nested_containers() {
-        use serde_json::json;
-        assert_eq!(depth(&json!(1)), 0);
-        assert_eq!(depth(&json!("s")), 0);
-        assert_eq!(depth(&json!({})), 1);
-        assert_eq!(depth(&json!([1, 2])), 1);
-        assert_eq!(depth(&json!({ "a": [1, { "b": null }], "c": 2 })), 3);
-        // Built by hand: far deeper than serde_json would parse, and no stack overflow.
-        let mut deep = json!(0);
-        for _ in 0..100_000 {
-            deep = Value::Array(vec![deep]);
-        }
-        assert_eq!(depth(&deep), 100_000);
-        // Dropping a Value recurses; unwind it iteratively.
-        while let Value::Array(mut items) = deep {
-            deep = items.pop().unwrap_or(Value::Null);
         }
     }
 

@@ -11,14 +11,15 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use hypercode_engine::MissionStatus;
+use hypercode_engine::{MissionStatus, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ContentBuilder, ObjectBuilder, OpenApi as Document, RefOr, ResponseBuilder, Schema, Type,
 };
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 /// The name of the `X-API-Key` security scheme.
 pub(crate) const API_KEY: &str = "api_key";
@@ -192,6 +193,46 @@ fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
         .into()
 }
 
+/// The problem responses `statuses` (status, description), for [`IntoResponses`] sets.
+fn problem_responses(
+    statuses: &[(&str, &str)],
+) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    statuses
+        .iter()
+        .map(|(status, description)| ((*status).to_owned(), problem_response(description)))
+        .collect()
+}
+
+/// Declares a set of problem responses that several operations give, described once; an
+/// operation lists the set by name in its `responses(...)` beside its own responses.
+macro_rules! problem_set {
+    ($($(#[$doc:meta])* $name:ident { $($status:literal => $description:literal),+ $(,)? })+) => {$(
+        $(#[$doc])*
+        pub(crate) struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+                problem_responses(&[$(($status, $description)),+])
+            }
+        }
+    )+};
+}
+
+problem_set! {
+    /// A path's mission `{id}` that is not a UUID, or names no mission.
+    MissionIdProblems { "400" => "The id is not a UUID", "404" => "No such mission" }
+    /// A mission that does not exist.
+    NoSuchMission { "404" => "No such mission" }
+    /// A query parameter that cannot be parsed.
+    ParameterProblems { "400" => "A parameter is invalid; the detail names it" }
+    /// A body that is not JSON.
+    MalformedJson { "400" => "The body is not valid JSON" }
+    /// A body over the size limit.
+    BodyTooLarge { "413" => "The body is too large" }
+    /// A body not declared as JSON.
+    NotJson { "415" => "The body is not declared as JSON" }
+}
+
 /// A string schema with the given values.
 fn string_enum(values: impl IntoIterator<Item = &'static str>) -> Schema {
     ObjectBuilder::new()
@@ -208,21 +249,17 @@ pub(crate) fn mission_status() -> Schema {
 
 /// A step's kind (compensation entries are never shown).
 pub(crate) fn step_kind() -> Schema {
-    string_enum(["task", "approval", "sleep"])
+    string_enum(
+        StepKind::ALL
+            .into_iter()
+            .filter(|kind| *kind != StepKind::Compensation)
+            .map(StepKind::as_str),
+    )
 }
 
 /// A step's status.
 pub(crate) fn step_status() -> Schema {
-    string_enum([
-        "pending",
-        "running",
-        "waiting",
-        "succeeded",
-        "failed",
-        "rejected",
-        "compensated",
-        "skipped",
-    ])
+    string_enum(StepStatus::ALL.map(StepStatus::as_str))
 }
 
 /// The document for a server with these workflows (name, JSON Schema of the input): the

@@ -5,7 +5,7 @@ use crate::cursor::InboxCursor;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::missions::{limit_param, non_empty};
-use crate::openapi::ProblemDoc;
+use crate::openapi::ParameterProblems;
 use crate::views::{ApprovalInbox, ApprovalView, WorkflowList, WorkflowView};
 use crate::AppState;
 use axum::extract::State;
@@ -43,7 +43,7 @@ struct InboxParams {
     ),
     responses(
         (status = 200, description = "A page of waiting approvals, oldest request first", body = ApprovalInbox),
-        (status = 400, description = "A parameter is invalid; the detail names it", content_type = "application/problem+json", body = ProblemDoc),
+        ParameterProblems,
     ),
 )]
 /// `GET /api/v1/approvals`: the approval steps waiting for a decision, across live missions,

@@ -5,7 +5,7 @@
 use crate::auth::Admin;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Path};
-use crate::openapi::ProblemDoc;
+use crate::openapi::{BodyTooLarge, MalformedJson, NotJson, ProblemDoc};
 use crate::views::{SecretList, SecretView};
 use crate::AppState;
 use axum::extract::State;
@@ -55,9 +55,9 @@ fn checked_name(name: String) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "The secret was created (its value is not returned)", body = SecretView),
         (status = 200, description = "The secret's value was replaced (its value is not returned)", body = SecretView),
-        (status = 400, description = "The body is not valid JSON", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 413, description = "The body is too large", content_type = "application/problem+json", body = ProblemDoc),
-        (status = 415, description = "The body is not declared as JSON", content_type = "application/problem+json", body = ProblemDoc),
+        MalformedJson,
+        BodyTooLarge,
+        NotJson,
         (status = 422, description = "A bad name (`/name`), a value over 64 KiB (`/value`) or a body of the wrong shape", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]

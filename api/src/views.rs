@@ -31,6 +31,8 @@ pub struct MissionView {
     pub error: Option<Value>,
     /// The idempotency key it was submitted with.
     pub idempotency_key: Option<String>,
+    /// Its concurrency key: it runs only after every earlier live mission of the key finished.
+    pub concurrency_key: Option<String>,
     /// Whether cancellation was requested.
     pub cancel_requested: bool,
     /// When it was submitted.
@@ -49,6 +51,7 @@ impl From<MissionRecord> for MissionView {
             output: m.output.map(redacted),
             error: m.error.map(redacted),
             idempotency_key: m.idempotency_key,
+            concurrency_key: m.concurrency_key,
             cancel_requested: m.cancel_requested,
             created_at: m.created_at,
             updated_at: m.updated_at,
@@ -305,6 +308,7 @@ mod tests {
             output: None,
             error: Some(json!({"message": "boom"})),
             idempotency_key: None,
+            concurrency_key: None,
             cancel_requested: false,
             wake_at: None,
             created_at: now,
@@ -358,6 +362,7 @@ mod tests {
             output: Some(json!({ "access_token": "t" })),
             error: Some(json!({ "message": "GET http://u:p@h/ answered 400" })),
             idempotency_key: Some("key-1".into()),
+            concurrency_key: None,
             cancel_requested: false,
             wake_at: None,
             created_at: now,

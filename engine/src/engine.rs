@@ -56,6 +56,10 @@ impl Default for EngineConfig {
     }
 }
 
+/// How often a worker pool records its heartbeat. Readers (the dashboard's workers page)
+/// refresh at this pace and call a worker lost after a few missed beats.
+pub const WORKER_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// Longest accepted idempotency key, in characters. The key sits in a unique B-tree index,
 /// whose entries PostgreSQL limits to about 2.7 kB: a longer key would fail the insert.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
@@ -65,12 +69,30 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// with a fraction or exponent, or beyond 64 bits, as a rounded `f64`).
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
+/// The deepest nesting of arrays and objects accepted in a mission's input (`{}` and `[]` are
+/// one level; scalars add none). Later stages walk inputs recursively (serialization, for
+/// one), so depth is bounded here, well below serde_json's own parsing limit of 128.
+pub const MAX_INPUT_DEPTH: usize = 64;
+
+/// Why a string holding U+0000 is refused: PostgreSQL stores no NUL in `text` or `jsonb`, so
+/// it is refused up front (a client error) rather than failing the write later.
+pub const NUL_MESSAGE: &str = "strings must not contain the NUL character (U+0000)";
+
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// No workflow is registered under that name.
     #[error("unknown workflow `{0}`")]
     UnknownWorkflow(String),
+    /// A string in the input (a value or a key) holds U+0000 (see [`NUL_MESSAGE`]).
+    #[error("the input at `{pointer}`: {}", NUL_MESSAGE)]
+    NulInInput {
+        /// Where, as an RFC 6901 pointer into the input.
+        pointer: String,
+    },
+    /// The idempotency key holds U+0000 (see [`NUL_MESSAGE`]).
+    #[error("the idempotency key: {}", NUL_MESSAGE)]
+    NulInIdempotencyKey,
     /// The idempotency key is longer than [`MAX_IDEMPOTENCY_KEY_CHARS`].
     #[error("the idempotency key is {chars} characters long; the limit is {limit}")]
     IdempotencyKeyTooLong {
@@ -151,9 +173,9 @@ impl Engine {
 
     /// Validate and record a mission, then wake a worker for it. Every entry point (the API,
     /// the dashboard) submits through here, so its rules hold for all of them: those of
-    /// [`Engine::check_input`], an idempotency key of at most [`MAX_IDEMPOTENCY_KEY_CHARS`],
-    /// and every server-side secret the input references exists (see
-    /// [`Workflow::secrets_referenced`](crate::Workflow::secrets_referenced)).
+    /// [`Engine::check_input`], an idempotency key without NUL characters and of at most
+    /// [`MAX_IDEMPOTENCY_KEY_CHARS`], and every server-side secret the input references
+    /// exists (see [`Workflow::secrets_referenced`](crate::Workflow::secrets_referenced)).
     pub async fn submit(
         &self,
         workflow: &str,
@@ -161,7 +183,11 @@ impl Engine {
         idempotency_key: Option<String>,
     ) -> Result<Submitted, SubmitError> {
         self.check_input(workflow, &input)?;
-        if let Some(chars) = idempotency_key.as_deref().map(|k| k.chars().count()) {
+        if let Some(key) = idempotency_key.as_deref() {
+            if key.contains('\0') {
+                return Err(SubmitError::NulInIdempotencyKey);
+            }
+            let chars = key.chars().count();
             if chars > MAX_IDEMPOTENCY_KEY_CHARS {
                 return Err(SubmitError::IdempotencyKeyTooLong {
                     chars,
@@ -187,10 +213,21 @@ impl Engine {
         Ok(submitted)
     }
 
-    /// Whether [`Engine::submit`] would accept this input for this workflow: the workflow is
+    /// Whether [`Engine::submit`] would accept this input for this workflow: no string in it
+    /// holds U+0000, it nests at most [`MAX_INPUT_DEPTH`] levels deep, the workflow is
     /// registered, the input is within the size limit, its numbers are exact (see
     /// [`unsafe_integers`]) and the workflow's own validation passes. Records nothing.
     pub fn check_input(&self, workflow: &str, input: &Value) -> Result<(), SubmitError> {
+        if let Some(pointer) = nul_pointer(input) {
+            return Err(SubmitError::NulInInput { pointer });
+        }
+        let depth = depth(input);
+        if depth > MAX_INPUT_DEPTH {
+            return Err(SubmitError::Invalid(vec![InputProblem::new(
+                "",
+                format!("the input is nested {depth} levels deep; the limit is {MAX_INPUT_DEPTH}"),
+            )]));
+        }
         let definition = self
             .registry
             .get(workflow)
@@ -338,6 +375,55 @@ pub fn unsafe_integers(value: &Value) -> Vec<InputProblem> {
     found
 }
 
+/// The pointer to the first string or key (in no particular order) that holds U+0000 in
+/// `value`, found with an explicit stack rather than recursion.
+pub fn nul_pointer(value: &Value) -> Option<String> {
+    let mut stack = vec![(value, String::new())];
+    while let Some((value, at)) = stack.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => return Some(at),
+            Value::Array(items) => stack.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (item, pointer_to(&at, &i.to_string()))),
+            ),
+            Value::Object(fields) => {
+                for (key, field) in fields {
+                    let pointer = pointer_to(&at, key);
+                    if key.contains('\0') {
+                        return Some(pointer);
+                    }
+                    stack.push((field, pointer));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// How deeply arrays and objects nest in `value` (0 for a scalar), found with an explicit stack
+/// rather than recursion, so no input can exhaust the thread's stack.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(items) => {
+                deepest = deepest.max(level);
+                stack.extend(items.iter().map(|item| (item, level + 1)));
+            }
+            Value::Object(fields) => {
+                deepest = deepest.max(level);
+                stack.extend(fields.values().map(|field| (field, level + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Whether a JSON number is within ±(2^53 − 1), where integers and floats agree.
 fn is_exact(number: &serde_json::Number) -> bool {
     if let Some(i) = number.as_i64() {
@@ -396,6 +482,42 @@ mod tests {
         );
         let problems = unsafe_integers(&json!({ "id": 9_007_199_254_740_993_u64 }));
         assert!(problems[0].message.contains("as strings"), "{problems:?}");
+    }
+
+    #[test]
+    fn depth_counts_nested_containers() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!("s")), 0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!([1, 2])), 1);
+        assert_eq!(depth(&json!({ "a": [1, { "b": null }], "c": 2 })), 3);
+        // Built by hand: far deeper than serde_json would parse, and no stack overflow.
+        let mut deep = json!(0);
+        for _ in 0..100_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        assert_eq!(depth(&deep), 100_000);
+        // Dropping a Value recurses; unwind it iteratively.
+        while let Value::Array(mut items) = deep {
+            deep = items.pop().unwrap_or(Value::Null);
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_located() {
+        assert_eq!(
+            nul_pointer(&json!({ "a": ["x", "y\u{0}"] })).as_deref(),
+            Some("/a/1")
+        );
+        assert_eq!(
+            nul_pointer(&json!({ "k\u{0}": 1 })).as_deref(),
+            Some("/k\u{0}")
+        );
+        assert_eq!(
+            nul_pointer(&json!({ "a/b": "\u{0}" })).as_deref(),
+            Some("/a~1b")
+        );
+        assert_eq!(nul_pointer(&json!({ "a": "\\u0000" })), None);
     }
 
     #[test]

@@ -2,6 +2,25 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Gives a state enum `ALL` (every variant, in declaration order, which is lifecycle order)
+/// and `as_str` (its wire name, the same as serde's and the Postgres enum's; a test checks
+/// they agree) from one list of variants and names.
+macro_rules! wire_names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value, in declaration order.
+            pub const ALL: [$ty; [$($name),+].len()] = [$(Self::$variant),+];
+
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+        }
+    };
+}
+
 /// Where a mission is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "mission_status", rename_all = "lowercase")]
@@ -21,32 +40,19 @@ pub enum MissionStatus {
     Cancelled,
 }
 
-impl MissionStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [MissionStatus; 6] = [
-        Self::Pending,
-        Self::Running,
-        Self::Waiting,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Cancelled,
-    ];
+wire_names!(MissionStatus {
+    Pending => "pending",
+    Running => "running",
+    Waiting => "waiting",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
 
+impl MissionStatus {
     /// A terminal mission never changes again.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-
-    /// The wire name (`"pending"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Waiting => "waiting",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
     }
 }
 
@@ -83,21 +89,18 @@ pub enum StepStatus {
     Skipped,
 }
 
-impl StepStatus {
-    /// The wire name (`"pending"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Waiting => "waiting",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Rejected => "rejected",
-            Self::Compensated => "compensated",
-            Self::Skipped => "skipped",
-        }
-    }
+wire_names!(StepStatus {
+    Pending => "pending",
+    Running => "running",
+    Waiting => "waiting",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Rejected => "rejected",
+    Compensated => "compensated",
+    Skipped => "skipped",
+});
 
+impl StepStatus {
     /// A settled step is never executed again.
     pub fn is_settled(self) -> bool {
         matches!(
@@ -122,17 +125,12 @@ pub enum StepKind {
     Compensation,
 }
 
-impl StepKind {
-    /// The wire name (`"task"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Task => "task",
-            Self::Approval => "approval",
-            Self::Sleep => "sleep",
-            Self::Compensation => "compensation",
-        }
-    }
-}
+wire_names!(StepKind {
+    Task => "task",
+    Approval => "approval",
+    Sleep => "sleep",
+    Compensation => "compensation",
+});
 
 #[cfg(test)]
 mod tests {
@@ -147,24 +145,13 @@ mod tests {
                 Some(status.as_str())
             );
         }
-        use StepStatus::*;
-        for status in [
-            Pending,
-            Running,
-            Waiting,
-            Succeeded,
-            Failed,
-            Rejected,
-            Compensated,
-            Skipped,
-        ] {
+        for status in StepStatus::ALL {
             assert_eq!(
                 serde_name(serde_json::json!(status)).as_deref(),
                 Some(status.as_str())
             );
         }
-        use StepKind::*;
-        for kind in [Task, Approval, Sleep, Compensation] {
+        for kind in StepKind::ALL {
             assert_eq!(
                 serde_name(serde_json::json!(kind)).as_deref(),
                 Some(kind.as_str())

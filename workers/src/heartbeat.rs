@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a worker reports. A reader should treat a worker unheard of for a few intervals
 /// as gone (or paused: its leases tell whether its missions were taken over).
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
+pub const HEARTBEAT: Duration = hypercode_engine::engine::WORKER_HEARTBEAT;
 
 /// Workers unheard of this long are deleted: long enough to read what happened overnight.
 pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);

@@ -7,13 +7,14 @@ use super::session::SignedIn;
 use super::timeline::{Layout, Timeline};
 use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
 use crate::error::ApiError;
-use crate::missions::{find, mission_id, non_empty};
+use crate::missions::{find, mission_id, non_empty, Verdict};
 use crate::AppState;
 use askama::Template;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::Utc;
-use hypercode_engine::store::{Decision, StepRecord};
+use hypercode_engine::store::StepRecord;
 use hypercode_engine::{redact, Event, EventType, StepKind, StepStatus};
 use serde::Deserialize;
 
@@ -231,7 +232,7 @@ pub(crate) async fn show(
 /// An approver's form.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DecideForm {
-    decision: String,
+    decision: Verdict,
     #[serde(default)]
     comment: String,
     #[serde(default)]
@@ -249,21 +250,11 @@ pub(crate) async fn decide(
     session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
     let id = mission_id(&id)?;
-    let approve = match form.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        other => {
-            return Err(ApiError::InvalidParameter(format!(
-                "`decision` must be `approve` or `reject`; got `{other}`"
-            ))
-            .into())
-        }
-    };
-    let decision = Decision {
-        approve,
-        by: session.principal.name.clone(),
-        comment: non_empty(Some(form.comment.trim().to_owned())),
-    };
+    let decision = form.decision.signed(
+        session.principal.name.clone(),
+        non_empty(Some(form.comment.trim().to_owned())),
+    );
+    let approve = decision.approve;
     state.engine.decide(id, &step, decision).await?;
     tracing::info!(mission = %id, step, approve, by = %session.principal.name, "decision from the dashboard");
     Ok(done(fragment, &format!("/missions/{id}")))
@@ -276,27 +267,39 @@ pub(crate) struct ActionForm {
     csrf: String,
 }
 
+/// The buttons' actions, the last segment of `/missions/{id}/{action}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Action {
+    /// Request cancellation.
+    Cancel,
+    /// Re-run a failed mission.
+    Retry,
+}
+
 /// `POST /missions/{id}/cancel` and `POST /missions/{id}/retry`.
 pub(crate) async fn act(
     State(state): State<AppState>,
     SignedIn(session): SignedIn,
     fragment: Fragment,
-    Path((id, action)): Path<(String, String)>,
+    path: Result<Path<(String, Action)>, PathRejection>,
     FormBody(form): FormBody<ActionForm>,
 ) -> Result<Response, PageError> {
-    let cancel = match action.as_str() {
-        "cancel" => true,
-        "retry" => false,
-        _ => return Err(ApiError::NotFound("no such route".to_owned()).into()),
+    // Any other action is no route at all, like any other unknown path.
+    let Ok(Path((id, action))) = path else {
+        return Err(ApiError::NotFound("no such route".to_owned()).into());
     };
     session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
     let id = mission_id(&id)?;
     let by = &session.principal.name;
-    if cancel {
-        state.engine.cancel(id, by).await?;
-    } else {
-        state.engine.retry(id, by).await?;
+    match action {
+        Action::Cancel => {
+            state.engine.cancel(id, by).await?;
+        }
+        Action::Retry => {
+            state.engine.retry(id, by).await?;
+        }
     }
     Ok(done(fragment, &format!("/missions/{id}")))
 }

@@ -13,6 +13,7 @@
 //! ([`LOGIN_COOKIE`]), so another site cannot sign a browser in with the attacker's key.
 
 use super::{render, Chrome, FormBody, PageError};
+use crate::auth::Access;
 use crate::auth::{self, ClientAddress};
 use crate::error::ApiError;
 use crate::keys::{self, Principal, Role};
@@ -51,7 +52,7 @@ pub(crate) struct Session {
 impl Session {
     /// Whether the role may submit, decide, cancel and retry.
     pub(crate) fn can_operate(&self) -> bool {
-        matches!(self.principal.role, Role::Admin | Role::Operator)
+        Access::Operate.allows(self.principal.role)
     }
 
     /// The 403 for a read-only session trying to act (the buttons are hidden, but the server
@@ -61,8 +62,10 @@ impl Session {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
-                "this action requires the operator or admin role; you are signed in as `{}` with the {} role",
-                self.principal.name, self.principal.role
+                "this action requires the {} role; you are signed in as `{}` with the {} role",
+                Access::Operate.required(),
+                self.principal.name,
+                self.principal.role
             )))
         }
     }
@@ -250,7 +253,7 @@ pub(crate) async fn login(
         .await
         .map_err(ApiError::from)?;
     let principal = match principal {
-        Some(p) if p.role != Role::Agent => p,
+        Some(p) if Access::Read.allows(p.role) => p,
         Some(_) => return login_page(
             jar,
             form.next,

@@ -10,6 +10,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use hypercode_engine::engine::NUL_MESSAGE;
 use hypercode_engine::{InputProblem, SubmitError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -112,14 +113,12 @@ pub(crate) async fn check(
     let problems = match parse(&form.input) {
         Ok(input) => match state.engine.check_input(&form.workflow, &input) {
             Ok(()) => Vec::new(),
-            Err(SubmitError::Invalid(problems)) => {
-                problems.into_iter().map(Problem::from).collect()
-            }
-            Err(SubmitError::UnknownWorkflow(name)) => vec![unknown_workflow(&name)],
-            Err(other) => vec![Problem {
-                pointer: String::new(),
-                message: other.to_string(),
-            }],
+            Err(error) => editor_problems(error).unwrap_or_else(|other| {
+                vec![Problem {
+                    pointer: String::new(),
+                    message: other.to_string(),
+                }]
+            }),
         },
         Err(problem) => vec![problem],
     };
@@ -148,16 +147,28 @@ pub(crate) async fn submit(
             tracing::info!(mission = %id, by = %session.principal.name, "submission from the dashboard");
             Ok(Redirect::to(&format!("/missions/{id}")).into_response())
         }
-        Err(SubmitError::Invalid(problems)) => refused(
-            &state,
-            &session,
-            form,
-            problems.into_iter().map(Problem::from).collect(),
-        ),
-        Err(SubmitError::UnknownWorkflow(name)) => {
-            refused(&state, &session, form, vec![unknown_workflow(&name)])
-        }
-        Err(other) => Err(other.into()),
+        Err(error) => match editor_problems(error) {
+            Ok(problems) => refused(&state, &session, form, problems),
+            Err(other) => Err(other.into()),
+        },
+    }
+}
+
+/// What the editor shows for a refused input, located in it: the workflow's problems, an
+/// unknown workflow, a NUL character. Other refusals (a size limit, the idempotency key,
+/// storage) are not about the text being edited and come back as they are.
+fn editor_problems(error: SubmitError) -> Result<Vec<Problem>, SubmitError> {
+    match error {
+        SubmitError::Invalid(problems) => Ok(problems.into_iter().map(Problem::from).collect()),
+        SubmitError::UnknownWorkflow(name) => Ok(vec![Problem {
+            pointer: String::new(),
+            message: format!("no workflow is registered under `{name}`"),
+        }]),
+        SubmitError::NulInInput { pointer } => Ok(vec![Problem {
+            pointer,
+            message: NUL_MESSAGE.to_owned(),
+        }]),
+        other => Err(other),
     }
 }
 
@@ -182,13 +193,6 @@ fn view(state: &AppState, form: SubmitForm, problems: Vec<Problem>) -> SubmitVie
         idempotency_key: form.idempotency_key,
         problems,
         checked: true,
-    }
-}
-
-fn unknown_workflow(name: &str) -> Problem {
-    Problem {
-        pointer: String::new(),
-        message: format!("no workflow is registered under `{name}`"),
     }
 }
 

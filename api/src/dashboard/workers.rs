@@ -11,11 +11,12 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{TimeDelta, Utc};
+use hypercode_engine::engine::WORKER_HEARTBEAT;
 use hypercode_engine::store::{ThroughputBucket, WorkerRecord};
 use std::time::Duration;
 
-/// A worker whose last heartbeat is older than this is shown as lost (workers beat every 2 s).
-const ALIVE_WITHIN: TimeDelta = TimeDelta::seconds(10);
+/// A worker whose last heartbeat is older than this (five missed beats) is shown as lost.
+const ALIVE_WITHIN: TimeDelta = TimeDelta::milliseconds(WORKER_HEARTBEAT.as_millis() as i64 * 5);
 /// Gone workers stay listed this long, so a crash is visible after the fact.
 const REMEMBER: Duration = Duration::from_secs(15 * 60);
 /// The chart's window and bar width.
@@ -36,14 +37,48 @@ pub(crate) struct Held {
     since: Moment,
 }
 
+/// Whether a worker process is beating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerState {
+    /// Its last heartbeat is recent.
+    Alive,
+    /// No heartbeat lately: killed, paused or cut off.
+    Lost,
+    /// Shut down cleanly.
+    Stopped,
+}
+
+impl WorkerState {
+    /// Its state at `now`, from whether it stopped and when it last beat.
+    fn of(worker: &WorkerRecord, now: chrono::DateTime<Utc>) -> Self {
+        if worker.stopped_at.is_some() {
+            Self::Stopped
+        } else if now - worker.heartbeat_at > ALIVE_WITHIN {
+            Self::Lost
+        } else {
+            Self::Alive
+        }
+    }
+}
+
+/// The page's name for it (`alive`, `lost`, `stopped`), also its badge's `data-status`.
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Alive => "alive",
+            Self::Lost => "lost",
+            Self::Stopped => "stopped",
+        })
+    }
+}
+
 /// One worker process.
 pub(crate) struct WorkerRow {
     id: String,
     host: String,
     pid: i32,
     queue: String,
-    /// `alive`, `lost` (no heartbeat lately) or `stopped` (shut down cleanly).
-    state: &'static str,
+    state: WorkerState,
     concurrency: i32,
     busy: usize,
     handled: i64,
@@ -54,19 +89,12 @@ pub(crate) struct WorkerRow {
 
 impl WorkerRow {
     fn new(worker: &WorkerRecord, now: chrono::DateTime<Utc>) -> Self {
-        let state = if worker.stopped_at.is_some() {
-            "stopped"
-        } else if now - worker.heartbeat_at > ALIVE_WITHIN {
-            "lost"
-        } else {
-            "alive"
-        };
         Self {
             id: worker.id.clone(),
             host: worker.host.clone(),
             pid: worker.pid,
             queue: worker.queue.clone(),
-            state,
+            state: WorkerState::of(worker, now),
             concurrency: worker.concurrency,
             busy: worker.running.len(),
             handled: worker.handled,
@@ -188,6 +216,8 @@ pub(crate) struct WorkersView {
 struct WorkersPage<'a> {
     chrome: Chrome,
     v: &'a WorkersView,
+    /// The page refreshes itself at the workers' heartbeat, the pace its data changes at.
+    refresh: Duration,
 }
 
 #[derive(Template)]
@@ -211,7 +241,10 @@ pub(crate) async fn page(
     let queued = state.engine.queue_depth().await.map_err(|e| e.to_string());
     let now = Utc::now();
     let rows: Vec<WorkerRow> = workers.iter().map(|w| WorkerRow::new(w, now)).collect();
-    let alive: Vec<&WorkerRow> = rows.iter().filter(|w| w.state == "alive").collect();
+    let alive: Vec<&WorkerRow> = rows
+        .iter()
+        .filter(|w| w.state == WorkerState::Alive)
+        .collect();
     let view = WorkersView {
         alive: alive.len(),
         capacity: alive.iter().map(|w| i64::from(w.concurrency)).sum(),
@@ -228,6 +261,7 @@ pub(crate) async fn page(
         &WorkersPage {
             chrome: Chrome::new(&session, "Workers and queues", "workers"),
             v: &view,
+            refresh: WORKER_HEARTBEAT,
         },
         &WorkersLive { v: &view },
     )
