@@ -8,7 +8,7 @@
 //! write is logged and tried again at the next tick, never fatal.
 
 use chrono::Utc;
-use hypercode_engine::ids::host_name;
+use hypercode_engine::host_name;
 use hypercode_engine::store::{Store, WorkerBeat};
 use hypercode_engine::Engine;
 use std::sync::atomic::{AtomicU64, Ordering};
