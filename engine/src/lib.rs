@@ -117,7 +117,8 @@ pub use engine::{
     MAX_SAFE_INTEGER,
 };
 pub use error::{
-    ResultExt, Retry, StepError, StoreError, StoreResult, WorkflowError, WorkflowResult,
+    DatabaseError, ResultExt, Retry, StepError, StoreError, StoreResult, WorkflowError,
+    WorkflowResult,
 };
 pub use event::{Event, EventType, NewEvent, UnknownEventType};
 pub use ids::{host_name, LeaseToken, MissionId, WorkerId};
