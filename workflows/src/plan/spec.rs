@@ -254,14 +254,11 @@ pub struct HttpRequest<M = Method> {
 
 /// An HTTP step's undo; its method is `M`, as in [`HttpRequest`].
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(
-    deny_unknown_fields,
-    bound(deserialize = "M: Deserialize<'de> + Default")
-)]
+#[serde(deny_unknown_fields, bound = "M: Deserialize<'de> + Default")]
+#[schemars(rename = "compensate", bound = "M: JsonSchema + Default + Serialize")]
 #[schemars(
-    bound = "M: JsonSchema + Default + Serialize",
-    rename = "compensate",
-    description = "Undoes the step if the mission later fails or is cancelled; may reference the step's own output."
+    description = "Undoes the step if the mission later fails or is cancelled; \
+    may reference the step's own output."
 )]
 pub struct Compensate<M = Method> {
     /// The call that undoes the step; it may reference the step's own output.
