@@ -15,6 +15,7 @@
 //! - `engine` is the facade the API and workers use ([`Engine`]); it wakes workers through
 //!   [`Wake`], which the `workers` crate implements on Redis. This crate never depends on the
 //!   queue.
+//! - [`schedule`] computes cron timing: which ticks of a schedule are due.
 //! - `workflow` is what authors implement ([`Workflow`], typed input and output) and what the
 //!   [`Registry`] stores ([`DynWorkflow`], the same seen through JSON).
 //!
@@ -107,6 +108,7 @@ pub mod postgres;
 pub mod redact;
 mod retry;
 mod runner;
+pub mod schedule;
 mod status;
 pub mod store;
 mod workflow;

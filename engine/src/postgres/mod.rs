@@ -220,8 +220,7 @@ impl MissionStore for PgStore {
     }
 
     async fn history(&self, id: MissionId, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
-        Ok(sqlx::query_as!(
-            Event,
+        sqlx::query!(
             r#"
             select seq, at, type as "kind", step, attempt, data
             from events where mission_id = $1 and seq > $2
@@ -232,7 +231,10 @@ impl MissionStore for PgStore {
             limit,
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|r| feed::to_event(r.seq, r.at, r.kind, r.step, r.attempt, r.data))
+        .collect()
     }
 
     async fn decide(&self, id: MissionId, step: &str, decision: Decision) -> StoreResult<()> {
