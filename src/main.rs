@@ -15,6 +15,7 @@ use hypercode_api::{keys, AppState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
 use hypercode_workers::{queue, reconciler, worker};
 use hypercode_workflows::egress::{EgressClient, EgressPolicy};
+use hypercode_workflows::Dependencies;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -224,9 +225,14 @@ async fn engine(
         max_payload_bytes: settings.max_payload_bytes,
     };
     let store = Arc::new(PgStore::new(pool));
+    // What workflows call outside the engine, built once; each takes what it needs.
+    let deps = Dependencies {
+        http,
+        secrets: store.clone(),
+    };
     let engine = Engine::new(
-        store.clone(),
-        hypercode_workflows::registry(http, store),
+        store,
+        hypercode_workflows::registry(&deps),
         Arc::new(wake),
         config,
     );

@@ -7,8 +7,7 @@
 use crate::keys::KeyError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hypercode_engine::engine::NUL_MESSAGE;
-use hypercode_engine::{StoreError, SubmitError};
+use hypercode_engine::{DatabaseError, StoreError, SubmitError, NUL_MESSAGE};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -116,9 +115,9 @@ pub enum ApiError {
     #[error("the request took too long to process")]
     Timeout,
     /// The database cannot take requests right now: unreachable, out of connections, or too
-    /// slow (see [`is_unavailable`]).
+    /// slow (see [`DatabaseError::is_unavailable`]).
     #[error("the service is temporarily unavailable; retry later")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] DatabaseError),
     /// A service this process depends on does not answer (`GET /readyz`); `checks` has each
     /// one's state, and the problem carries it as an extension member of the same name.
     #[error("{detail}")]
@@ -324,35 +323,12 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(why) => Self::Conflict(why),
-            StoreError::Database(e) if is_unavailable(&e) => Self::Unavailable(e),
+            StoreError::Database(e) if e.is_unavailable() => Self::Unavailable(e),
             // A lost lease is a worker's concern; reaching the API with one is a bug.
             e @ (StoreError::Database(_) | StoreError::LeaseLost(_) | StoreError::Corrupt(_)) => {
                 Self::internal(e)
             }
         }
-    }
-}
-
-/// Whether a database error says the database cannot serve right now rather than that a
-/// request or the code is wrong: it cannot be reached (I/O, TLS, or a protocol error, which is
-/// how sqlx reports a connection closed during its handshake), it has no connection to spare
-/// (the pool timed out or closed, SQLSTATE class 53, e.g. `too_many_connections`), the
-/// connection broke (class 08), the server is shutting down or starting (57P01 to 57P04), or
-/// the statement hit `statement_timeout` (57014). All answer 503 with `Retry-After`.
-pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P")
-                || code == "57014"
-        }),
-        _ => false,
     }
 }
 
@@ -389,14 +365,14 @@ impl From<SubmitError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        StoreError::Database(error).into()
+        StoreError::from(error).into()
     }
 }
 
 impl From<KeyError> for ApiError {
     fn from(error: KeyError) -> Self {
         match error {
-            KeyError::Database(e) => StoreError::Database(e).into(),
+            KeyError::Database(e) => StoreError::from(e).into(),
             other => Self::internal(other),
         }
     }
@@ -471,12 +447,12 @@ mod tests {
         assert_eq!(not_found.class().0, StatusCode::NOT_FOUND);
         let conflict = ApiError::from(StoreError::Conflict("mission x is failed".into()));
         assert_eq!(conflict.class().0, StatusCode::CONFLICT);
-        let busy = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        let busy = ApiError::from(StoreError::from(sqlx::Error::PoolTimedOut));
         assert_eq!(busy.class().0, StatusCode::SERVICE_UNAVAILABLE);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let down = ApiError::from(StoreError::Database(sqlx::Error::Io(refused)));
+        let down = ApiError::from(StoreError::from(sqlx::Error::Io(refused)));
         assert_eq!(down.class().0, StatusCode::SERVICE_UNAVAILABLE);
-        let bug = ApiError::from(StoreError::Database(sqlx::Error::RowNotFound));
+        let bug = ApiError::from(StoreError::from(sqlx::Error::RowNotFound));
         assert_eq!(bug.class().0, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{ApiError, FieldError};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap};
-use hypercode_engine::engine::{nul_pointer, NUL_MESSAGE};
+use hypercode_engine::{nul_pointer, NUL_MESSAGE};
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 

@@ -233,7 +233,7 @@ impl<T, E: std::fmt::Display> ResultExt<T> for Result<T, E> {
 pub enum StoreError {
     /// The database could not be reached or refused a statement.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DatabaseError),
     /// [HC002] Another worker holds the mission now; this worker's write was refused (fencing).
     #[error("[HC002] lease on mission {0} was lost: another worker owns it now")]
     LeaseLost(MissionId),
@@ -246,6 +246,49 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+}
+
+/// A database driver's failure, opaque so that the driver's types stay out of the engine's
+/// public errors; callers ask it what they need to decide ([`DatabaseError::is_unavailable`]).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DatabaseError(sqlx::Error);
+
+impl DatabaseError {
+    /// Whether it says the database cannot serve right now rather than that a request or the
+    /// code is wrong: it cannot be reached (I/O, TLS, or a protocol error, which is how sqlx
+    /// reports a connection closed during its handshake), it has no connection to spare (the
+    /// pool timed out or closed, SQLSTATE class 53, e.g. `too_many_connections`), the
+    /// connection broke (class 08), the server is shutting down or starting (57P01 to 57P04),
+    /// or the statement hit `statement_timeout` (57014).
+    pub fn is_unavailable(&self) -> bool {
+        match &self.0 {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code == "57014"
+            }),
+            _ => false,
+        }
+    }
+}
+
+impl From<sqlx::Error> for DatabaseError {
+    fn from(error: sqlx::Error) -> Self {
+        Self(error)
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(DatabaseError(error))
+    }
 }
 
 /// Result alias for storage calls.

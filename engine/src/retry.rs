@@ -1,17 +1,25 @@
 //! Retry policy: how many attempts a step gets and how long to wait between them.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Exponential backoff with full jitter, capped. Attempt 1 is the first try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schemars(
+    rename = "retry",
+    description = "Exponential backoff with jitter. 5xx, 408, 429, timeouts and connection errors are retried; other 4xx fail at once."
+)]
 pub struct RetryPolicy {
     /// Total attempts, the first one included (1 means no retry).
+    #[schemars(range(min = 1, max = RetryPolicy::MAX_ATTEMPTS))]
     pub max_attempts: u32,
-    /// Backoff before the second attempt; doubled for each further one.
+    /// Backoff before the second attempt; doubled for each further one. At most
+    /// max_backoff_ms.
     pub initial_backoff_ms: u64,
     /// Upper bound of any single backoff.
+    #[schemars(range(max = RetryPolicy::MAX_BACKOFF_MS))]
     pub max_backoff_ms: u64,
 }
 
@@ -26,6 +34,12 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The most attempts a submitted policy may ask for.
+    pub const MAX_ATTEMPTS: u32 = 100;
+
+    /// The longest single backoff a submitted policy may ask for: a day.
+    pub const MAX_BACKOFF_MS: u64 = 86_400_000;
+
     /// One attempt, no retry.
     pub const NONE: RetryPolicy = RetryPolicy {
         max_attempts: 1,

@@ -1,8 +1,15 @@
 //! Workflows: Rust code registered by name, run through a [`Context`] that journals every step.
+//!
+//! Authors implement [`Workflow`], whose input and output are types; the [`Registry`] keeps each
+//! one behind [`DynWorkflow`], the JSON face the engine, the API and the workers call. That face
+//! is derived from the types: validation deserializes the input (locating a problem with a JSON
+//! pointer) and the input's JSON Schema comes from [`JsonSchema`].
 
 use crate::context::Context;
-use crate::error::WorkflowResult;
+use crate::error::{WorkflowError, WorkflowResult};
 use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -33,32 +40,120 @@ impl InputProblem {
 #[async_trait]
 pub trait Workflow: Send + Sync + 'static {
     /// The name missions are submitted under.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
-    /// Check an input at submission, so a bad one is refused with a 4xx instead of failing later.
-    fn validate(&self, input: &Value) -> Result<(), Vec<InputProblem>>;
+    /// What a mission is submitted with. An input that does not deserialize is refused at
+    /// submission, each problem at its JSON pointer; its JSON Schema is published
+    /// (`GET /api/v1/workflows`).
+    type Input: DeserializeOwned + JsonSchema + Send;
 
-    /// A JSON Schema of the input, for clients and tooling (`GET /api/v1/workflows`). The
-    /// default, `{}`, accepts anything; `validate` stays the authority on what is accepted.
-    fn input_schema(&self) -> Value {
-        Value::Object(serde_json::Map::new())
+    /// What a finished mission records as its output.
+    type Output: Serialize + Send;
+
+    /// Rules the input's type cannot say (unique names, references to earlier steps), checked
+    /// at submission after it deserialized, so a bad input is refused with a 4xx instead of
+    /// failing later. The default: none.
+    fn check(&self, _input: &Self::Input) -> Result<(), Vec<InputProblem>> {
+        Ok(())
     }
 
     /// The server-side secrets a valid input references, each with the pointer of the string
     /// that names it. [`Engine::submit`](crate::Engine::submit) refuses an input naming a secret
     /// that does not exist. The default: none.
-    fn secrets_referenced(&self, _input: &Value) -> Vec<(String, String)> {
+    fn secrets_in(&self, _input: &Self::Input) -> Vec<(String, String)> {
         Vec::new()
     }
 
     /// The workflow itself.
+    async fn run(&self, ctx: &mut Context, input: Self::Input) -> WorkflowResult<Self::Output>;
+}
+
+/// A [`Workflow`] seen through JSON: what the registry stores and its callers use. Every
+/// `Workflow` is one; implement `Workflow`, not this.
+#[async_trait]
+pub trait DynWorkflow: sealed::Sealed + Send + Sync {
+    /// The name missions are submitted under.
+    fn name(&self) -> &'static str;
+
+    /// Check an input at submission: it deserializes into the workflow's input type and passes
+    /// [`Workflow::check`].
+    fn validate(&self, input: &Value) -> Result<(), Vec<InputProblem>>;
+
+    /// The input type's JSON Schema (draft 2020-12), for clients and tooling.
+    fn input_schema(&self) -> Value;
+
+    /// The secrets a valid input references ([`Workflow::secrets_in`]); none for an invalid one.
+    fn secrets_referenced(&self, input: &Value) -> Vec<(String, String)>;
+
+    /// Run the workflow on a stored input; its output as JSON.
     async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value>;
+}
+
+mod sealed {
+    /// Only the blanket implementation makes a [`DynWorkflow`](super::DynWorkflow).
+    pub trait Sealed {}
+    impl<W: super::Workflow> Sealed for W {}
+}
+
+#[async_trait]
+impl<W: Workflow> DynWorkflow for W {
+    fn name(&self) -> &'static str {
+        W::NAME
+    }
+
+    fn validate(&self, input: &Value) -> Result<(), Vec<InputProblem>> {
+        self.check(&parse_input::<W::Input>(input)?)
+    }
+
+    fn input_schema(&self) -> Value {
+        schemars::schema_for!(W::Input).to_value()
+    }
+
+    fn secrets_referenced(&self, input: &Value) -> Vec<(String, String)> {
+        parse_input::<W::Input>(input)
+            .map(|input| self.secrets_in(&input))
+            .unwrap_or_default()
+    }
+
+    async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {
+        // Inputs are validated at submission; one that no longer deserializes (the type changed
+        // under a stored mission) fails the mission rather than guessing.
+        let input = parse_input::<W::Input>(&input).map_err(|problems| {
+            WorkflowError::failed(format!(
+                "invalid input: {}",
+                serde_json::to_string(&problems).unwrap_or_default()
+            ))
+        })?;
+        let output = Workflow::run(self, ctx, input).await?;
+        serde_json::to_value(output)
+            .map_err(|e| WorkflowError::failed(format!("the output is not JSON: {e}")))
+    }
+}
+
+/// Deserialize `input` into `T`, or say what is wrong, located by a JSON pointer: what
+/// [`DynWorkflow::validate`] does before [`Workflow::check`].
+pub fn parse_input<T: DeserializeOwned>(input: &Value) -> Result<T, Vec<InputProblem>> {
+    serde_path_to_error::deserialize(input)
+        .map_err(|e| vec![InputProblem::new(pointer(e.path()), e.inner().to_string())])
+}
+
+/// Turn a serde path (`steps[0].http.url`) into an RFC 6901 JSON pointer (`/steps/0/http/url`).
+fn pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } => Some(key.replace('~', "~0").replace('/', "~1")),
+            Segment::Enum { variant } => Some(variant.clone()),
+            Segment::Unknown => None,
+        })
+        .fold(String::new(), |acc, part| format!("{acc}/{part}"))
 }
 
 /// The workflows a process knows, by name.
 #[derive(Default, Clone)]
 pub struct Registry {
-    workflows: BTreeMap<&'static str, Arc<dyn Workflow>>,
+    workflows: BTreeMap<&'static str, Arc<dyn DynWorkflow>>,
 }
 
 impl Registry {
@@ -68,13 +163,13 @@ impl Registry {
     }
 
     /// Add a workflow; a later one with the same name replaces the earlier.
-    pub fn register(mut self, workflow: impl Workflow) -> Self {
-        self.workflows.insert(workflow.name(), Arc::new(workflow));
+    pub fn register<W: Workflow>(mut self, workflow: W) -> Self {
+        self.workflows.insert(W::NAME, Arc::new(workflow));
         self
     }
 
     /// The workflow registered under `name`.
-    pub fn get(&self, name: &str) -> Option<Arc<dyn Workflow>> {
+    pub fn get(&self, name: &str) -> Option<Arc<dyn DynWorkflow>> {
         self.workflows.get(name).cloned()
     }
 
@@ -87,5 +182,69 @@ impl Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.workflows.keys()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Greeting {
+        names: Vec<String>,
+        #[serde(rename = "a/b~c")]
+        odd: Option<u8>,
+    }
+
+    struct Greet;
+
+    #[async_trait]
+    impl Workflow for Greet {
+        const NAME: &'static str = "greet";
+        type Input = Greeting;
+        type Output = usize;
+
+        fn check(&self, input: &Greeting) -> Result<(), Vec<InputProblem>> {
+            match input.names.is_empty() {
+                true => Err(vec![InputProblem::new("/names", "greet someone")]),
+                false => Ok(()),
+            }
+        }
+
+        async fn run(&self, _: &mut Context, input: Greeting) -> WorkflowResult<usize> {
+            Ok(input.names.len() + usize::from(input.odd.unwrap_or_default()))
+        }
+    }
+
+    #[test]
+    fn validation_points_at_what_does_not_deserialize_then_checks() {
+        let greet: &dyn DynWorkflow = &Greet;
+        assert_eq!(greet.validate(&json!({"names": ["ada"]})), Ok(()));
+        let wrong = greet.validate(&json!({"names": ["ada", 7]})).unwrap_err();
+        assert_eq!(wrong[0].pointer, "/names/1");
+        let escaped = greet
+            .validate(&json!({"names": ["ada"], "a/b~c": 300}))
+            .unwrap_err();
+        assert_eq!(escaped[0].pointer, "/a~1b~0c");
+        let unknown = greet.validate(&json!({"names": [], "x": 1})).unwrap_err();
+        assert!(unknown[0].message.contains("unknown field"), "{unknown:?}");
+        let checked = greet.validate(&json!({"names": []})).unwrap_err();
+        assert_eq!(checked, [InputProblem::new("/names", "greet someone")]);
+    }
+
+    #[test]
+    fn the_schema_is_derived_from_the_input_type() {
+        let schema = Greet.input_schema();
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(schema["required"], json!(["names"]));
+        assert_eq!(schema["additionalProperties"], false);
+        let registry = Registry::new().register(Greet);
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["greet"]);
     }
 }

@@ -8,6 +8,8 @@ use hypercode_engine::{
     Context, Engine, EngineConfig, MissionId, MissionStatus, Registry, RunOutcome, Step, StepError,
     StepStatus, StoreError, Wake, WakeError, WorkerId, Workflow, WorkflowResult,
 };
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,12 +46,9 @@ struct Counting(Arc<Probe>);
 
 #[async_trait]
 impl Workflow for Counting {
-    fn name(&self) -> &'static str {
-        "counting"
-    }
-    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
-        Ok(())
-    }
+    const NAME: &'static str = "counting";
+    type Input = Value;
+    type Output = Value;
     async fn run(&self, ctx: &mut Context, _input: Value) -> WorkflowResult<Value> {
         let first = if self.0.renamed.load(Ordering::SeqCst) {
             "first-renamed"
@@ -76,12 +75,9 @@ struct Panics;
 
 #[async_trait]
 impl Workflow for Panics {
-    fn name(&self) -> &'static str {
-        "panics"
-    }
-    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
-        Ok(())
-    }
+    const NAME: &'static str = "panics";
+    type Input = Value;
+    type Output = Value;
     async fn run(&self, _: &mut Context, _: Value) -> WorkflowResult<Value> {
         panic!("boom")
     }
@@ -90,17 +86,20 @@ impl Workflow for Panics {
 /// Asks for an approval whose message is `text` repeated `times` (the input stays small).
 struct Asks;
 
+/// What `asks` is submitted with.
+#[derive(Deserialize, JsonSchema)]
+struct Question {
+    text: String,
+    times: usize,
+}
+
 #[async_trait]
 impl Workflow for Asks {
-    fn name(&self) -> &'static str {
-        "asks"
-    }
-    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
-        Ok(())
-    }
-    async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {
-        let text = input["text"].as_str().unwrap_or_default();
-        let message = text.repeat(input["times"].as_u64().unwrap_or(1) as usize);
+    const NAME: &'static str = "asks";
+    type Input = Question;
+    type Output = Value;
+    async fn run(&self, ctx: &mut Context, input: Question) -> WorkflowResult<Value> {
+        let message = input.text.repeat(input.times);
         let approval = hypercode_engine::Approval {
             message,
             timeout: None,
@@ -114,13 +113,10 @@ struct Generations;
 
 #[async_trait]
 impl Workflow for Generations {
-    fn name(&self) -> &'static str {
-        "generations"
-    }
-    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
-        Ok(())
-    }
-    async fn run(&self, ctx: &mut Context, _: Value) -> WorkflowResult<Value> {
+    const NAME: &'static str = "generations";
+    type Input = Value;
+    type Output = u32;
+    async fn run(&self, ctx: &mut Context, _: Value) -> WorkflowResult<u32> {
         let generation = ctx.retry_generation();
         ctx.step(Step::new("check"), || async move {
             if generation < 2 {
@@ -129,7 +125,6 @@ impl Workflow for Generations {
             Ok(generation)
         })
         .await
-        .map(|g: u32| json!(g))
     }
 }
 
@@ -454,7 +449,7 @@ async fn events_are_append_only(pool: PgPool) {
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn concurrent_writes_commit_together_and_stay_fenced_one_by_one(pool: PgPool) {
-    use hypercode_engine::event::{EventType, NewEvent};
+    use hypercode_engine::{EventType, NewEvent};
     let store = PgStore::new(pool);
     let worker = WorkerId("w".into());
     let mut leases = Vec::new();
@@ -470,7 +465,7 @@ async fn concurrent_writes_commit_together_and_stay_fenced_one_by_one(pool: PgPo
         );
     }
     let mut stale = leases[7];
-    stale.token = hypercode_engine::ids::LeaseToken(stale.token.0 - 1);
+    stale.token = hypercode_engine::LeaseToken(stale.token.0 - 1);
     let transition = || Transition {
         mission: MissionChange::Keep,
         steps: vec![],

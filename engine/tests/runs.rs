@@ -36,12 +36,9 @@ struct Hangs(Arc<Notify>);
 
 #[async_trait]
 impl Workflow for Hangs {
-    fn name(&self) -> &'static str {
-        "hangs"
-    }
-    fn validate(&self, _: &Value) -> Result<(), Vec<hypercode_engine::InputProblem>> {
-        Ok(())
-    }
+    const NAME: &'static str = "hangs";
+    type Input = Value;
+    type Output = Value;
     async fn run(&self, ctx: &mut Context, _: Value) -> WorkflowResult<Value> {
         let entered = self.0.clone();
         ctx.step(Step::new("forever"), || async move {

@@ -8,7 +8,7 @@
 //! write is logged and tried again at the next tick, never fatal.
 
 use chrono::Utc;
-use hypercode_engine::ids::host_name;
+use hypercode_engine::host_name;
 use hypercode_engine::store::{Store, WorkerBeat};
 use hypercode_engine::Engine;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a worker reports. A reader should treat a worker unheard of for a few intervals
 /// as gone (or paused: its leases tell whether its missions were taken over).
-pub const HEARTBEAT: Duration = hypercode_engine::engine::WORKER_HEARTBEAT;
+pub const HEARTBEAT: Duration = hypercode_engine::WORKER_HEARTBEAT;
 
 /// Workers unheard of this long are deleted: long enough to read what happened overnight.
 pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);

@@ -1,8 +1,9 @@
 //! Concrete workflows built on the engine. Each module owns one workflow; [`registry`] lists
 //! them all so the API (validation) and the workers (execution) agree on what exists.
 //!
-//! Workflows here never touch SQL or Redis: they only call the engine's [`Context`] (and, for
-//! the secrets plans reference, the engine's [`SecretStore`] contract).
+//! Workflows here never touch SQL or Redis: they only call the engine's [`Context`] and the
+//! clients handed to them in [`Dependencies`] (the egress-checked HTTP client, the engine's
+//! [`SecretStore`] contract).
 //!
 //! [`SecretStore`]: hypercode_engine::store::SecretStore
 //!
@@ -16,8 +17,26 @@ use hypercode_engine::store::SecretStore;
 use hypercode_engine::Registry;
 use std::sync::Arc;
 
-/// Every workflow this build ships, ready to run with `http` as the outbound HTTP client and
-/// `secrets` as where plans' `{{secrets.NAME}}` are read from.
-pub fn registry(http: EgressClient, secrets: Arc<dyn SecretStore>) -> Registry {
-    Registry::new().register(plan::PlanWorkflow::new(http, secrets))
+/// What the workflows of this build call outside the engine, built once by the binary. Each
+/// workflow takes the clients it needs from it, so a workflow that needs a new one adds a field
+/// here rather than a parameter to [`registry`] and to every caller's call.
+#[derive(Clone)]
+pub struct Dependencies {
+    /// Outbound HTTP, checked against the egress policy.
+    pub http: EgressClient,
+    /// Where plans' `{{secrets.NAME}}` are read from.
+    pub secrets: Arc<dyn SecretStore>,
+}
+
+impl std::fmt::Debug for Dependencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependencies")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every workflow this build ships, each given what it needs from `deps`.
+pub fn registry(deps: &Dependencies) -> Registry {
+    Registry::new().register(plan::PlanWorkflow::new(deps))
 }

@@ -10,7 +10,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use hypercode_engine::engine::NUL_MESSAGE;
+use hypercode_engine::NUL_MESSAGE;
 use hypercode_engine::{InputProblem, SubmitError};
 use serde::Deserialize;
 use serde_json::Value;

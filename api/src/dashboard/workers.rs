@@ -11,7 +11,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{TimeDelta, Utc};
-use hypercode_engine::engine::WORKER_HEARTBEAT;
+use hypercode_engine::WORKER_HEARTBEAT;
 use hypercode_engine::store::{ThroughputBucket, WorkerRecord};
 use std::time::Duration;
 

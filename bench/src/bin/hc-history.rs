@@ -12,6 +12,7 @@ use hypercode_engine::postgres::PgStore;
 use hypercode_engine::store::MissionStore;
 use hypercode_engine::{Engine, EngineConfig, MissionId, RunOutcome, Wake, WakeError};
 use hypercode_workflows::egress::{EgressClient, EgressPolicy};
+use hypercode_workflows::Dependencies;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -93,10 +94,10 @@ async fn main() -> Result<()> {
     let store = Arc::new(PgStore::new(pool.clone()));
     let engine = Engine::new(
         store.clone(),
-        hypercode_workflows::registry(
-            EgressClient::new(reqwest::Client::builder(), EgressPolicy::default())?,
-            store.clone(),
-        ),
+        hypercode_workflows::registry(&Dependencies {
+            http: EgressClient::new(reqwest::Client::builder(), EgressPolicy::default())?,
+            secrets: store.clone(),
+        }),
         Arc::new(NoWake),
         EngineConfig::default(),
     );

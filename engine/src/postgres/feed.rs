@@ -243,7 +243,7 @@ impl EventFeed for PgStore {
                 break settled;
             }
             if Instant::now() > deadline {
-                return Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                return Err(StoreError::from(sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the event feed's horizon did not settle: a transaction has held an xid for too long",
                 ))));

@@ -31,14 +31,12 @@ pub async fn call(
     request: &HttpRequest,
     key: &str,
 ) -> Result<Value, StepError> {
-    let method = Method::from_bytes(request.method.as_bytes())
-        .map_err(|_| StepError::fatal(format!("invalid method `{}`", request.method)))?;
     // Templates may have made an invalid URL of a valid one.
     let url =
         Url::parse(&request.url).map_err(|e| StepError::fatal(format!("invalid URL: {e}")))?;
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
     let mut hop = Hop {
-        method,
+        method: request.method.into(),
         url,
         body: request.body.as_ref(),
         plan_origin: true,

@@ -16,13 +16,16 @@
 //! day) runs the call again instead of replaying the failure the retry means to get past.
 
 mod http;
-mod schema;
 mod spec;
 mod template;
 
-pub use spec::{Action, Compensate, HttpRequest, Plan, PlanStep};
+pub use spec::{
+    Action, ApprovalSpec, Compensate, HttpRequest, Method, Plan, PlanSpec, PlanStep, SleepSpec,
+    StepSpec, SubmittedMethod,
+};
 
 use crate::egress::EgressClient;
+use crate::Dependencies;
 use async_trait::async_trait;
 use hypercode_engine::store::SecretStore;
 use hypercode_engine::{
@@ -43,10 +46,13 @@ pub struct PlanWorkflow {
 }
 
 impl PlanWorkflow {
-    /// A plan runner that makes its calls with `http`, reading the secrets plans reference
-    /// from `secrets`.
-    pub fn new(http: EgressClient, secrets: Arc<dyn SecretStore>) -> Self {
-        Self { http, secrets }
+    /// A plan runner that makes its calls with the egress-checked HTTP client, reading the
+    /// secrets plans reference from the secret store.
+    pub fn new(deps: &Dependencies) -> Self {
+        Self {
+            http: deps.http.clone(),
+            secrets: deps.secrets.clone(),
+        }
     }
 
     /// How this run makes the call whose idempotency key is `key`.
@@ -69,20 +75,16 @@ impl std::fmt::Debug for PlanWorkflow {
 
 #[async_trait]
 impl Workflow for PlanWorkflow {
-    fn name(&self) -> &'static str {
-        "plan"
+    const NAME: &'static str = "plan";
+    type Input = PlanSpec;
+    type Output = Value;
+
+    fn check(&self, input: &PlanSpec) -> Result<(), Vec<InputProblem>> {
+        Plan::checked(input).map(drop)
     }
 
-    fn validate(&self, input: &Value) -> Result<(), Vec<InputProblem>> {
-        Plan::parse(input).map(|_| ())
-    }
-
-    fn input_schema(&self) -> Value {
-        schema::input_schema()
-    }
-
-    fn secrets_referenced(&self, input: &Value) -> Vec<(String, String)> {
-        let Ok(plan) = Plan::parse(input) else {
+    fn secrets_in(&self, input: &PlanSpec) -> Vec<(String, String)> {
+        let Ok(plan) = Plan::checked(input) else {
             return Vec::new();
         };
         let mut found = Vec::new();
@@ -98,8 +100,8 @@ impl Workflow for PlanWorkflow {
         found
     }
 
-    async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {
-        let plan = Plan::parse(&input).map_err(|problems| {
+    async fn run(&self, ctx: &mut Context, input: PlanSpec) -> WorkflowResult<Value> {
+        let plan = Plan::checked(&input).map_err(|problems| {
             WorkflowError::failed(format!(
                 "invalid plan: {}",
                 serde_json::to_string(&problems).unwrap_or_default()

@@ -1,17 +1,99 @@
-//! The plan's JSON shape and its validation. Parsing reports every problem with a JSON pointer
-//! into the input, so a client can show each one next to the field it concerns.
+//! The plan's JSON shape and its validation. The shape is a set of serde types whose JSON Schema
+//! is derived from them (their doc comments are what clients read); [`Plan::checked`] adds the
+//! rules a schema cannot say well (unique names, templates referencing earlier steps) and
+//! reports every problem with a JSON pointer into the input, so a client can show each one next
+//! to the field it concerns.
 
 use super::template;
 use hypercode_engine::{Approval, InputProblem, RetryPolicy};
 use reqwest::header::{HeaderName, HeaderValue};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
-pub(crate) const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 pub(crate) const MAX_TIMEOUT_MS: u64 = 300_000;
 pub(crate) const MAX_WAIT_S: f64 = 366.0 * 24.0 * 3600.0;
-pub(crate) const MAX_ATTEMPTS: u32 = 100;
+const MAX_WAIT_MS: u64 = MAX_WAIT_S as u64 * 1000;
+
+/// A `plan` mission's input, as submitted: checked by [`Plan::checked`]. Its JSON Schema is
+/// derived from these types: the doc comments below are what clients read.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "plan",
+    description = "A declarative mission: steps run in order, each with exactly one action (http, approval, sleep or noop).",
+    extend("$id" = "https://hypercode.dev/schemas/workflows/plan/input.json")
+)]
+pub struct PlanSpec {
+    /// The steps, in execution order.
+    #[schemars(length(min = 1))]
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step as submitted: its action is whichever one of `http`, `approval`, `sleep` and
+/// `noop` is present.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "step",
+    extend(
+        "oneOf" = [
+            { "required": ["http"] },
+            { "required": ["approval"] },
+            { "required": ["sleep"] },
+            { "required": ["noop"] }
+        ],
+        "dependentSchemas" = {
+            "retry": { "required": ["http"] },
+            "compensate": { "required": ["http"] }
+        }
+    )
+)]
+pub struct StepSpec {
+    /// Unique within the plan.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,100}$"))]
+    pub name: String,
+    /// An HTTP call.
+    pub http: Option<HttpRequest<SubmittedMethod>>,
+    /// Waits for a human decision; a timeout counts as a rejection.
+    pub approval: Option<ApprovalSpec>,
+    /// A durable sleep.
+    pub sleep: Option<SleepSpec>,
+    /// Any JSON but null: recorded as the step's output.
+    #[schemars(extend("not" = { "type": "null" }))]
+    pub noop: Option<Value>,
+    /// The HTTP call's retry policy.
+    pub retry: Option<RetryPolicy>,
+    /// Undoes the step if the mission later fails or is cancelled; may reference the step's
+    /// own output.
+    pub compensate: Option<Compensate<SubmittedMethod>>,
+}
+
+/// Waits for a human decision; a timeout counts as a rejection.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "approval")]
+pub struct ApprovalSpec {
+    /// What the approver is asked, in at most maxLength bytes of UTF-8 (a JSON Schema counts
+    /// maxLength in characters: the byte limit is the one enforced).
+    #[serde(default)]
+    #[schemars(length(max = Approval::MAX_MESSAGE_BYTES))]
+    pub message: String,
+    /// Seconds after which no decision counts as a rejection; at most a year.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = MAX_WAIT_S))]
+    pub timeout_s: Option<f64>,
+}
+
+/// A durable sleep.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "sleep")]
+pub struct SleepSpec {
+    /// How long, in milliseconds; at most a year.
+    #[schemars(range(max = MAX_WAIT_MS))]
+    pub ms: u64,
+}
 
 /// A validated plan.
 #[derive(Debug, Clone)]
@@ -55,104 +137,145 @@ pub enum Action {
     Noop(Value),
 }
 
-/// An HTTP call, before or after its templates are resolved.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpRequest {
+/// The HTTP methods a plan may use; on the wire, their upper-case names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs)]
+pub enum Method {
+    #[default]
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+    Options,
+}
+
+impl Method {
+    /// Every method, in the order error messages list them.
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+        Method::Head,
+        Method::Options,
+    ];
+
+    /// Its wire name (`GET`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        }
+    }
+
+    /// The method named `name` exactly (upper case), if a plan may use it.
+    fn parse(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+impl From<Method> for reqwest::Method {
+    fn from(method: Method) -> Self {
+        match method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+            Method::Head => reqwest::Method::HEAD,
+            Method::Options => reqwest::Method::OPTIONS,
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A method as submitted, any string: [`Plan::checked`] turns it into a [`Method`], so an
+/// unknown one is reported beside the plan's other problems instead of ending the parse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(inline)]
+pub struct SubmittedMethod(#[schemars(with = "Method")] String);
+
+impl Default for SubmittedMethod {
+    fn default() -> Self {
+        Self(Method::default().as_str().to_owned())
+    }
+}
+
+/// An HTTP call, before or after its templates are resolved; its method is `M`: a
+/// [`SubmittedMethod`] as submitted, a [`Method`] once checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    bound(deserialize = "M: Deserialize<'de> + Default")
+)]
+#[schemars(
+    bound = "M: JsonSchema + Default + Serialize",
+    rename = "http",
+    description = "An HTTP call; 2xx succeeds with output {\"status\", \"body\"}. Strings in url, headers and body may reference earlier outputs: {{steps.NAME.output.PATH}} and {{mission.id}}."
+)]
+pub struct HttpRequest<M = Method> {
     /// GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// An http(s) URL.
-    pub url: String,
-    /// Extra request headers.
     #[serde(default)]
+    pub method: M,
+    /// An http or https URL with a host.
+    pub url: String,
+    /// Extra request headers. Names are HTTP tokens; values have no control characters but
+    /// tab (no CR, LF or NUL), also once their templates are resolved: a resolved value that
+    /// does fails the step for good.
+    #[serde(default)]
+    #[schemars(extend(
+        "propertyNames" = { "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" },
+        "additionalProperties" = { "type": "string", "pattern": "^[^\\u0000-\\u0008\\u000A-\\u001F\\u007F]*$" }
+    ))]
     pub headers: BTreeMap<String, String>,
-    /// A JSON body.
+    /// A JSON body (any JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
-    /// Per-attempt timeout.
+    /// Per-attempt timeout, in milliseconds.
     #[serde(default = "default_timeout_ms")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     pub timeout_ms: u64,
 }
 
-/// An HTTP step's undo.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Compensate {
+/// An HTTP step's undo; its method is `M`, as in [`HttpRequest`].
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, bound = "M: Deserialize<'de> + Default")]
+#[schemars(rename = "compensate", bound = "M: JsonSchema + Default + Serialize")]
+#[schemars(
+    description = "Undoes the step if the mission later fails or is cancelled; \
+    may reference the step's own output."
+)]
+pub struct Compensate<M = Method> {
     /// The call that undoes the step; it may reference the step's own output.
-    pub http: HttpRequest,
+    pub http: HttpRequest<M>,
     /// Its retry policy.
-    #[serde(default)]
     pub retry: Option<RetryPolicy>,
-}
-
-fn default_method() -> String {
-    "GET".to_owned()
 }
 
 fn default_timeout_ms() -> u64 {
     10_000
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlan {
-    steps: Vec<RawStep>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStep {
-    name: String,
-    #[serde(default)]
-    http: Option<HttpRequest>,
-    #[serde(default)]
-    approval: Option<RawApproval>,
-    #[serde(default)]
-    sleep: Option<RawSleep>,
-    #[serde(default)]
-    noop: Option<Value>,
-    #[serde(default)]
-    retry: Option<RetryPolicy>,
-    #[serde(default)]
-    compensate: Option<Compensate>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApproval {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    timeout_s: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSleep {
-    ms: u64,
-}
-
-/// Turn a serde path (`steps[0].http.url`) into a JSON pointer (`/steps/0/http/url`).
-pub(crate) fn pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    path.iter()
-        .filter_map(|segment| match segment {
-            Segment::Seq { index } => Some(index.to_string()),
-            Segment::Map { key } => Some(key.replace('~', "~0").replace('/', "~1")),
-            Segment::Enum { variant } => Some(variant.clone()),
-            Segment::Unknown => None,
-        })
-        .fold(String::new(), |acc, part| format!("{acc}/{part}"))
-}
-
 impl Plan {
-    /// Parse and validate a plan, collecting every problem found.
-    pub fn parse(input: &Value) -> Result<Plan, Vec<InputProblem>> {
-        let raw: RawPlan = serde_path_to_error::deserialize(input)
-            .map_err(|e| vec![InputProblem::new(pointer(e.path()), e.inner().to_string())])?;
+    /// Check a submitted plan and build the validated one, collecting every problem found.
+    pub fn checked(spec: &PlanSpec) -> Result<Plan, Vec<InputProblem>> {
         let mut problems = Vec::new();
-        if raw.steps.is_empty() {
+        if spec.steps.is_empty() {
             problems.push(InputProblem::new(
                 "/steps",
                 "a plan needs at least one step",
@@ -161,8 +284,8 @@ impl Plan {
         // Each name's first position: what a reference is checked against (a list of the earlier
         // names per step would make parsing quadratic in the plan's length).
         let mut first_at: HashMap<&str, usize> = HashMap::new();
-        let mut steps = Vec::with_capacity(raw.steps.len());
-        for (index, step) in raw.steps.iter().enumerate() {
+        let mut steps = Vec::with_capacity(spec.steps.len());
+        for (index, step) in spec.steps.iter().enumerate() {
             let at = format!("/steps/{index}");
             let first = *first_at.entry(step.name.as_str()).or_insert(index);
             if !valid_name(&step.name) {
@@ -184,14 +307,7 @@ impl Plan {
                 request: &runs_before(index),
                 compensation: &runs_before(index + 1),
             };
-            if let Some(action) = check_step(step, &at, &scopes, &mut problems) {
-                steps.push(PlanStep {
-                    name: step.name.clone(),
-                    action,
-                    retry: step.retry,
-                    compensate: step.compensate.clone(),
-                });
-            }
+            steps.extend(check_step(step, &at, &scopes, &mut problems));
         }
         if problems.is_empty() {
             Ok(Plan { steps })
@@ -216,11 +332,11 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn check_step(
-    step: &RawStep,
+    step: &StepSpec,
     at: &str,
     scopes: &Scopes<'_>,
     problems: &mut Vec<InputProblem>,
-) -> Option<Action> {
+) -> Option<PlanStep> {
     let actions = [
         step.http.is_some(),
         step.approval.is_some(),
@@ -237,14 +353,15 @@ fn check_step(
     if let Some(retry) = &step.retry {
         check_retry(retry, &format!("{at}/retry"), problems);
     }
-    if let Some(undo) = &step.compensate {
+    // `None`: no undo; `Some(None)`: an undo with a problem (reported).
+    let compensate = step.compensate.as_ref().map(|undo| {
         if step.http.is_none() {
             problems.push(InputProblem::new(
                 format!("{at}/compensate"),
                 "only an `http` step can have a compensation",
             ));
         }
-        check_http(
+        let http = check_http(
             &undo.http,
             &format!("{at}/compensate/http"),
             scopes.compensation,
@@ -253,10 +370,28 @@ fn check_step(
         if let Some(retry) = &undo.retry {
             check_retry(retry, &format!("{at}/compensate/retry"), problems);
         }
-    }
+        http.map(|http| Compensate {
+            http,
+            retry: undo.retry,
+        })
+    });
+    let checked = |action| PlanStep {
+        name: step.name.clone(),
+        action,
+        retry: None,
+        compensate: None,
+    };
     if let Some(request) = &step.http {
-        check_http(request, &format!("{at}/http"), scopes.request, problems);
-        return Some(Action::Http(request.clone()));
+        let request = check_http(request, &format!("{at}/http"), scopes.request, problems);
+        let compensate = match compensate {
+            Some(undo) => Some(undo?),
+            None => None,
+        };
+        return Some(PlanStep {
+            retry: step.retry,
+            compensate,
+            ..checked(Action::Http(request?))
+        });
     }
     if step.retry.is_some() {
         problems.push(InputProblem::new(
@@ -283,29 +418,29 @@ fn check_step(
                 ));
             }
         }
-        return Some(Action::Approval {
+        return Some(checked(Action::Approval {
             message: approval.message.clone(),
             timeout_s: approval.timeout_s,
-        });
+        }));
     }
     if let Some(value) = &step.noop {
-        return Some(Action::Noop(value.clone()));
+        return Some(checked(Action::Noop(value.clone())));
     }
     let sleep = step.sleep.as_ref()?;
-    if sleep.ms as f64 > MAX_WAIT_S * 1000.0 {
+    if sleep.ms > MAX_WAIT_MS {
         problems.push(InputProblem::new(
             format!("{at}/sleep/ms"),
             "must be at most a year",
         ));
     }
-    Some(Action::Sleep { ms: sleep.ms })
+    Some(checked(Action::Sleep { ms: sleep.ms }))
 }
 
 fn check_retry(retry: &RetryPolicy, at: &str, problems: &mut Vec<InputProblem>) {
-    if !(1..=MAX_ATTEMPTS).contains(&retry.max_attempts) {
+    if !(1..=RetryPolicy::MAX_ATTEMPTS).contains(&retry.max_attempts) {
         problems.push(InputProblem::new(
             format!("{at}/max_attempts"),
-            format!("must be 1 to {MAX_ATTEMPTS}"),
+            format!("must be 1 to {}", RetryPolicy::MAX_ATTEMPTS),
         ));
     }
     if retry.initial_backoff_ms > retry.max_backoff_ms {
@@ -314,7 +449,7 @@ fn check_retry(retry: &RetryPolicy, at: &str, problems: &mut Vec<InputProblem>) 
             "must not exceed max_backoff_ms",
         ));
     }
-    if retry.max_backoff_ms > 86_400_000 {
+    if retry.max_backoff_ms > RetryPolicy::MAX_BACKOFF_MS {
         problems.push(InputProblem::new(
             format!("{at}/max_backoff_ms"),
             "must be at most a day",
@@ -355,15 +490,17 @@ impl HttpRequest {
 }
 
 fn check_http(
-    request: &HttpRequest,
+    request: &HttpRequest<SubmittedMethod>,
     at: &str,
     in_scope: &dyn Fn(&str) -> bool,
     problems: &mut Vec<InputProblem>,
-) {
-    if !METHODS.contains(&request.method.as_str()) {
+) -> Option<HttpRequest> {
+    let method = Method::parse(&request.method.0);
+    if method.is_none() {
+        let all: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
         problems.push(InputProblem::new(
             format!("{at}/method"),
-            format!("must be one of {}", METHODS.join(", ")),
+            format!("must be one of {}", all.join(", ")),
         ));
     }
     if !(1..=MAX_TIMEOUT_MS).contains(&request.timeout_ms) {
@@ -401,6 +538,13 @@ fn check_http(
     if let Some(body) = &request.body {
         template::check_value(body, in_scope, &format!("{at}/body"), problems);
     }
+    Some(HttpRequest {
+        method: method?,
+        url: request.url.clone(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+        timeout_ms: request.timeout_ms,
+    })
 }
 
 #[cfg(test)]
@@ -408,13 +552,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Parse as a submission is: deserialize (problems located by the engine), then check.
+    fn parse(input: &Value) -> Result<Plan, Vec<InputProblem>> {
+        hypercode_engine::parse_input::<PlanSpec>(input).and_then(|spec| Plan::checked(&spec))
+    }
+
     fn problems(input: Value) -> Vec<InputProblem> {
-        Plan::parse(&input).expect_err("plan should be invalid")
+        parse(&input).expect_err("plan should be invalid")
     }
 
     #[test]
     fn accepts_a_full_plan() {
-        let plan = Plan::parse(&json!({"steps": [
+        let plan = parse(&json!({"steps": [
             {"name": "a", "http": {"method": "POST", "url": "http://127.0.0.1:1/x", "body": {"n": 1}},
              "retry": {"max_attempts": 5}, "compensate": {"http": {"method": "DELETE", "url": "http://127.0.0.1:1/x/{{steps.a.output.body.id}}"}}},
             {"name": "b", "approval": {"message": "ok?", "timeout_s": 60}},
@@ -487,7 +636,7 @@ mod tests {
         );
 
         let request = |header: &str, url: &str| HttpRequest {
-            method: "GET".into(),
+            method: Method::Get,
             url: url.into(),
             headers: [("X-A".to_owned(), header.to_owned())].into(),
             body: None,
@@ -507,10 +656,49 @@ mod tests {
     fn caps_approval_messages_in_bytes() {
         let plan =
             |message: String| json!({"steps": [{"name": "a", "approval": {"message": message}}]});
-        assert!(Plan::parse(&plan("\u{e9}".repeat(2048))).is_ok());
+        assert!(parse(&plan("\u{e9}".repeat(2048))).is_ok());
         assert_eq!(
             problems(plan("\u{e9}".repeat(2049)))[0].pointer,
             "/steps/0/approval/message"
+        );
+    }
+
+    #[test]
+    fn the_schema_describes_steps_with_exactly_one_action() {
+        let schema = schemars::schema_for!(PlanSpec).to_value();
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(schema["title"], "plan");
+        assert_eq!(schema["required"], json!(["steps"]));
+        let step = &schema["$defs"]["step"];
+        let actions: Vec<&str> = step["oneOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|one| one["required"][0].as_str())
+            .collect();
+        assert_eq!(actions, ["http", "approval", "sleep", "noop"]);
+        for key in [
+            "name",
+            "http",
+            "approval",
+            "sleep",
+            "noop",
+            "retry",
+            "compensate",
+        ] {
+            assert!(step["properties"].get(key).is_some(), "{key}");
+        }
+        let methods = &schema["$defs"]["Method"]["enum"];
+        assert_eq!(
+            *methods,
+            json!(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+        );
+        assert_eq!(
+            schema["$defs"]["retry"]["properties"]["max_attempts"]["maximum"],
+            100
         );
     }
 

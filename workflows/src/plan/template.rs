@@ -296,7 +296,7 @@ impl Scope {
     ) -> Result<HttpRequest, TemplateError> {
         let text = |s: &str| self.resolve_str(s, secrets).map(|v| as_text(&v));
         Ok(HttpRequest {
-            method: request.method.clone(),
+            method: request.method,
             url: text(&request.url)?,
             headers: request
                 .headers
