@@ -1,6 +1,10 @@
 //! Roles on API keys, route class by route class: `admin` and `operator` read and operate,
 //! `viewer` only reads, `agent` reaches no mission route at all. A refused call is a 403
 //! problem that names the roles it needs and the key's role, and changes nothing.
+//!
+//! The matrix needs a worker (approvals are decided on missions that wait); that
+//! authentication comes before roles, and roles before the path, is tested in process in
+//! `api/tests/requests.rs`.
 
 mod common;
 
@@ -132,45 +136,4 @@ async fn every_role_against_every_route_class() {
             assert_eq!(untouched["status"], "waiting", "{untouched}");
         }
     }
-}
-
-#[tokio::test]
-async fn authentication_comes_before_roles() {
-    let h = Harness::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
-    let agent = h.create_key("bot", "agent").await;
-
-    // No key or a bad key is a 401 whatever the route; a key of the wrong role is a 403.
-    let anonymous = h.send(h.http.get(h.url("/api/v1/missions"))).await;
-    anonymous.problem(401);
-    let forbidden = h
-        .send(as_key(&h, &agent, Method::GET, "/api/v1/missions"))
-        .await;
-    assert_forbidden(&forbidden, "viewer, operator or admin", "agent", "list");
-    // The role is checked before the path: a malformed id is still a 403 for an agent.
-    let malformed = h
-        .send(as_key(&h, &agent, Method::GET, "/api/v1/missions/nope"))
-        .await;
-    assert_forbidden(&malformed, "viewer, operator or admin", "agent", "show");
-    // Bearer keys carry their role too.
-    let bearer = h
-        .send(
-            h.http
-                .get(h.url("/api/v1/missions"))
-                .header("Authorization", format!("Bearer {agent}")),
-        )
-        .await;
-    bearer.problem(403);
-    // Unknown routes and wrong methods keep their own statuses, with or without a key.
-    h.send(h.http.get(h.url("/api/v1/elsewhere")))
-        .await
-        .problem(404);
-    h.send(h.http.delete(h.url("/api/v1/missions")))
-        .await
-        .problem(405);
-    let health = h.send(h.http.get(h.url("/healthz"))).await;
-    assert_eq!(health.status, 200, "{health:?}");
 }
