@@ -31,17 +31,6 @@ async fn cancel(api: &Api, id: &str) -> Reply {
     api.call(Method::POST, &path, Some(&api.key), None).await
 }
 
-/// A 403 problem naming `required` (the roles that would do) and the caller's `role`.
-fn assert_forbidden(reply: &Reply, required: &str, role: &str, what: &str) {
-    let body = reply.problem(403);
-    let detail = body["detail"].as_str().unwrap_or_default();
-    assert!(
-        detail.contains(required) && detail.contains(&format!("the {role} role")),
-        "{what} as {role}: the 403 must name the required role(s) `{required}` and the key's role: {reply:?}"
-    );
-    assert_eq!(body["type"], "https://hypercode.dev/problems/forbidden");
-}
-
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn malformed_and_mistyped_bodies(pool: PgPool) {
     let api = Api::start(pool).await;
@@ -269,12 +258,12 @@ async fn authentication_comes_before_roles(pool: PgPool) {
     let forbidden = api
         .call(Method::GET, "/api/v1/missions", Some(&agent), None)
         .await;
-    assert_forbidden(&forbidden, "viewer, operator or admin", "agent", "list");
+    forbidden.forbidden("viewer, operator or admin", "agent", "list");
     // The role is checked before the path: a malformed id is still a 403 for an agent.
     let malformed = api
         .call(Method::GET, "/api/v1/missions/nope", Some(&agent), None)
         .await;
-    assert_forbidden(&malformed, "viewer, operator or admin", "agent", "show");
+    malformed.forbidden("viewer, operator or admin", "agent", "show");
     // Bearer keys carry their role too.
     let bearer = format!("Bearer {agent}");
     api.send(raw(

@@ -771,12 +771,7 @@ impl Harness {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("the API answered");
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = content_type(response.headers());
         let bytes = response.bytes().await.expect("read the API's body");
         Reply::new(status, &content_type, &bytes)
     }
@@ -955,17 +950,11 @@ impl Drop for Harness {
         }
         if !failed {
             let (admin, database) = (admin_database_url(), self.database.clone());
-            // A thread with its own runtime: Drop cannot await, and the test's runtime may be
-            // shutting down.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(drop_database(&admin, &database));
-            })
-            .join();
-            delete_queue_keys_blocking(&self.redis_url, &self.queue);
+            let (redis, queue) = (self.redis_url.clone(), self.queue.clone());
+            on_own_runtime(async move {
+                drop_database(&admin, &database).await;
+                delete_queue_keys(redis, queue).await;
+            });
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -1239,12 +1228,7 @@ impl EventStream {
         }
         let response = request.send().await.expect("the API answered");
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = content_type(response.headers());
         if status != 200 {
             let body = response.text().await.unwrap_or_default();
             panic!("GET {path}: {status} {body}");

@@ -15,6 +15,15 @@ pub fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The Content-Type of a response ("" when it has none).
+pub fn content_type(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// A response from the API.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -59,6 +68,18 @@ impl Reply {
         &self.body
     }
 
+    /// Assert a 403 problem naming `required` (the roles that would do) and the caller's
+    /// `role`; `what` names the request in the failure message.
+    pub fn forbidden(&self, required: &str, role: &str, what: &str) {
+        let body = self.problem(403);
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(required) && detail.contains(&format!("the {role} role")),
+            "{what} as {role}: the 403 must name the required role(s) `{required}` and the key's role: {self:?}"
+        );
+        assert_eq!(body["type"], "https://hypercode.dev/problems/forbidden");
+    }
+
     /// The pointers of a validation problem's `errors`.
     pub fn pointers(&self) -> Vec<String> {
         self.body["errors"]
@@ -73,22 +94,23 @@ impl Reply {
     }
 }
 
-/// Delete the Redis keys of a test's queue (they all start with its name, or with
-/// `hypercode:{queue}:` for the rate limiter's buckets), on a thread of its own: callers are
-/// `Drop`s, which cannot await, and the test's runtime may be shutting down.
-pub fn delete_queue_keys_blocking(url: &str, queue: &str) {
-    let (url, queue) = (url.to_owned(), queue.to_owned());
+/// Run `clean_up` to completion on a thread and runtime of its own: for `Drop`s, which cannot
+/// await, while the test's runtime may be shutting down.
+pub fn on_own_runtime(clean_up: impl std::future::Future<Output = ()> + Send + 'static) {
     let _ = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("runtime");
-        runtime.block_on(delete_queue_keys(&url, &queue));
+            .expect("runtime")
+            .block_on(clean_up);
     })
     .join();
 }
 
-async fn delete_queue_keys(url: &str, queue: &str) {
+/// Delete the Redis keys of a test's queue: they all start with its name, or with
+/// `hypercode:{queue}:` (the rate limiter's buckets).
+pub async fn delete_queue_keys(url: String, queue: String) {
+    let (url, queue) = (url.as_str(), queue.as_str());
     let Ok(client) = redis::Client::open(url) else {
         return;
     };

@@ -102,12 +102,7 @@ impl Api {
             .await
             .expect("the router is infallible");
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = content_type(response.headers());
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("read the body");
@@ -161,7 +156,7 @@ impl Api {
 
 impl Drop for Api {
     fn drop(&mut self) {
-        delete_queue_keys_blocking(&redis_url(), &self.queue);
+        on_own_runtime(delete_queue_keys(redis_url(), self.queue.clone()));
     }
 }
 
