@@ -262,11 +262,7 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     }
     let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
-    let app = hypercode_api::app(AppState {
-        engine,
-        pool,
-        limiter,
-    });
+    let app = hypercode_api::app(AppState::new(engine, pool, limiter, shutdown.clone()));
     // Printed on stdout so scripts and tests that listen on port 0 can find the address.
     println!("listening on http://{}", listener.local_addr()?);
     let stop = shutdown.clone();
@@ -283,16 +279,34 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     Ok(())
 }
 
-/// Cancelled on SIGTERM or SIGINT.
+/// The process's one shutdown path: a token cancelled on SIGTERM or SIGINT, which every
+/// long-lived part (workers, the reconciler, the HTTP server and its event streams) stops on.
 fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let fire = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        // A signal whose handler cannot be installed never fires (rather than stopping the
+        // process at once).
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    term.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGTERM handler");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let interrupt = async {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!(error = %e, "no SIGINT handler");
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+            () = interrupt => {}
         }
         tracing::info!("shutdown signal received");
         fire.cancel();

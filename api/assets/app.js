@@ -137,13 +137,9 @@
     stream.onopen = () => { setLive("live", "connected"); scheduleRefresh(); };
     stream.onerror = () => setLive("offline", "reconnecting");
     stream.onmessage = handle;
-    // The server names each message by its event type; listen to all of them.
-    const types = ["mission_submitted", "mission_started", "mission_resumed", "mission_released",
-      "mission_suspended", "mission_cancel_requested", "mission_succeeded", "mission_failed",
-      "mission_cancelled", "mission_retried", "step_started", "step_succeeded", "step_failed",
-      "step_retry_scheduled", "step_skipped", "timer_started", "timer_fired",
-      "approval_requested", "approval_granted", "approval_rejected", "compensation_started",
-      "step_compensated", "compensation_failed"];
+    // The server names each message by its event type; listen to all of them. The page lists
+    // them (`body[data-event-types]`, rendered from the engine's list of event types).
+    const types = (document.body.dataset.eventTypes || "").split(" ").filter(Boolean);
     for (const type of types) stream.addEventListener(type, handle);
 
     function handle(message) {

@@ -18,8 +18,12 @@
 //! backpressure to the page being sent, and a client that falls behind simply reads further
 //! back in the table. The process holds one extra database connection, however many clients.
 //!
-//! Streams end when the process receives SIGTERM or SIGINT, so graceful shutdown is not held up
-//! by clients that would otherwise never hang up; they reconnect elsewhere with `Last-Event-ID`.
+//! Streams end when the process's shutdown token ([`AppState::shutdown`], which the binary
+//! cancels on SIGTERM or SIGINT) is cancelled, so graceful shutdown is not held up by clients
+//! that would otherwise never hang up; they reconnect elsewhere with `Last-Event-ID`.
+//!
+//! The `event:` field of a message is its type's wire name, one of [`EventType::ALL`];
+//! [`type_names`] gives the dashboard's script that list, to listen to each.
 
 use crate::auth::Reader;
 use crate::error::ApiError;
@@ -32,15 +36,16 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Router;
 use hypercode_engine::store::Store;
-use hypercode_engine::{Event, MissionId};
+use hypercode_engine::{Event, EventType, MissionId};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, OnceCell};
+use tokio_util::sync::CancellationToken;
 
 /// Events read from the table at a time, per client.
 const PAGE: i64 = 500;
@@ -55,66 +60,30 @@ const MAX_RETRY: Duration = Duration::from_secs(10);
 /// The header browsers send when an `EventSource` reconnects.
 const LAST_EVENT_ID: &str = "last-event-id";
 
-/// The route, with the process-wide follower it shares between clients.
+/// The route.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/events", get(events))
-        .layer(Extension(Hub::default()))
+    Router::new().route("/api/v1/events", get(events))
 }
 
-/// What every stream of this process shares, started by the first client.
+/// Every event type's wire name, space-separated: the `event:` fields a stream may carry.
+pub(crate) fn type_names() -> String {
+    EventType::ALL.map(EventType::as_str).join(" ")
+}
+
+/// The feed's horizon, which every stream of this process shares, followed from the first
+/// client on.
 #[derive(Debug, Clone, Default)]
-struct Hub(Arc<OnceCell<Shared>>);
-
-#[derive(Debug, Clone)]
-struct Shared {
-    /// The feed's horizon: every event at or below this position is final.
-    horizon: watch::Receiver<i64>,
-    /// Becomes true when the process is asked to stop.
-    closing: watch::Receiver<bool>,
-}
+pub(crate) struct Hub(Arc<OnceCell<watch::Receiver<i64>>>);
 
 impl Hub {
-    async fn get(&self, store: &Arc<dyn Store>) -> Result<Shared, ApiError> {
+    /// Every event at or below the horizon's position is final.
+    async fn horizon(&self, store: &Arc<dyn Store>) -> Result<watch::Receiver<i64>, ApiError> {
         self.0
-            .get_or_try_init(|| async {
-                let horizon = store.follow_feed().await?;
-                Ok::<_, ApiError>(Shared {
-                    horizon,
-                    closing: closing_on_shutdown(),
-                })
-            })
+            .get_or_try_init(|| store.follow_feed())
             .await
             .cloned()
+            .map_err(ApiError::from)
     }
-}
-
-/// A flag raised on SIGTERM or SIGINT (the signals the binary shuts down on).
-fn closing_on_shutdown() -> watch::Receiver<bool> {
-    let (raise, flag) = watch::channel(false);
-    tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let interrupt = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            () = terminate => {}
-            () = interrupt => {}
-        }
-        let _ = raise.send(true);
-        // Keep the sender: a dropped one would read as "closing" too, which it now is anyway.
-        std::future::pending::<()>().await;
-    });
-    flag
 }
 
 /// The query string; values are parsed by hand so errors name the parameter.
@@ -155,7 +124,6 @@ struct FeedEventView {
 async fn events(
     _: Reader,
     State(state): State<AppState>,
-    Extension(hub): Extension<Hub>,
     headers: HeaderMap,
     Query(params): Query<EventsParams>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -181,17 +149,17 @@ async fn events(
             return Err(ApiError::NotFound(format!("mission {id} not found")));
         }
     }
-    let shared = hub.get(&store).await?;
+    let horizon = state.events.horizon(&store).await?;
     let after = match (resume, mission) {
         (Some((after, _)), _) => after,
         (None, Some(_)) => 0,
-        (None, None) => *shared.horizon.borrow(),
+        (None, None) => *horizon.borrow(),
     };
     tracing::debug!(?mission, after, "event stream opened");
     let follower = Follower {
         store,
-        horizon: shared.horizon,
-        closing: shared.closing,
+        horizon,
+        shutdown: state.shutdown,
         mission,
         after,
         after_seq: 0,
@@ -255,7 +223,8 @@ fn non_empty(value: Option<String>) -> Option<String> {
 struct Follower {
     store: Arc<dyn Store>,
     horizon: watch::Receiver<i64>,
-    closing: watch::Receiver<bool>,
+    /// Ends the stream when the process stops.
+    shutdown: CancellationToken,
     /// Only this mission's events.
     mission: Option<MissionId>,
     /// The position of the last event sent (or the starting point).
@@ -273,7 +242,7 @@ impl Follower {
     async fn next(&mut self) -> Option<sse::Event> {
         let mut retry = FIRST_RETRY;
         loop {
-            if *self.closing.borrow() {
+            if self.shutdown.is_cancelled() {
                 return None;
             }
             if let Some((position, mission, event)) = self.page.pop_front() {
@@ -299,7 +268,7 @@ impl Follower {
                         tracing::warn!(error = %e, "event stream read failed; retrying");
                         tokio::select! {
                             () = tokio::time::sleep(retry) => {}
-                            _ = self.closing.changed() => return None,
+                            () = self.shutdown.cancelled() => return None,
                         }
                         retry = (retry * 2).min(MAX_RETRY);
                         continue;
@@ -313,7 +282,7 @@ impl Follower {
                         return None;
                     }
                 }
-                _ = self.closing.changed() => return None,
+                () = self.shutdown.cancelled() => return None,
             }
         }
     }
@@ -335,12 +304,9 @@ impl Follower {
 
 /// The SSE message of one event: `id`, `event`, `data`.
 fn message(position: i64, mission: MissionId, event: Event) -> sse::Event {
-    let mut message = sse::Event::default().id(position.to_string());
-    // Event types are snake_case names; a line break would end the field (and `event()`
-    // panics on one), so anything else would go as a plain message.
-    if !event.kind.contains(['\n', '\r']) {
-        message = message.event(&event.kind);
-    }
+    let message = sse::Event::default()
+        .id(position.to_string())
+        .event(event.kind.as_str());
     let data = FeedEventView {
         id: position,
         mission_id: mission,
@@ -398,7 +364,7 @@ mod tests {
         let event = Event {
             seq: 3,
             at: chrono::DateTime::from_timestamp(1_764_000_000, 0).unwrap_or_default(),
-            kind: "step_succeeded".to_owned(),
+            kind: EventType::StepSucceeded,
             step: Some("a".to_owned()),
             attempt: Some(1),
             data: serde_json::json!({ "output": 1 }),
@@ -419,5 +385,39 @@ mod tests {
         );
         // The wire form, as axum renders it.
         let _ = message(42, mission, event);
+    }
+
+    /// A stream waiting for new events ends once the process's shutdown token is cancelled,
+    /// so the server's graceful shutdown is not held up by it.
+    #[tokio::test]
+    async fn a_waiting_stream_ends_on_shutdown() {
+        // The store is never read: the horizon does not move past the stream's cursor.
+        let unused = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/never")
+            .expect("a lazy pool connects to nothing");
+        let (_publish, horizon) = watch::channel(5);
+        let shutdown = CancellationToken::new();
+        let mut follower = Follower {
+            store: Arc::new(hypercode_engine::postgres::PgStore::new(unused)),
+            horizon,
+            shutdown: shutdown.clone(),
+            mission: None,
+            after: 5,
+            after_seq: 0,
+            read_upto: 5,
+            page: VecDeque::new(),
+        };
+        let stream = tokio::spawn(async move { follower.next().await.is_none() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !stream.is_finished(),
+            "with nothing to send, the stream waits"
+        );
+        shutdown.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), stream).await;
+        assert!(
+            matches!(ended, Ok(Ok(true))),
+            "the stream ended on shutdown: {ended:?}"
+        );
     }
 }

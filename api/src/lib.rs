@@ -52,6 +52,7 @@ use axum::Router;
 use hypercode_engine::{Engine, MissionId};
 use sqlx::PgPool;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -71,6 +72,29 @@ pub struct AppState {
     pub pool: PgPool,
     /// The per-key rate limiter (shared by every replica through Redis).
     pub limiter: rate_limit::RateLimiter,
+    /// The process's shutdown: once cancelled, responses that would otherwise never end (the
+    /// event streams) finish, so a graceful shutdown is not held up by their clients.
+    pub shutdown: CancellationToken,
+    /// The event streams' process-wide feed follower, started by the first client.
+    events: events::Hub,
+}
+
+impl AppState {
+    /// The state of one process's API; `shutdown` is the token the process stops with.
+    pub fn new(
+        engine: Engine,
+        pool: PgPool,
+        limiter: rate_limit::RateLimiter,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            engine,
+            pool,
+            limiter,
+            shutdown,
+            events: events::Hub::default(),
+        }
+    }
 }
 
 /// The whole API with its middleware, ready to serve.

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use hypercode_engine::store::{MissionRecord, SecretInfo, StepRecord, WaitingApproval};
-use hypercode_engine::{redact, Event, MissionId, MissionStatus, StepKind, StepStatus};
+use hypercode_engine::{redact, Event, EventType, MissionId, MissionStatus, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -234,7 +234,8 @@ pub struct EventView {
     pub at: DateTime<Utc>,
     /// What happened (`step_succeeded`, ...).
     #[serde(rename = "type")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: EventType,
     /// The step it concerns.
     pub step: Option<String>,
     /// The attempt it concerns.
@@ -378,7 +379,7 @@ mod tests {
         let event = EventView::from(Event {
             seq: 1,
             at: now,
-            kind: "step_failed".into(),
+            kind: EventType::StepFailed,
             step: Some("a".into()),
             attempt: Some(1),
             data: json!({ "error": { "details": { "body": { "headers": { "Cookie": "c=1" } } } } }),

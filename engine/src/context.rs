@@ -6,13 +6,19 @@
 //! without running anything. Only calls past the end of the journal (or an unfinished attempt)
 //! execute, and each state change is one write under the mission's lease.
 
-use crate::error::{Retry, StepError, StoreError, WorkflowError, WorkflowResult};
+use crate::error::{
+    CompensationSummary, FailedCompensation, Retry, StepError, StepFailure, StoreError,
+    WorkflowError, WorkflowResult,
+};
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
 use crate::redact;
 use crate::retry::RetryPolicy;
 use crate::status::{StepKind, StepStatus};
-use crate::store::{Lease, MissionChange, StepRecord, Store, Transition};
+use crate::store::{
+    to_record, ApprovalInput, ApprovalRequested, DecisionRecord, Lease, MissionChange, StepRecord,
+    Store, Transition,
+};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
@@ -149,6 +155,53 @@ struct Registered {
     retry: RetryPolicy,
 }
 
+/// The events that mark a task-like entry's attempts (a compensation's have names of their own).
+struct TaskEvents {
+    started: EventType,
+    succeeded: EventType,
+    failed: EventType,
+}
+
+impl TaskEvents {
+    fn of(kind: StepKind) -> Self {
+        match kind {
+            StepKind::Compensation => Self {
+                started: EventType::CompensationStarted,
+                succeeded: EventType::StepCompensated,
+                failed: EventType::CompensationFailed,
+            },
+            _ => Self {
+                started: EventType::StepStarted,
+                succeeded: EventType::StepSucceeded,
+                failed: EventType::StepFailed,
+            },
+        }
+    }
+}
+
+/// An attempt under way: its entry (marked running) and the events still to be written with
+/// its result.
+struct Attempt {
+    entry: StepRecord,
+    events: Vec<NewEvent>,
+}
+
+impl Attempt {
+    /// Add an event about this attempt, written with its next write.
+    fn note(&mut self, kind: EventType, data: Value) {
+        let event = NewEvent::step(kind, &self.entry.name, self.entry.attempts, data);
+        self.events.push(event);
+    }
+}
+
+/// A recorded task-like entry, on replay.
+enum Replayed {
+    /// Settled: its recorded result.
+    Settled(Value),
+    /// Its next attempt is due.
+    Unfinished(StepRecord),
+}
+
 /// Where a call lands in the journal.
 enum Slot {
     /// Past the end: nothing recorded yet.
@@ -260,14 +313,17 @@ impl Context {
     /// Wait durably for a human decision. Returns the decision when approved; a rejection (or
     /// the timeout passing) is `WorkflowError::Rejected`.
     pub async fn approval(&mut self, name: &str, approval: Approval) -> WorkflowResult<Value> {
-        let input = json!({ "message": approval.message, "timeout_s": approval.timeout.map(|t| t.as_secs_f64()) });
+        let input = to_record(&ApprovalInput {
+            message: approval.message.clone(),
+            timeout_s: approval.timeout.map(|t| t.as_secs_f64()),
+        });
         match self.slot(name, StepKind::Approval, Some(&input))? {
             Slot::Recorded(entry) => match entry.status {
                 StepStatus::Succeeded => Ok(entry.output.unwrap_or(Value::Null)),
                 StepStatus::Rejected => Err(rejected(&entry)),
                 StepStatus::Waiting if self.signals.cancel_requested() => self.skip(entry).await,
                 StepStatus::Waiting if entry.wake_at.is_some_and(|at| at <= Utc::now()) => {
-                    let decision = json!({ "decision": "reject", "by": "timeout", "comment": null, "timed_out": true });
+                    let decision = to_record(&DecisionRecord::timed_out());
                     let settled = StepRecord {
                         status: StepStatus::Rejected,
                         error: Some(decision.clone()),
@@ -307,12 +363,12 @@ impl Context {
                     wake_at: deadline,
                     ..new_entry(position, name, StepKind::Approval, Some(input.clone()))
                 };
-                let event = NewEvent::step(
-                    EventType::ApprovalRequested,
-                    name,
-                    1,
-                    json!({ "message": approval.message, "deadline": deadline }),
-                );
+                let asked = ApprovalRequested {
+                    message: approval.message,
+                    deadline,
+                };
+                let event =
+                    NewEvent::step(EventType::ApprovalRequested, name, 1, to_record(&asked));
                 self.park(entry, vec![event], deadline).await
             }
         }
@@ -364,9 +420,9 @@ impl Context {
 
     /// Run the registered compensations of completed steps, newest first, each as a durable,
     /// retried journal entry. Returns a summary of what was undone and what could not be.
-    pub(crate) async fn compensate(&mut self) -> WorkflowResult<Value> {
+    pub(crate) async fn compensate(&mut self) -> WorkflowResult<CompensationSummary> {
         let registered = std::mem::take(&mut self.compensations);
-        let (mut undone, mut failed) = (Vec::new(), Vec::new());
+        let mut summary = CompensationSummary::default();
         for comp in registered.iter().rev() {
             let original = self.journal[comp.position].clone();
             let output = original.output.clone().unwrap_or(Value::Null);
@@ -391,17 +447,21 @@ impl Context {
                 )
                 .await
             {
-                Ok(_) => undone.push(comp.step.clone()),
+                Ok(_) => summary.compensated.push(comp.step.clone()),
                 Err(WorkflowError::StepFailed { error, .. }) => {
-                    failed.push(json!({ "step": comp.step, "error": error }))
+                    summary.compensation_failed.push(FailedCompensation {
+                        step: comp.step.clone(),
+                        error,
+                    })
                 }
                 Err(other) => return Err(other),
             }
         }
-        Ok(json!({ "compensated": undone, "compensation_failed": failed }))
+        Ok(summary)
     }
 
-    /// Execute (or replay) one task-like entry.
+    /// Execute (or replay) one task-like entry: a settled entry returns its recorded result;
+    /// otherwise its next attempt starts, runs, and its result is recorded.
     async fn run_task<Fut>(
         &mut self,
         name: &str,
@@ -413,33 +473,75 @@ impl Context {
     where
         Fut: Future<Output = Result<Value, StepError>>,
     {
-        let mut entry = match self.slot(name, kind, input.as_ref())? {
-            Slot::Recorded(entry) => match entry.status {
-                StepStatus::Succeeded | StepStatus::Compensated => {
-                    return Ok(entry.output.unwrap_or(Value::Null));
-                }
-                StepStatus::Failed => {
-                    return Err(WorkflowError::StepFailed {
-                        step: name.to_owned(),
-                        error: entry.error.unwrap_or(Value::Null),
-                    });
-                }
-                StepStatus::Skipped => return Err(WorkflowError::Cancelled),
-                StepStatus::Pending if entry.wake_at.is_some_and(|at| at > Utc::now()) => {
-                    if kind != StepKind::Compensation && self.signals.cancel_requested() {
-                        return self.skip(entry).await;
-                    }
-                    return Err(WorkflowError::Suspended {
-                        wake_at: entry.wake_at,
-                    });
-                }
-                // A due retry, or an attempt cut short by a crash: run the next attempt.
-                StepStatus::Pending | StepStatus::Running => entry,
-                other => return Err(self.corrupt(name, other)),
+        let entry = match self.slot(name, kind, input.as_ref())? {
+            Slot::Recorded(entry) => match self.replay_task(kind, entry).await? {
+                Replayed::Settled(output) => return Ok(output),
+                Replayed::Unfinished(entry) => entry,
             },
             Slot::New(position) => new_entry(position, name, kind, input),
         };
-        if kind != StepKind::Compensation && self.signals.cancel_requested() {
+        let entry = self.ensure_may_start(kind, entry).await?;
+        let events = TaskEvents::of(kind);
+        let TaskOptions {
+            retry,
+            local,
+            also_on_success,
+        } = options;
+        let started = self.start_attempt(entry, events.started, local).await?;
+        let attempt = started.entry.attempts;
+        let span = tracing::info_span!("step", step = name, attempt);
+        let limit = self.max_payload_bytes;
+        let result = f()
+            .instrument(span)
+            .await
+            .and_then(|output| within_limit(output, limit));
+        match result {
+            Ok(output) => {
+                self.record_success(started, output, also_on_success, events.succeeded)
+                    .await
+            }
+            Err(err) if err.retry == Retry::Retryable && retry.allows_another(attempt as u32) => {
+                let delay = retry.backoff(attempt as u32);
+                self.schedule_retry(started, &err, delay).await
+            }
+            Err(err) => self.record_failure(started, &err, events.failed).await,
+        }
+    }
+
+    /// What a recorded task-like entry means on replay: its result once settled, or the entry
+    /// whose next attempt is due.
+    async fn replay_task(&mut self, kind: StepKind, entry: StepRecord) -> WorkflowResult<Replayed> {
+        match entry.status {
+            StepStatus::Succeeded | StepStatus::Compensated => {
+                Ok(Replayed::Settled(entry.output.unwrap_or(Value::Null)))
+            }
+            StepStatus::Failed => Err(WorkflowError::StepFailed {
+                error: self.recorded_failure(&entry)?,
+                step: entry.name,
+            }),
+            StepStatus::Skipped => Err(WorkflowError::Cancelled),
+            StepStatus::Pending if entry.wake_at.is_some_and(|at| at > Utc::now()) => {
+                if self.stops_for_cancellation(kind) {
+                    return self.skip(entry).await;
+                }
+                Err(WorkflowError::Suspended {
+                    wake_at: entry.wake_at,
+                })
+            }
+            // A due retry, or an attempt cut short by a crash: run the next attempt.
+            StepStatus::Pending | StepStatus::Running => Ok(Replayed::Unfinished(entry)),
+            other => Err(self.corrupt(&entry.name, other)),
+        }
+    }
+
+    /// Refuse to start an attempt while the mission is being cancelled (an entry already tried
+    /// is recorded as skipped) or the worker is shutting down.
+    async fn ensure_may_start(
+        &mut self,
+        kind: StepKind,
+        entry: StepRecord,
+    ) -> WorkflowResult<StepRecord> {
+        if self.stops_for_cancellation(kind) {
             return if entry.attempts == 0 {
                 Err(WorkflowError::Cancelled)
             } else {
@@ -449,91 +551,111 @@ impl Context {
         if self.signals.shutdown.is_cancelled() {
             return Err(WorkflowError::ShuttingDown);
         }
-        let (started, succeeded, failed) = match kind {
-            StepKind::Compensation => (
-                EventType::CompensationStarted,
-                EventType::StepCompensated,
-                EventType::CompensationFailed,
-            ),
-            _ => (
-                EventType::StepStarted,
-                EventType::StepSucceeded,
-                EventType::StepFailed,
-            ),
-        };
-        let attempt = entry.attempts + 1;
+        Ok(entry)
+    }
+
+    /// Mark the entry's next attempt running. Its start is written now unless the entry is
+    /// local (then its events wait for the attempt's result).
+    async fn start_attempt(
+        &mut self,
+        mut entry: StepRecord,
+        started: EventType,
+        local: bool,
+    ) -> WorkflowResult<Attempt> {
         entry.status = StepStatus::Running;
-        entry.attempts = attempt;
+        entry.attempts += 1;
         entry.wake_at = None;
         entry.started_at.get_or_insert_with(Utc::now);
-        let TaskOptions {
-            retry,
-            local,
-            also_on_success,
-        } = options;
-        let mut events = vec![NewEvent::step(started, name, attempt, json!({}))];
+        let mut attempt = Attempt {
+            entry,
+            events: Vec::new(),
+        };
+        attempt.note(started, json!({}));
         if !local {
-            self.write(
-                MissionChange::Keep,
-                vec![entry.clone()],
-                std::mem::take(&mut events),
-            )
-            .await?;
+            let events = std::mem::take(&mut attempt.events);
+            self.write(MissionChange::Keep, vec![attempt.entry.clone()], events)
+                .await?;
         }
+        Ok(attempt)
+    }
 
-        let span = tracing::info_span!("step", step = name, attempt);
-        let limit = self.max_payload_bytes;
-        let result = f()
-            .instrument(span)
-            .await
-            .and_then(|output| within_limit(output, limit));
-        match result {
-            Ok(output) => {
-                entry.status = StepStatus::Succeeded;
-                entry.output = Some(output.clone());
-                entry.error = None;
-                entry.finished_at = Some(Utc::now());
-                let steps = std::iter::once(entry).chain(also_on_success).collect();
-                events.push(NewEvent::step(succeeded, name, attempt, json!({})));
-                self.write(MissionChange::Keep, steps, events).await?;
-                Ok(output)
-            }
-            Err(err) if err.retry == Retry::Retryable && retry.allows_another(attempt as u32) => {
-                let delay = retry.backoff(attempt as u32);
-                let at = after(delay);
-                entry.status = StepStatus::Pending;
-                entry.error = Some(err.to_json());
-                entry.wake_at = Some(at);
-                let data = json!({ "error": err.to_json(), "delay_ms": delay.as_millis() as u64, "next_attempt_at": at });
-                events.push(NewEvent::step(
-                    EventType::StepRetryScheduled,
-                    name,
-                    attempt,
-                    data,
-                ));
-                tracing::info!(step = name, attempt, error = %redact::url(&err.message), ?delay, "step failed; retry scheduled");
-                self.park(entry, events, Some(at)).await
-            }
-            Err(err) => {
-                tracing::warn!(step = name, attempt, error = %redact::url(&err.message), "step failed");
-                let error = json!({ "message": err.message, "retryable": err.retry == Retry::Retryable,
-                                    "details": err.details, "attempts": attempt });
-                entry.status = StepStatus::Failed;
-                entry.error = Some(error.clone());
-                entry.finished_at = Some(Utc::now());
-                events.push(NewEvent::step(
-                    failed,
-                    name,
-                    attempt,
-                    json!({ "error": error }),
-                ));
-                self.write(MissionChange::Keep, vec![entry], events).await?;
-                Err(WorkflowError::StepFailed {
-                    step: name.to_owned(),
-                    error,
-                })
-            }
-        }
+    /// Record a successful attempt, with the extra row it settles if any; returns its output.
+    async fn record_success(
+        &mut self,
+        mut attempt: Attempt,
+        output: Value,
+        also: Option<StepRecord>,
+        succeeded: EventType,
+    ) -> WorkflowResult<Value> {
+        attempt.note(succeeded, json!({}));
+        let Attempt { mut entry, events } = attempt;
+        entry.status = StepStatus::Succeeded;
+        entry.output = Some(output.clone());
+        entry.error = None;
+        entry.finished_at = Some(Utc::now());
+        let steps = std::iter::once(entry).chain(also).collect();
+        self.write(MissionChange::Keep, steps, events).await?;
+        Ok(output)
+    }
+
+    /// Record a failed attempt that runs again after `delay`, and park the mission until then.
+    async fn schedule_retry<T>(
+        &mut self,
+        mut attempt: Attempt,
+        err: &StepError,
+        delay: Duration,
+    ) -> WorkflowResult<T> {
+        let at = after(delay);
+        let error = err.to_json();
+        let entry = &attempt.entry;
+        tracing::info!(step = entry.name.as_str(), attempt = entry.attempts, error = %redact::url(&err.message), ?delay, "step failed; retry scheduled");
+        attempt.note(
+            EventType::StepRetryScheduled,
+            json!({ "error": error, "delay_ms": delay.as_millis() as u64, "next_attempt_at": at }),
+        );
+        let Attempt { mut entry, events } = attempt;
+        entry.status = StepStatus::Pending;
+        entry.error = Some(error);
+        entry.wake_at = Some(at);
+        self.park(entry, events, Some(at)).await
+    }
+
+    /// Record an attempt that failed for good: the step's error ends the run.
+    async fn record_failure<T>(
+        &mut self,
+        mut attempt: Attempt,
+        err: &StepError,
+        failed: EventType,
+    ) -> WorkflowResult<T> {
+        let entry = &attempt.entry;
+        tracing::warn!(step = entry.name.as_str(), attempt = entry.attempts, error = %redact::url(&err.message), "step failed");
+        let error = err.final_failure(entry.attempts);
+        attempt.note(failed, json!({ "error": error }));
+        let Attempt { mut entry, events } = attempt;
+        entry.status = StepStatus::Failed;
+        entry.error = Some(error.to_json());
+        entry.finished_at = Some(Utc::now());
+        let step = entry.name.clone();
+        self.write(MissionChange::Keep, vec![entry], events).await?;
+        Err(WorkflowError::StepFailed { step, error })
+    }
+
+    /// The error recorded on a step that failed for good.
+    fn recorded_failure(&self, entry: &StepRecord) -> WorkflowResult<StepFailure> {
+        let error = entry.error.clone().unwrap_or(Value::Null);
+        serde_json::from_value(error).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "error of step `{}` of mission {}: {e}",
+                entry.name, self.mission
+            ))
+            .into()
+        })
+    }
+
+    /// Whether a cancellation stops an entry of this kind now (compensations are what a
+    /// cancellation runs, so they go on).
+    fn stops_for_cancellation(&self, kind: StepKind) -> bool {
+        kind != StepKind::Compensation && self.signals.cancel_requested()
     }
 
     /// Take the next journal position for a call and match it against what is recorded there.

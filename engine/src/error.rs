@@ -1,9 +1,13 @@
 //! Errors of the engine, one enum per concern: what a step reports, what storage reports, and
-//! what interrupts a workflow run.
+//! what interrupts a workflow run; and the recorded forms of errors, one struct per JSON shape
+//! ([`StepFailure`] on a step, [`MissionError`] on a mission), which the journal stores and the
+//! API serves as they are.
 
 use crate::ids::MissionId;
+use crate::store::to_record;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 /// How a step failure should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +55,160 @@ impl StepError {
         self
     }
 
-    /// The form recorded in the journal and shown by the API.
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({ "message": self.message, "retryable": self.retry == Retry::Retryable });
-        if !self.details.is_null() {
-            v["details"] = self.details.clone();
+    /// The form recorded while the step may still be retried: no attempt count, and `details`
+    /// only when there are some.
+    pub fn failure(&self) -> StepFailure {
+        StepFailure {
+            message: self.message.clone(),
+            retryable: self.retry == Retry::Retryable,
+            details: (!self.details.is_null()).then(|| self.details.clone()),
+            attempts: None,
         }
-        v
     }
+
+    /// The form recorded when the step fails for good after `attempts` attempts: `details` is
+    /// always there, `null` included.
+    pub fn final_failure(&self, attempts: i32) -> StepFailure {
+        StepFailure {
+            details: Some(self.details.clone()),
+            attempts: Some(attempts),
+            ..self.failure()
+        }
+    }
+
+    /// [`StepError::failure`] as JSON.
+    pub fn to_json(&self) -> Value {
+        self.failure().to_json()
+    }
+}
+
+/// A step's error as the journal records it (on the step's row, in its events, and quoted by the
+/// mission's error) and the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// A human-readable account.
+    pub message: String,
+    /// Whether another attempt could have helped.
+    pub retryable: bool,
+    /// Structured details. `None` is left out, while `Some(Value::Null)` is written as `null`:
+    /// a step that failed for good has always recorded the key.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub details: Option<Value>,
+    /// Attempts made, once the step failed for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+}
+
+impl StepFailure {
+    /// The recorded JSON.
+    pub fn to_json(&self) -> Value {
+        to_record(self)
+    }
+}
+
+/// A key that is present decodes to `Some`, even when its value is `null` (serde's default
+/// would make that `None`, and the key would vanish when the record is written again).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+/// The error recorded on a mission that failed or was cancelled (its `error` column), which the
+/// API serves as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionError {
+    /// A stable code for a stop that needs a person (`HC001`: the replay diverged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What happened.
+    pub message: String,
+    /// What made the workflow fail, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailureCause>,
+    /// What the compensations undid, when they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<CompensationSummary>,
+}
+
+impl MissionError {
+    /// An error that is only a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            code: None,
+            message: message.into(),
+            cause: None,
+            compensation: None,
+        }
+    }
+
+    /// The recorded JSON.
+    pub fn to_json(&self) -> Value {
+        to_record(self)
+    }
+}
+
+/// What made a workflow fail, as its mission's error records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FailureCause {
+    /// A step failed for good.
+    Step {
+        /// The step's name.
+        step: String,
+        /// Its recorded error.
+        error: StepFailure,
+    },
+    /// An approval was rejected.
+    Rejected {
+        /// The approval step's name.
+        step: String,
+        /// The recorded decision.
+        rejected: Value,
+    },
+    /// The workflow stopped for another reason.
+    Other {
+        /// Why.
+        message: String,
+    },
+}
+
+impl From<&WorkflowError> for FailureCause {
+    fn from(failure: &WorkflowError) -> Self {
+        match failure {
+            WorkflowError::StepFailed { step, error } => Self::Step {
+                step: step.clone(),
+                error: error.clone(),
+            },
+            WorkflowError::Rejected { step, decision } => Self::Rejected {
+                step: step.clone(),
+                rejected: decision.clone(),
+            },
+            other => Self::Other {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// What the compensations of a failed or cancelled mission did, newest step first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompensationSummary {
+    /// The steps whose effect was undone.
+    pub compensated: Vec<String>,
+    /// The steps whose undo failed for good.
+    pub compensation_failed: Vec<FailedCompensation>,
+}
+
+/// A compensation that failed for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedCompensation {
+    /// The step it was to undo.
+    pub step: String,
+    /// The compensation's recorded error.
+    pub error: StepFailure,
 }
 
 /// Classify any error at the point it happens: `call().await.retryable()?`.
@@ -112,12 +262,12 @@ pub enum WorkflowError {
     },
     /// A step failed for good. Its text quotes the recorded error, which is why that is
     /// redacted here: once in a message, its secrets could no longer be told apart.
-    #[error("step `{step}` failed: {}", crate::redact::value(error))]
+    #[error("step `{step}` failed: {}", crate::redact::value(&error.to_json()))]
     StepFailed {
         /// The step's name.
         step: String,
         /// The recorded error.
-        error: Value,
+        error: StepFailure,
     },
     /// An approval was rejected (by a person or by its timeout).
     #[error("approval `{step}` was rejected")]
@@ -158,3 +308,111 @@ impl WorkflowError {
 
 /// Result alias for workflow code.
 pub type WorkflowResult<T> = Result<T, WorkflowError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Both as values and as text: the recorded bytes are what the API serves.
+    fn same(record: Value, expected: Value) {
+        assert_eq!(record, expected);
+        assert_eq!(record.to_string(), expected.to_string());
+    }
+
+    #[test]
+    fn a_step_error_records_details_only_while_retries_remain_and_null_ones_when_final() {
+        let bare = StepError::retryable("timed out");
+        same(
+            bare.to_json(),
+            json!({ "message": "timed out", "retryable": true }),
+        );
+        same(
+            bare.final_failure(3).to_json(),
+            json!({ "message": "timed out", "retryable": true, "details": null, "attempts": 3 }),
+        );
+        let detailed = StepError::fatal("bad request").with_details(json!({ "status": 400 }));
+        same(
+            detailed.to_json(),
+            json!({ "message": "bad request", "retryable": false, "details": { "status": 400 } }),
+        );
+    }
+
+    #[test]
+    fn a_recorded_step_failure_reads_back_and_writes_the_same_json() {
+        for recorded in [
+            json!({ "message": "m", "retryable": false, "details": null, "attempts": 1 }),
+            json!({ "message": "m", "retryable": true }),
+            json!({ "message": "m", "retryable": true, "details": [1], "attempts": 2 }),
+        ] {
+            let failure: StepFailure = serde_json::from_value(recorded.clone()).unwrap();
+            same(failure.to_json(), recorded);
+        }
+    }
+
+    #[test]
+    fn mission_errors_keep_their_recorded_shapes() {
+        let step_error =
+            json!({ "message": "no", "retryable": false, "details": null, "attempts": 1 });
+        let summary = CompensationSummary {
+            compensated: vec!["a".to_owned()],
+            compensation_failed: vec![FailedCompensation {
+                step: "b".to_owned(),
+                error: serde_json::from_value(step_error.clone()).unwrap(),
+            }],
+        };
+        let summary_json = json!({ "compensated": ["a"], "compensation_failed": [{ "step": "b", "error": step_error }] });
+        let failed = MissionError {
+            cause: Some(FailureCause::Step {
+                step: "c".to_owned(),
+                error: serde_json::from_value(step_error.clone()).unwrap(),
+            }),
+            compensation: Some(summary.clone()),
+            ..MissionError::new("step `c` failed")
+        };
+        same(
+            failed.to_json(),
+            json!({ "message": "step `c` failed", "cause": { "step": "c", "error": step_error },
+                    "compensation": summary_json }),
+        );
+        let rejected = MissionError {
+            cause: Some(FailureCause::Rejected {
+                step: "ok?".to_owned(),
+                rejected: json!({ "decision": "reject" }),
+            }),
+            compensation: Some(CompensationSummary::default()),
+            ..MissionError::new("approval `ok?` was rejected")
+        };
+        same(
+            rejected.to_json(),
+            json!({ "message": "approval `ok?` was rejected",
+                    "cause": { "step": "ok?", "rejected": { "decision": "reject" } },
+                    "compensation": { "compensated": [], "compensation_failed": [] } }),
+        );
+        let cancelled = MissionError {
+            compensation: Some(summary),
+            ..MissionError::new("mission was cancelled")
+        };
+        same(
+            cancelled.to_json(),
+            json!({ "message": "mission was cancelled", "compensation": summary_json }),
+        );
+        let diverged = MissionError {
+            code: Some("HC001".to_owned()),
+            ..MissionError::new("[HC001] nondeterministic replay")
+        };
+        same(
+            diverged.to_json(),
+            json!({ "code": "HC001", "message": "[HC001] nondeterministic replay" }),
+        );
+        for recorded in [
+            failed.to_json(),
+            rejected.to_json(),
+            diverged.to_json(),
+            json!({ "message": "x", "cause": { "message": "invalid input" } }),
+        ] {
+            let error: MissionError = serde_json::from_value(recorded.clone()).unwrap();
+            same(error.to_json(), recorded);
+        }
+    }
+}

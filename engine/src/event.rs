@@ -1,11 +1,16 @@
 //! The history: every state change of a mission appends one or more events in the same
 //! transaction, so the history is a complete, ordered account of what happened.
 
+use crate::status::MissionStatus;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What happened. The wire names are a public contract: never rename one.
+///
+/// The same names are the only values the `events.type` column accepts (the
+/// `events_type_known` constraint): a new variant needs a migration that replaces that
+/// constraint, and `engine/tests/event_types.rs` fails until it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
@@ -113,6 +118,23 @@ impl EventType {
             Self::MissionRetried => "mission_retried",
         }
     }
+
+    /// The status a mission ends with when this event is recorded, for the events that end
+    /// one (`mission_succeeded`, `mission_failed`, `mission_cancelled`).
+    pub fn final_status(self) -> Option<MissionStatus> {
+        match self {
+            Self::MissionSucceeded => Some(MissionStatus::Succeeded),
+            Self::MissionFailed => Some(MissionStatus::Failed),
+            Self::MissionCancelled => Some(MissionStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A name that is not an event type's wire name.
@@ -173,9 +195,9 @@ pub struct Event {
     pub seq: i64,
     /// When it was recorded.
     pub at: DateTime<Utc>,
-    /// The wire name of its [`EventType`].
+    /// What happened (on the wire, its name: `"type": "step_succeeded"`).
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventType,
     /// The step it concerns.
     pub step: Option<String>,
     /// The attempt it concerns.
@@ -198,5 +220,40 @@ mod tests {
             );
         }
         assert!("step_exploded".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn an_event_carries_its_type_under_the_wire_name() {
+        let event = Event {
+            seq: 2,
+            at: DateTime::from_timestamp(1_764_000_000, 0).unwrap_or_default(),
+            kind: EventType::StepRetryScheduled,
+            step: Some("a".to_owned()),
+            attempt: Some(1),
+            data: serde_json::json!({}),
+        };
+        let wire = serde_json::to_value(&event).unwrap_or_default();
+        assert_eq!(wire["type"], "step_retry_scheduled");
+        assert_eq!(serde_json::from_value::<Event>(wire).ok(), Some(event));
+    }
+
+    #[test]
+    fn exactly_the_mission_outcomes_end_a_mission() {
+        let ending: Vec<_> = EventType::ALL
+            .into_iter()
+            .filter_map(|kind| kind.final_status().map(|status| (kind, status)))
+            .collect();
+        assert_eq!(
+            ending,
+            [
+                (EventType::MissionSucceeded, MissionStatus::Succeeded),
+                (EventType::MissionFailed, MissionStatus::Failed),
+                (EventType::MissionCancelled, MissionStatus::Cancelled),
+            ]
+        );
+        for (kind, status) in ending {
+            assert!(status.is_terminal());
+            assert_eq!(kind.as_str(), format!("mission_{}", status.as_str()));
+        }
     }
 }

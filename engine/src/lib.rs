@@ -29,6 +29,7 @@ pub mod postgres;
 pub mod redact;
 pub mod retry;
 pub mod runner;
+pub mod schedule;
 pub mod status;
 pub mod store;
 pub mod workflow;

@@ -5,7 +5,7 @@
 
 use crate::context::{Context, RunSignals};
 use crate::engine::Engine;
-use crate::error::{StoreError, StoreResult, WorkflowError};
+use crate::error::{FailureCause, MissionError, StoreError, StoreResult, WorkflowError};
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
 use crate::store::{Claim, JournalStore, Lease, MissionChange, Outcome};
@@ -120,15 +120,17 @@ impl Engine {
                 vec![NewEvent::mission(kind, data)],
             )
         };
+        let failed = |error: MissionError| {
+            let data = json!({ "error": error });
+            finish(Outcome::Failed(error), EventType::MissionFailed, data)
+        };
         let (change, events) = match result {
             Ok(output) => match serde_json::to_vec(&output).map(|b| b.len()) {
                 Ok(size) if size > self.config().max_payload_bytes => {
-                    let error = json!({ "message": format!("mission output of {size} bytes exceeds the limit of {} bytes", self.config().max_payload_bytes) });
-                    finish(
-                        Outcome::Failed(error.clone()),
-                        EventType::MissionFailed,
-                        json!({ "error": error }),
-                    )
+                    failed(MissionError::new(format!(
+                        "mission output of {size} bytes exceeds the limit of {} bytes",
+                        self.config().max_payload_bytes
+                    )))
                 }
                 _ => finish(
                     Outcome::Succeeded(output),
@@ -160,37 +162,34 @@ impl Engine {
                     Ok(summary) => summary,
                     Err(interrupt) => return Box::pin(self.settle(ctx, Err(interrupt))).await,
                 };
-                let error = json!({ "message": "mission was cancelled", "compensation": summary });
-                finish(
-                    Outcome::Cancelled(error.clone()),
-                    EventType::MissionCancelled,
-                    error,
-                )
+                let error = MissionError {
+                    compensation: Some(summary),
+                    ..MissionError::new("mission was cancelled")
+                };
+                let data = error.to_json();
+                finish(Outcome::Cancelled(error), EventType::MissionCancelled, data)
             }
             Err(nondeterminism @ WorkflowError::Nondeterminism { .. }) => {
                 // The code no longer matches the journal: undoing steps with that code could do
                 // more harm, so the mission stops here for a person to look at.
                 tracing::error!(error = %nondeterminism, "replay diverged from the journal");
-                let error = json!({ "code": "HC001", "message": nondeterminism.to_string() });
-                finish(
-                    Outcome::Failed(error.clone()),
-                    EventType::MissionFailed,
-                    json!({ "error": error }),
-                )
+                failed(MissionError {
+                    code: Some("HC001".to_owned()),
+                    ..MissionError::new(nondeterminism.to_string())
+                })
             }
             Err(WorkflowError::Store(e)) => return Err(WorkflowError::Store(e)),
             Err(failure) => {
-                let cause = failure_json(&failure);
+                let cause = FailureCause::from(&failure);
                 let summary = match ctx.compensate().await {
                     Ok(summary) => summary,
                     Err(interrupt) => return Box::pin(self.settle(ctx, Err(interrupt))).await,
                 };
-                let error = json!({ "message": failure.to_string(), "cause": cause, "compensation": summary });
-                finish(
-                    Outcome::Failed(error.clone()),
-                    EventType::MissionFailed,
-                    json!({ "error": error }),
-                )
+                failed(MissionError {
+                    cause: Some(cause),
+                    compensation: Some(summary),
+                    ..MissionError::new(failure.to_string())
+                })
             }
         };
         let released = matches!(change, MissionChange::Release);
@@ -203,14 +202,6 @@ impl Engine {
         } else {
             RunOutcome::Finished
         })
-    }
-}
-
-fn failure_json(failure: &WorkflowError) -> Value {
-    match failure {
-        WorkflowError::StepFailed { step, error } => json!({ "step": step, "error": error }),
-        WorkflowError::Rejected { step, decision } => json!({ "step": step, "rejected": decision }),
-        other => json!({ "message": other.to_string() }),
     }
 }
 

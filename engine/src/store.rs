@@ -1,7 +1,7 @@
 //! The storage contract. The engine talks to storage only through these traits, so a second
 //! backend (an embedded SQLite for a zero-setup mode) can be added without touching workflows.
 
-use crate::error::StoreResult;
+use crate::error::{MissionError, StoreResult};
 use crate::event::{Event, NewEvent};
 use crate::ids::{LeaseToken, MissionId, WorkerId};
 use crate::status::{MissionStatus, StepKind, StepStatus};
@@ -132,9 +132,9 @@ pub enum Outcome {
     /// With an output.
     Succeeded(Value),
     /// With an error.
-    Failed(Value),
+    Failed(MissionError),
     /// Cancelled, with a summary of what was undone.
-    Cancelled(Value),
+    Cancelled(MissionError),
 }
 
 /// One atomic state change under a lease: the mission row, any journal entries and the history
@@ -165,6 +165,80 @@ pub struct Decision {
     pub by: String,
     /// Their comment.
     pub comment: Option<String>,
+}
+
+/// What an approval entry records as its input (checked on replay like any step's input).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ApprovalInput {
+    /// What the approver is asked.
+    pub message: String,
+    /// Seconds to wait for a decision before it counts as a rejection; `None` waits forever.
+    pub timeout_s: Option<f64>,
+}
+
+/// A decision as the journal records it: an approval's output when approved, its error when
+/// rejected, and the data of the `approval_granted` or `approval_rejected` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DecisionRecord {
+    /// Approve or reject.
+    pub decision: Verdict,
+    /// Who decided (`timeout` when nobody did in time).
+    pub by: String,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// Whether the deadline decided.
+    pub timed_out: bool,
+}
+
+impl DecisionRecord {
+    /// A person's decision.
+    pub fn of(decision: &Decision) -> Self {
+        Self {
+            decision: if decision.approve {
+                Verdict::Approve
+            } else {
+                Verdict::Reject
+            },
+            by: decision.by.clone(),
+            comment: decision.comment.clone(),
+            timed_out: false,
+        }
+    }
+
+    /// The rejection recorded when the deadline passes without a decision.
+    pub fn timed_out() -> Self {
+        Self {
+            decision: Verdict::Reject,
+            by: "timeout".to_owned(),
+            comment: None,
+            timed_out: true,
+        }
+    }
+}
+
+/// Which way a decision went, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Verdict {
+    /// Go ahead.
+    Approve,
+    /// Stop.
+    Reject,
+}
+
+/// The data of an `approval_requested` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ApprovalRequested {
+    /// What the approver is asked.
+    pub message: String,
+    /// When the approval times out, if it does.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// A recorded shape as JSON. These are plain structs with string keys, so serializing them
+/// cannot fail.
+pub(crate) fn to_record(record: &impl Serialize) -> Value {
+    serde_json::to_value(record).expect("a record serializes to JSON")
 }
 
 /// A page request for the mission list (newest first, keyset pagination).
@@ -487,4 +561,49 @@ pub trait WorkerRegistry: Send + Sync + 'static {
     ) -> StoreResult<Vec<ThroughputBucket>>;
     /// Live missions by status, now.
     async fn backlog(&self) -> StoreResult<Backlog>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn approval_records_keep_their_recorded_shapes() {
+        let input = ApprovalInput {
+            message: "Ship it?".to_owned(),
+            timeout_s: Some(1.5),
+        };
+        assert_eq!(
+            to_record(&input).to_string(),
+            json!({ "message": "Ship it?", "timeout_s": 1.5 }).to_string()
+        );
+        let stored = json!({ "message": "Ship it?", "timeout_s": null });
+        let read: ApprovalInput = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(to_record(&read), stored);
+
+        let decision = Decision {
+            approve: true,
+            by: "ops".to_owned(),
+            comment: Some("fine".to_owned()),
+        };
+        assert_eq!(
+            to_record(&DecisionRecord::of(&decision)).to_string(),
+            json!({ "decision": "approve", "by": "ops", "comment": "fine", "timed_out": false })
+                .to_string()
+        );
+        assert_eq!(
+            to_record(&DecisionRecord::timed_out()).to_string(),
+            json!({ "decision": "reject", "by": "timeout", "comment": null, "timed_out": true })
+                .to_string()
+        );
+        let asked = ApprovalRequested {
+            message: "Ship it?".to_owned(),
+            deadline: None,
+        };
+        assert_eq!(
+            to_record(&asked),
+            json!({ "message": "Ship it?", "deadline": null })
+        );
+    }
 }

@@ -298,7 +298,7 @@ async fn a_nondeterminism_stop_is_retried_against_the_fixed_code(pool: PgPool) {
     let history = engine.store().history(id, 0, 1000).await.unwrap();
     let retried: Vec<_> = history
         .iter()
-        .filter(|e| e.kind == "mission_retried")
+        .filter(|e| e.kind == hypercode_engine::EventType::MissionRetried)
         .collect();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].data, json!({ "by": "ops", "from_step": "nap" }));
@@ -363,7 +363,7 @@ async fn a_stale_lease_cannot_write(pool: PgPool) {
     let history = store.history(id, 0, 100).await.unwrap();
     let resumed = history
         .iter()
-        .find(|e| e.kind == "mission_resumed")
+        .find(|e| e.kind == hypercode_engine::EventType::MissionResumed)
         .expect("resume recorded");
     assert_eq!(resumed.data["lease_expired_from"], "old");
 }

@@ -14,6 +14,7 @@ pub use secrets::{run as run_secrets, SecretsArgs};
 
 use clap::{Args, Subcommand};
 use futures::StreamExt as _;
+use hypercode_engine::{EventType, MissionStatus};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::Read as _;
@@ -450,29 +451,29 @@ impl Client {
                 let Some(data) = message.data else { continue };
                 *failures = 0;
                 let event: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                // A type this client does not know (from a newer server) ends nothing.
                 let kind = event["type"]
                     .as_str()
-                    .map(str::to_owned)
-                    .or(message.event)
-                    .unwrap_or_default();
+                    .or(message.event.as_deref())
+                    .and_then(|name| name.parse::<EventType>().ok());
                 if json {
                     println!("{event}");
                 } else {
                     println!("{}", render::event_line(&event));
                 }
-                match kind.as_str() {
-                    "mission_succeeded" => return Some(Ok(())),
-                    "mission_failed" | "mission_cancelled" => {
+                match kind.and_then(EventType::final_status) {
+                    Some(MissionStatus::Succeeded) => return Some(Ok(())),
+                    Some(status) => {
                         if !json {
                             eprintln!(
                                 "mission {} {}",
                                 event["mission_id"].as_str().unwrap_or("?"),
-                                kind.trim_start_matches("mission_")
+                                status.as_str()
                             );
                         }
                         return Some(Err(Failure::MissionDidNotSucceed));
                     }
-                    _ => {}
+                    None => {}
                 }
             }
         }

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::Utc;
 use hypercode_engine::store::{Decision, StepRecord};
-use hypercode_engine::{redact, Event, StepKind, StepStatus};
+use hypercode_engine::{redact, Event, EventType, StepKind, StepStatus};
 use serde::Deserialize;
 
 /// History events the timeline is drawn from (from the start); a longer history is drawn up
@@ -70,7 +70,7 @@ pub(crate) struct Waiting {
 pub(crate) struct EventRow {
     seq: i64,
     at: Moment,
-    kind: String,
+    kind: EventType,
     step: Option<String>,
     attempt: Option<i32>,
     data: Option<String>,
@@ -82,7 +82,7 @@ impl EventRow {
         Self {
             seq: event.seq,
             at: Moment::new(event.at, now),
-            kind: event.kind.clone(),
+            kind: event.kind,
             step: event.step.clone(),
             attempt: event.attempt,
             data: (!empty).then(|| redact::value(&event.data).to_string()),

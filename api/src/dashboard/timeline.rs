@@ -204,9 +204,10 @@ impl Timeline {
 fn tracks(events: &[Event]) -> Vec<Track> {
     let mut tracks: Vec<Track> = Vec::new();
     for event in events {
-        let (Some(step), Ok(kind)) = (&event.step, event.kind.parse::<EventType>()) else {
+        let Some(step) = &event.step else {
             continue;
         };
+        let kind = event.kind;
         let attempt = event.attempt.unwrap_or(1);
         let row_kind = match kind {
             EventType::ApprovalRequested
@@ -420,7 +421,7 @@ mod tests {
         Event {
             seq,
             at: base + TimeDelta::milliseconds(ms),
-            kind: kind.as_str().to_owned(),
+            kind,
             step: step.map(str::to_owned),
             attempt: step.map(|_| attempt),
             data: json!({}),

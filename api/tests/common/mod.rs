@@ -26,6 +26,7 @@ use hypercode_workflows::egress::{EgressClient, EgressPolicy};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// The application state the binary's `serve` builds, on `pool` and the test Redis under
@@ -52,11 +53,7 @@ pub async fn state(pool: PgPool, queue: &str) -> AppState {
     );
     let limiter = RateLimiter::new(&queue.redis_url, &queue.queue, RateLimits::default())
         .expect("the rate limiter");
-    AppState {
-        engine,
-        pool,
-        limiter,
-    }
+    AppState::new(engine, pool, limiter, CancellationToken::new())
 }
 
 /// The API of one test, with an admin key.

@@ -53,7 +53,7 @@
 
 use super::PgStore;
 use crate::error::{StoreError, StoreResult};
-use crate::event::Event;
+use crate::event::{Event, EventType};
 use crate::ids::MissionId;
 use crate::store::EventFeed;
 use async_trait::async_trait;
@@ -193,22 +193,29 @@ async fn follow(mut listener: PgListener, mut horizon: Horizon, publish: watch::
     }
 }
 
-fn to_event(
+/// An `events` row as an [`Event`]. The type is stored as text, which the `events_type_known`
+/// constraint limits to [`EventType`]'s names; every read of the history and the feed parses it
+/// here, and a name the constraint let through (written by newer code, say) is a
+/// [`StoreError::Corrupt`], not a panic.
+pub(super) fn to_event(
     seq: i64,
     at: chrono::DateTime<chrono::Utc>,
     kind: String,
     step: Option<String>,
     attempt: Option<i32>,
     data: serde_json::Value,
-) -> Event {
-    Event {
+) -> StoreResult<Event> {
+    let kind = kind
+        .parse::<EventType>()
+        .map_err(|e| StoreError::Corrupt(format!("history event {seq}: {e}")))?;
+    Ok(Event {
         seq,
         at,
         kind,
         step,
         attempt,
         data,
-    }
+    })
 }
 
 #[async_trait]
@@ -276,16 +283,12 @@ impl EventFeed for PgStore {
         )
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
-                (
-                    r.id,
-                    r.mission_id,
-                    to_event(r.seq, r.at, r.kind, r.step, r.attempt, r.data),
-                )
+                let event = to_event(r.seq, r.at, r.kind, r.step, r.attempt, r.data)?;
+                Ok((r.id, r.mission_id, event))
             })
-            .collect())
+            .collect()
     }
 
     async fn mission_feed_page(
@@ -311,17 +314,13 @@ impl EventFeed for PgStore {
         )
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .take_while(|r| r.id <= upto)
             .map(|r| {
-                (
-                    r.id,
-                    mission,
-                    to_event(r.seq, r.at, r.kind, r.step, r.attempt, r.data),
-                )
+                let event = to_event(r.seq, r.at, r.kind, r.step, r.attempt, r.data)?;
+                Ok((r.id, mission, event))
             })
-            .collect())
+            .collect()
     }
 }
 

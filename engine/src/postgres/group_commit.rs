@@ -9,11 +9,19 @@
 //! lease token still matches, and a transition whose mission row was not updated writes no
 //! journal rows or events and is answered `LeaseLost`. A batch that fails as a whole is retried
 //! one transition at a time, so one bad transition cannot fail its neighbours.
+//!
+//! This module is the one place that knows the columns of a transition's row: [`TransitionRow`]
+//! serializes them, and the statement in [`write`] reads them back with the same names.
 
-use crate::error::{StoreError, StoreResult};
+use crate::error::{MissionError, StoreError, StoreResult};
+use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
-use crate::store::LeaseState;
+use crate::status::MissionStatus;
+use crate::store::{Lease, LeaseState, MissionChange, Outcome, StepRecord, Transition};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +29,138 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 struct Request {
     mission: MissionId,
-    row: Value,
+    row: TransitionRow,
     reply: oneshot::Sender<StoreResult<LeaseState>>,
+}
+
+/// One transition as a row of the group-commit statement: the fenced mission change, the
+/// journal entries (whole, in [`StepRecord`]'s form, which names the `steps` table's columns)
+/// and the events.
+#[derive(Debug, Serialize)]
+struct TransitionRow {
+    mission_id: MissionId,
+    token: i64,
+    #[serde(flatten)]
+    mission: MissionColumns,
+    steps: Vec<StepRecord>,
+    events: Vec<EventRow>,
+}
+
+impl TransitionRow {
+    fn new(lease: &Lease, transition: Transition) -> Self {
+        Self {
+            mission_id: lease.mission,
+            token: lease.token.0,
+            mission: MissionColumns::from(transition.mission),
+            steps: transition.steps,
+            events: transition.events.into_iter().map(EventRow::from).collect(),
+        }
+    }
+}
+
+/// Which of the mission row's columns a transition sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    /// The mission stays with its lease holder: only its history position and time move.
+    Keep,
+    /// The mission leaves its lease holder: status, wake-up time, lease and queue time are set.
+    Park,
+}
+
+/// The mission row's new values under a transition.
+#[derive(Debug, Serialize)]
+struct MissionColumns {
+    mode: Mode,
+    status: Option<MissionStatus>,
+    wake_at: Option<DateTime<Utc>>,
+    output: Option<Value>,
+    error: Option<MissionError>,
+}
+
+impl MissionColumns {
+    /// The mission leaves its lease holder in `status`.
+    fn park(status: MissionStatus) -> Self {
+        Self {
+            mode: Mode::Park,
+            status: Some(status),
+            wake_at: None,
+            output: None,
+            error: None,
+        }
+    }
+}
+
+impl From<MissionChange> for MissionColumns {
+    fn from(change: MissionChange) -> Self {
+        match change {
+            MissionChange::Keep => Self {
+                mode: Mode::Keep,
+                status: None,
+                wake_at: None,
+                output: None,
+                error: None,
+            },
+            MissionChange::Suspend { wake_at } => Self {
+                wake_at,
+                ..Self::park(MissionStatus::Waiting)
+            },
+            MissionChange::Release => Self::park(MissionStatus::Pending),
+            MissionChange::Finish(Outcome::Succeeded(output)) => Self {
+                output: Some(output),
+                ..Self::park(MissionStatus::Succeeded)
+            },
+            MissionChange::Finish(Outcome::Failed(error)) => Self {
+                error: Some(error),
+                ..Self::park(MissionStatus::Failed)
+            },
+            MissionChange::Finish(Outcome::Cancelled(error)) => Self {
+                error: Some(error),
+                ..Self::park(MissionStatus::Cancelled)
+            },
+        }
+    }
+}
+
+/// A history event as a row of the statement's `events` array.
+#[derive(Debug, Serialize)]
+struct EventRow {
+    #[serde(rename = "type")]
+    kind: EventType,
+    step: Option<String>,
+    attempt: Option<i32>,
+    data: Value,
+}
+
+impl From<NewEvent> for EventRow {
+    fn from(event: NewEvent) -> Self {
+        Self {
+            kind: event.kind,
+            step: event.step,
+            attempt: event.attempt,
+            data: event.data,
+        }
+    }
+}
+
+/// A transition row tagged with its place in the batch. Verdicts go by place, not by mission:
+/// a stale worker's transition and the current holder's may share a batch, and only the one
+/// whose token matches joins the mission row.
+#[derive(Serialize)]
+struct Numbered<'a> {
+    i: i32,
+    #[serde(flatten)]
+    row: &'a TransitionRow,
+}
+
+fn numbered(batch: &[Request]) -> Vec<Numbered<'_>> {
+    (0..)
+        .zip(batch)
+        .map(|(i, request)| Numbered {
+            i,
+            row: &request.row,
+        })
+        .collect()
 }
 
 /// The queue in front of the writers.
@@ -47,14 +185,18 @@ impl GroupCommit {
         Self { queue }
     }
 
-    /// Queue one transition (as built by `transition_json`) and wait for its commit.
-    pub(super) async fn apply(&self, mission: MissionId, row: Value) -> StoreResult<LeaseState> {
+    /// Queue one transition under `lease` and wait for its commit.
+    pub(super) async fn apply(
+        &self,
+        lease: &Lease,
+        transition: Transition,
+    ) -> StoreResult<LeaseState> {
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Corrupt("the journal writer has stopped".to_owned());
         self.queue
             .send(Request {
-                mission,
-                row,
+                mission: lease.mission,
+                row: TransitionRow::new(lease, transition),
                 reply,
             })
             .await
@@ -81,14 +223,7 @@ async fn writer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Request>>>, max
             }
             batch
         };
-        let rows = Value::Array(
-            batch
-                .iter()
-                .enumerate()
-                .map(|(i, r)| numbered(i, &r.row))
-                .collect(),
-        );
-        match write(&pool, rows).await {
+        match write(&pool, &numbered(&batch)).await {
             Ok(applied) => answer(batch, &applied),
             Err(e) if batch.len() == 1 => {
                 let request = batch.into_iter().next().expect("one request");
@@ -97,25 +232,19 @@ async fn writer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Request>>>, max
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "batch write failed; writing its transitions one by one");
                 for request in batch {
-                    let result =
-                        match write(&pool, Value::Array(vec![numbered(0, &request.row)])).await {
-                            Ok(applied) => verdict(0, request.mission, &applied),
-                            Err(e) => Err(e),
-                        };
+                    let alone = [Numbered {
+                        i: 0,
+                        row: &request.row,
+                    }];
+                    let result = match write(&pool, &alone).await {
+                        Ok(applied) => verdict(0, request.mission, &applied),
+                        Err(e) => Err(e),
+                    };
                     let _ = request.reply.send(result);
                 }
             }
         }
     }
-}
-
-/// A transition row tagged with its place in the batch. Verdicts go by place, not by mission:
-/// a stale worker's transition and the current holder's may share a batch, and only the one
-/// whose token matches joins the mission row.
-fn numbered(index: usize, row: &Value) -> Value {
-    let mut row = row.clone();
-    row["i"] = Value::from(index);
-    row
 }
 
 fn answer(batch: Vec<Request>, applied: &HashMap<i32, bool>) {
@@ -138,11 +267,11 @@ fn verdict(
 
 /// Apply transitions in one statement; returns, for each transition (by batch index) whose
 /// lease still held, whether cancellation was requested.
-async fn write(pool: &PgPool, rows: Value) -> StoreResult<HashMap<i32, bool>> {
+async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32, bool>> {
     let applied = sqlx::query!(
         r#"
         with t as (
-            select * from jsonb_to_recordset($1::jsonb) as t(
+            select *, t.mode = 'keep' as keeps from jsonb_to_recordset($1::jsonb) as t(
                 i int, mission_id uuid, token bigint, mode text, status mission_status,
                 wake_at timestamptz, output jsonb, error jsonb, steps jsonb, events jsonb)
         ), m as (
@@ -150,12 +279,12 @@ async fn write(pool: &PgPool, rows: Value) -> StoreResult<HashMap<i32, bool>> {
                 last_seq = missions.last_seq + jsonb_array_length(t.events),
                 updated_at = now(),
                 status = coalesce(t.status, missions.status),
-                wake_at = case when t.mode = 'keep' then missions.wake_at else t.wake_at end,
+                wake_at = case when t.keeps then missions.wake_at else t.wake_at end,
                 output = coalesce(t.output, missions.output),
                 error = coalesce(t.error, missions.error),
-                lease_owner = case when t.mode = 'keep' then missions.lease_owner end,
-                lease_expires_at = case when t.mode = 'keep' then missions.lease_expires_at end,
-                enqueued_at = case when t.mode = 'keep' then missions.enqueued_at
+                lease_owner = case when t.keeps then missions.lease_owner end,
+                lease_expires_at = case when t.keeps then missions.lease_expires_at end,
+                enqueued_at = case when t.keeps then missions.enqueued_at
                                    when t.status = 'pending' then now() end
             from t
             where missions.id = t.mission_id and missions.lease_token = t.token
@@ -185,7 +314,7 @@ async fn write(pool: &PgPool, rows: Value) -> StoreResult<HashMap<i32, bool>> {
         )
         select i as "i!", cancel_requested as "cancel_requested!" from m
         "#,
-        rows,
+        Json(rows) as _,
     )
     .fetch_all(pool)
     .await?;
@@ -193,4 +322,60 @@ async fn write(pool: &PgPool, rows: Value) -> StoreResult<HashMap<i32, bool>> {
         .into_iter()
         .map(|row| (row.i, row.cancel_requested))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::LeaseToken;
+    use serde_json::json;
+
+    fn row(change: MissionChange) -> Value {
+        let lease = Lease {
+            mission: MissionId(uuid::Uuid::nil()),
+            token: LeaseToken(7),
+        };
+        let step: StepRecord = serde_json::from_value(step_json()).unwrap();
+        let event = NewEvent::step(EventType::StepStarted, "a", 1, json!({}));
+        let transition = Transition {
+            mission: change,
+            steps: vec![step],
+            events: vec![event],
+        };
+        let row = TransitionRow::new(&lease, transition);
+        serde_json::to_value(Numbered { i: 2, row: &row }).unwrap()
+    }
+
+    /// A journal entry with the `steps` table's columns.
+    fn step_json() -> Value {
+        json!({ "position": 0, "name": "a", "kind": "task", "status": "running", "attempts": 1,
+                "input": null, "output": null, "error": null, "wake_at": null,
+                "started_at": null, "finished_at": null })
+    }
+
+    /// The columns the statement reads, with the names and values it compares.
+    #[test]
+    fn a_transition_row_has_the_columns_the_statement_reads() {
+        let step = step_json();
+        let event = json!({ "type": "step_started", "step": "a", "attempt": 1, "data": {} });
+        let expected = |mode: &str, status: Value, error: Value| {
+            json!({ "i": 2, "mission_id": uuid::Uuid::nil(), "token": 7, "mode": mode,
+                    "status": status, "wake_at": null, "output": null, "error": error,
+                    "steps": [step], "events": [event] })
+        };
+        assert_eq!(
+            row(MissionChange::Keep),
+            expected("keep", Value::Null, Value::Null)
+        );
+        assert_eq!(
+            row(MissionChange::Release),
+            expected("park", json!("pending"), Value::Null)
+        );
+        assert_eq!(
+            row(MissionChange::Finish(Outcome::Failed(MissionError::new(
+                "x"
+            )))),
+            expected("park", json!("failed"), json!({ "message": "x" }))
+        );
+    }
 }

@@ -1,0 +1,232 @@
+//! [`MissionStore`] on PostgreSQL: submitting, reading, listing and cancelling missions. The
+//! decisions and the approvals inbox are in [`super::approvals`], the manual retry in
+//! [`super::retry`].
+
+use super::journal::load_journal;
+use super::{approvals, feed, insert_event, retry, PgStore};
+use crate::error::{StoreError, StoreResult};
+use crate::event::{Event, EventType, NewEvent};
+use crate::ids::MissionId;
+use crate::status::MissionStatus;
+use crate::store::{
+    Decision, InboxPosition, MissionQuery, MissionRecord, MissionStore, NewMission, Retried,
+    StepRecord, Submitted, WaitingApproval,
+};
+use async_trait::async_trait;
+use serde_json::json;
+
+#[async_trait]
+impl MissionStore for PgStore {
+    async fn submit(&self, new: NewMission) -> StoreResult<Submitted> {
+        let inserted = sqlx::query_as!(
+            MissionRecord,
+            r#"
+            with ins as (
+                insert into missions (id, workflow, input, idempotency_key, last_seq, enqueued_at)
+                values ($1, $2, $3, $4, 1, now())
+                on conflict (idempotency_key) do nothing
+                returning *
+            ), ev as (
+                insert into events (mission_id, seq, type, data)
+                select id, 1, 'mission_submitted', jsonb_build_object('workflow', workflow) from ins
+            )
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+            from ins
+            "#,
+            new.id as MissionId,
+            new.workflow,
+            new.input,
+            new.idempotency_key,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(mission) = inserted {
+            return Ok(Submitted {
+                mission,
+                created: true,
+            });
+        }
+        let key = new.idempotency_key.as_deref().unwrap_or_default();
+        let existing = sqlx::query_as!(
+            MissionRecord,
+            r#"
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+            from missions where idempotency_key = $1
+            "#,
+            key,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if existing.workflow != new.workflow || existing.input != new.input {
+            return Err(StoreError::Conflict(format!(
+                "idempotency key `{key}` was already used by mission {} with a different request",
+                existing.id
+            )));
+        }
+        Ok(Submitted {
+            mission: existing,
+            created: false,
+        })
+    }
+
+    async fn mission(&self, id: MissionId) -> StoreResult<Option<MissionRecord>> {
+        Ok(sqlx::query_as!(
+            MissionRecord,
+            r#"
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+            from missions where id = $1
+            "#,
+            id as MissionId,
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn journal(&self, id: MissionId) -> StoreResult<Vec<StepRecord>> {
+        load_journal(&self.pool, id).await
+    }
+
+    async fn list(&self, query: &MissionQuery) -> StoreResult<Vec<MissionRecord>> {
+        let (after_at, after_id) = match query.after {
+            Some((at, id)) => (Some(at), Some(id.0)),
+            None => (None, None),
+        };
+        let search = query.search.as_deref().map(like_literal);
+        // The free-text search scans the input's JSON text of every mission the other filters
+        // leave: no index serves it yet (a trigram index on `input::text` would, at a write cost
+        // on every submission). Fine while the list is an operator's tool, not a hot path.
+        Ok(sqlx::query_as!(
+            MissionRecord,
+            r#"
+            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+                   output, error, idempotency_key, cancel_requested, wake_at, created_at, updated_at
+            from missions
+            where ($1::mission_status is null or status = $1)
+              and ($2::text is null or workflow = $2)
+              and ($3::timestamptz is null or (created_at, id) < ($3, $4::uuid))
+              and ($6::timestamptz is null or created_at >= $6)
+              and ($7::timestamptz is null or created_at < $7)
+              and ($8::text is null or input::text ilike '%' || $8 || '%' escape '\')
+            order by created_at desc, id desc
+            limit $5
+            "#,
+            query.status as Option<MissionStatus>,
+            query.workflow,
+            after_at,
+            after_id,
+            query.limit,
+            query.created_after,
+            query.created_before,
+            search,
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn history(&self, id: MissionId, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
+        sqlx::query!(
+            r#"
+            select seq, at, type as "kind", step, attempt, data
+            from events where mission_id = $1 and seq > $2
+            order by seq limit $3
+            "#,
+            id as MissionId,
+            after,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| feed::to_event(r.seq, r.at, r.kind, r.step, r.attempt, r.data))
+        .collect()
+    }
+
+    async fn decide(&self, id: MissionId, step: &str, decision: Decision) -> StoreResult<()> {
+        approvals::decide(&self.pool, id, step, decision).await
+    }
+
+    async fn request_cancel(&self, id: MissionId, by: &str) -> StoreResult<MissionStatus> {
+        let mut tx = self.pool.begin().await?;
+        let (status, already) = sqlx::query!(
+            r#"select status as "status: MissionStatus", cancel_requested from missions where id = $1 for update"#,
+            id as MissionId,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| (r.status, r.cancel_requested))
+        .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))?;
+        if status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "mission {id} is already {}",
+                status.as_str()
+            )));
+        }
+        if already {
+            return Ok(status);
+        }
+        // A parked mission is made runnable so a worker can run its compensations now; a running
+        // one learns of the request from its next write or lease renewal.
+        let row = sqlx::query!(
+            r#"
+            update missions set cancel_requested = true,
+                   status = case when status = 'waiting' then 'pending' else status end,
+                   wake_at = case when status = 'waiting' then null else wake_at end,
+                   enqueued_at = case when status = 'waiting' then now() else enqueued_at end,
+                   last_seq = last_seq + 1, updated_at = now()
+            where id = $1 returning status as "status: MissionStatus", last_seq
+            "#,
+            id as MissionId,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let event = NewEvent::mission(EventType::MissionCancelRequested, json!({ "by": by }));
+        insert_event(&mut tx, id, row.last_seq, &event).await?;
+        tx.commit().await?;
+        Ok(row.status)
+    }
+
+    async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, String)>> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        // One primary-key range per mission, read backwards from its last position.
+        let rows = sqlx::query!(
+            r#"
+            select m.id as "id!: MissionId", s.name as "name!"
+            from unnest($1::uuid[]) as m(id)
+            cross join lateral (
+                select name from steps where mission_id = m.id order by position desc limit 1
+            ) s
+            "#,
+            &ids,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
+    }
+
+    async fn waiting_approvals(
+        &self,
+        after: Option<InboxPosition>,
+        limit: i64,
+    ) -> StoreResult<Vec<WaitingApproval>> {
+        approvals::waiting(&self.pool, after, limit).await
+    }
+
+    async fn retry(&self, id: MissionId, by: &str) -> StoreResult<Retried> {
+        retry::retry(&self.pool, id, by).await
+    }
+}
+
+/// `text` as a LIKE pattern that matches it literally (with the `\` escape character).
+fn like_literal(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
