@@ -8,7 +8,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::process::{Output, Stdio};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// What a client command printed and how it exited.
 struct Run {
@@ -80,6 +80,66 @@ async fn run_with(mut command: tokio::process::Command, stdin: Option<&str>) -> 
         .expect("the client finished within 60 s")
         .expect("run the client");
     Run::from(output)
+}
+
+/// A client command running in the background, its stdout read line by line as it prints.
+struct Live {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    printed: Vec<String>,
+}
+
+impl Live {
+    fn spawn(mut command: tokio::process::Command) -> Live {
+        let mut child = command.spawn().expect("spawn the client");
+        let stdout = child.stdout.take().expect("the client's stdout");
+        let (send, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Live {
+            child,
+            lines,
+            printed: Vec::new(),
+        }
+    }
+
+    /// The next line it prints; panics unless one comes within `timeout`.
+    async fn next_line(&mut self, timeout: Duration) -> String {
+        let line = tokio::time::timeout(timeout, self.lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("nothing printed within {timeout:?}: {:?}", self.printed))
+            .unwrap_or_else(|| panic!("stdout closed; it printed {:?}", self.printed));
+        self.printed.push(line.clone());
+        line
+    }
+
+    /// Wait for it to exit, at most `timeout`, with everything it printed.
+    async fn finish(self, timeout: Duration) -> Run {
+        let Live {
+            child,
+            mut lines,
+            mut printed,
+        } = self;
+        let rest = async move {
+            while let Some(line) = lines.recv().await {
+                printed.push(line);
+            }
+            let output = child.wait_with_output().await.expect("run the client");
+            (output, printed)
+        };
+        let (output, printed) = tokio::time::timeout(timeout, rest)
+            .await
+            .unwrap_or_else(|_| panic!("the client did not exit within {timeout:?}"));
+        let mut run = Run::from(output);
+        run.stdout = printed.iter().map(|l| format!("{l}\n")).collect();
+        run
+    }
 }
 
 /// `mission {id} submitted ...` → the id.
@@ -304,8 +364,10 @@ async fn approve_reject_and_watch_a_failure() {
     // Reject while a watcher follows: the mission fails, the watcher exits 1.
     let id = submit_waiting(&h).await;
     let watch_args = ["mission", "watch", id.as_str()];
-    let watcher = tokio::spawn(run_with(client(&h, &h.base, &watch_args), None));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut watcher = Live::spawn(client(&h, &h.base, &watch_args));
+    // The watcher prints what it reads from the event stream: once it printed a line, it is
+    // connected, so the rejection below happens while it watches and must reach it live.
+    watcher.next_line(secs(15)).await;
     let args = [
         "mission",
         "reject",
@@ -317,7 +379,7 @@ async fn approve_reject_and_watch_a_failure() {
     ];
     let rejected = run(&h, &args).await.expect(0, &args).json();
     assert_eq!(rejected["id"], id.as_str());
-    let watched = watcher.await.expect("the watcher").expect(1, &watch_args);
+    let watched = watcher.finish(secs(15)).await.expect(1, &watch_args);
     assert!(
         watched
             .stdout

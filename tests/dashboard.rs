@@ -693,7 +693,7 @@ async fn actions_need_csrf_and_session_cookie_is_httponly() {
     .await;
 
     // ---- Over HTTP, as a browser would send the forms. ----
-    let mut s = Session::new(&h.base);
+    let mut s = h.browser();
     let login_page = s.get("/").await;
     assert_eq!(login_page.status, 200, "{login_page:?}");
     let csrf = csrf_in(&login_page.body)
@@ -803,8 +803,8 @@ async fn actions_need_csrf_and_session_cookie_is_httponly() {
     assert_undecided(&h, &id, "gate", "approvals with a wrong csrf").await;
 
     // Another session's token is no good for this one.
-    let mut other = Session::new(&h.base);
-    other.login(&h.key).await;
+    let mut other = h.browser();
+    other.sign_in(&h.key).await;
     let other_page = other.get(&format!("/missions/{id}")).await;
     let other_token = csrf_in(&other_page.body).expect("csrf on the other session's page");
     assert_ne!(
@@ -827,7 +827,8 @@ async fn actions_need_csrf_and_session_cookie_is_httponly() {
         "approve with another session's csrf: {crossed:?}"
     );
     // A valid token without the session cookie.
-    let anonymous = Session::new(&h.base)
+    let anonymous = h
+        .browser()
         .post_form(
             &approve,
             &[
@@ -891,7 +892,7 @@ async fn actions_need_csrf_and_session_cookie_is_httponly() {
     let logout = s.post_form("/logout", &[("csrf", &token)], &[]).await;
     assert_eq!(logout.status, 303, "logout: {logout:?}");
     assert_eq!(logout.location.as_deref(), Some("/"), "{logout:?}");
-    let mut replay = Session::new(&h.base);
+    let mut replay = h.browser();
     replay
         .cookies
         .insert("hc_session".to_owned(), session_cookie);
@@ -1019,114 +1020,8 @@ async fn missions_list_updates_live() {
 }
 
 // ------------------------------------------------------------------------------------------
-// A cookie-keeping HTTP client that speaks to the dashboard's forms like a browser.
+// Reading the dashboard's HTML.
 // ------------------------------------------------------------------------------------------
-
-/// One response of the dashboard.
-#[derive(Debug)]
-struct Page {
-    status: u16,
-    location: Option<String>,
-    set_cookies: Vec<String>,
-    body: String,
-}
-
-/// A client with its own cookie jar; redirects are not followed.
-struct Session {
-    http: reqwest::Client,
-    base: String,
-    cookies: BTreeMap<String, String>,
-}
-
-impl Session {
-    fn new(base: &str) -> Session {
-        Session {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .expect("http client"),
-            base: base.to_owned(),
-            cookies: BTreeMap::new(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let request = self.http.get(format!("{}{path}", self.base));
-        self.send(request).await
-    }
-
-    async fn post_form(
-        &mut self,
-        path: &str,
-        form: &[(&str, &str)],
-        headers: &[(&str, &str)],
-    ) -> Page {
-        let mut request = self.http.post(format!("{}{path}", self.base)).form(form);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.send(request).await
-    }
-
-    async fn send(&mut self, mut request: reqwest::RequestBuilder) -> Page {
-        if !self.cookies.is_empty() {
-            let header = self
-                .cookies
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            request = request.header("Cookie", header);
-        }
-        let response = request.send().await.expect("the dashboard answered");
-        let status = response.status().as_u16();
-        let header = |name: &str| -> Vec<String> {
-            response
-                .headers()
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_owned))
-                .collect()
-        };
-        let set_cookies = header("set-cookie");
-        let location = header("location").into_iter().next();
-        for cookie in &set_cookies {
-            let pair = cookie.split(';').next().unwrap_or_default();
-            if let Some((name, value)) = pair.split_once('=') {
-                let expired = cookie.to_ascii_lowercase().contains("max-age=0");
-                if value.is_empty() || expired {
-                    self.cookies.remove(name.trim());
-                } else {
-                    self.cookies
-                        .insert(name.trim().to_owned(), value.trim().to_owned());
-                }
-            }
-        }
-        let body = response.text().await.unwrap_or_default();
-        Page {
-            status,
-            location,
-            set_cookies,
-            body,
-        }
-    }
-
-    /// Sign in through the login form; panics unless it works.
-    async fn login(&mut self, key: &str) {
-        let page = self.get("/").await;
-        let csrf = csrf_in(&page.body).expect("csrf on the login page");
-        let login = self
-            .post_form(
-                "/login",
-                &[("key", key), ("csrf", &csrf), ("next", "/")],
-                &[],
-            )
-            .await;
-        assert_eq!(login.status, 303, "login: {login:?}");
-        assert!(self.cookies.contains_key("hc_session"), "{login:?}");
-    }
-}
 
 /// The CSRF token of a page: its hidden `csrf` field, else its `<meta name="csrf-token">`.
 fn csrf_in(html: &str) -> Option<String> {

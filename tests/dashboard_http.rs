@@ -5,134 +5,7 @@
 mod common;
 
 use common::*;
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-
-/// A cookie-keeping client that does not follow redirects, so each hop can be checked.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookies: HashMap<String, String>,
-    /// The `Set-Cookie` headers of the last response, whole.
-    set_cookies: Vec<String>,
-}
-
-/// A response, read.
-#[derive(Debug)]
-struct Page {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl Page {
-    /// The page's CSRF token (from `<meta name="csrf-token">`).
-    fn csrf(&self) -> String {
-        let marker = "name=\"csrf-token\" content=\"";
-        let start = self.body.find(marker).map(|i| i + marker.len());
-        let token = start.and_then(|s| self.body[s..].split('"').next());
-        token.unwrap_or_default().to_owned()
-    }
-}
-
-impl Browser {
-    fn new(h: &Harness) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .expect("client"),
-            base: h.base.clone(),
-            cookies: HashMap::new(),
-            set_cookies: Vec::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    async fn read(&mut self, request: reqwest::RequestBuilder) -> Page {
-        let request = if self.cookies.is_empty() {
-            request
-        } else {
-            request.header("Cookie", self.cookie_header())
-        };
-        let response = request.send().await.expect("request");
-        self.keep_cookies(response.headers());
-        Page {
-            status: response.status().as_u16(),
-            location: response
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            body: response.text().await.unwrap_or_default(),
-        }
-    }
-
-    fn keep_cookies(&mut self, headers: &HeaderMap) {
-        self.set_cookies = headers
-            .get_all(SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .collect();
-        for set in &self.set_cookies {
-            let pair = set.split(';').next().unwrap_or_default();
-            if let Some((name, value)) = pair.split_once('=') {
-                if value.is_empty() || set.contains("Max-Age=0") {
-                    self.cookies.remove(name);
-                } else {
-                    self.cookies.insert(name.to_owned(), value.to_owned());
-                }
-            }
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let request = self.http.get(format!("{}{path}", self.base));
-        self.read(request).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let request = self.http.post(format!("{}{path}", self.base)).form(form);
-        self.read(request).await
-    }
-
-    /// Sign in through the login form; asserts it worked.
-    async fn sign_in(h: &Harness, key: &str) -> Self {
-        let mut browser = Self::new(h);
-        let login = browser.get("/").await;
-        assert_eq!(login.status, 200, "{login:?}");
-        assert!(login.body.contains("id=\"login\""), "{}", login.body);
-        let csrf = login.csrf();
-        let signed = browser
-            .post("/login", &[("key", key), ("csrf", &csrf), ("next", "/")])
-            .await;
-        assert_eq!(signed.status, 303, "{signed:?}");
-        assert!(
-            browser.cookies.contains_key("hc_session"),
-            "{:?}",
-            browser.set_cookies
-        );
-        browser
-    }
-}
-
-fn set_cookie<'a>(browser: &'a Browser, name: &str) -> &'a str {
-    browser
-        .set_cookies
-        .iter()
-        .find(|c| c.starts_with(&format!("{name}=")))
-        .map(String::as_str)
-        .unwrap_or_else(|| panic!("no Set-Cookie for {name}: {:?}", browser.set_cookies))
-}
 
 async fn gated(h: &Harness, message: &str) -> String {
     let mission = h
@@ -152,15 +25,15 @@ async fn gated(h: &Harness, message: &str) -> String {
 #[tokio::test]
 async fn signing_in_gives_an_httponly_strict_session_the_api_accepts() {
     let h = Harness::start().await;
-    let mut anonymous = Browser::new(&h);
+    let mut anonymous = h.browser();
     let login = anonymous.get("/").await;
-    let login_cookie = set_cookie(&anonymous, "hc_login").to_owned();
+    let login_cookie = anonymous.set_cookie("hc_login").to_owned();
     assert!(
         login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"),
         "{login_cookie}"
     );
     // Without the login form's own cookie (a form posted from another site), no session.
-    let mut stranger = Browser::new(&h);
+    let mut stranger = h.browser();
     let forged = stranger
         .post(
             "/login",
@@ -179,7 +52,7 @@ async fn signing_in_gives_an_httponly_strict_session_the_api_accepts() {
         .await;
     assert_eq!(signed.status, 303);
     assert_eq!(signed.location.as_deref(), Some("/approvals"));
-    let session = set_cookie(&anonymous, "hc_session").to_owned();
+    let session = anonymous.set_cookie("hc_session").to_owned();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(
             session.contains(attribute),
@@ -199,7 +72,7 @@ async fn signing_in_gives_an_httponly_strict_session_the_api_accepts() {
         missions.body
     );
     // An open redirect is refused: `next` must be a path on this site.
-    let mut other = Browser::new(&h);
+    let mut other = h.browser();
     let page = other.get("/").await;
     let away = other
         .post(
@@ -269,7 +142,7 @@ async fn sessions_end_with_sign_out_and_with_their_key() {
     })
     .await;
     let key = h.create_key("temp", "operator").await;
-    let mut browser = Browser::sign_in(&h, &key).await;
+    let mut browser = h.signed_in(&key).await;
     let page = browser.get("/approvals").await;
     assert_eq!(page.status, 200);
     let old = browser
@@ -286,7 +159,7 @@ async fn sessions_end_with_sign_out_and_with_their_key() {
     assert_eq!(after.status, 303);
     assert_eq!(after.location.as_deref(), Some("/?next=%2Fapprovals"));
 
-    let mut browser = Browser::sign_in(&h, &key).await;
+    let mut browser = h.signed_in(&key).await;
     assert_eq!(browser.get("/workers").await.status, 200);
     let keys: Value =
         serde_json::from_str(h.cli(&["keys", "list", "--json"]).await.trim()).unwrap_or_default();
@@ -318,7 +191,7 @@ async fn agents_and_wrong_keys_cannot_sign_in() {
         ("hc_not-a-key", "not valid"),
         (&h.key[..h.key.len() - 1], "not valid"),
     ] {
-        let mut browser = Browser::new(&h);
+        let mut browser = h.browser();
         let page = browser.get("/").await;
         let refused = browser
             .post(
@@ -342,7 +215,7 @@ async fn viewers_read_everything_but_the_server_refuses_their_actions() {
     let h = Harness::start().await;
     let id = gated(&h, "deploy?").await;
     let viewer = h.create_key("vera", "viewer").await;
-    let mut browser = Browser::sign_in(&h, &viewer).await;
+    let mut browser = h.signed_in(&viewer).await;
     let page = browser.get(&format!("/missions/{id}")).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("data-role=\"viewer\""));
@@ -403,7 +276,7 @@ async fn actions_need_the_sessions_csrf_token_and_this_origin() {
     let h = Harness::start().await;
     let id = gated(&h, "ship?").await;
     let operator = h.create_key("olga", "operator").await;
-    let mut browser = Browser::sign_in(&h, &operator).await;
+    let mut browser = h.signed_in(&operator).await;
     let page = browser.get(&format!("/missions/{id}")).await;
     assert!(
         page.body
@@ -423,7 +296,7 @@ async fn actions_need_the_sessions_csrf_token_and_this_origin() {
         assert!(refused.body.contains("CSRF"), "{}", refused.body);
     }
     // A token from another session does not work either.
-    let mut other = Browser::sign_in(&h, &operator).await;
+    let mut other = h.signed_in(&operator).await;
     let foreign = other.get("/").await.csrf();
     assert_ne!(foreign, page.csrf());
     let refused = browser
@@ -438,7 +311,7 @@ async fn actions_need_the_sessions_csrf_token_and_this_origin() {
         .await;
     assert_eq!(refused.status, 403);
     let cross = browser
-        .read(
+        .send(
             browser
                 .http
                 .post(format!("{}{path}", browser.base))
@@ -493,7 +366,7 @@ async fn actions_need_the_sessions_csrf_token_and_this_origin() {
 #[tokio::test]
 async fn the_submit_form_locates_problems_and_creates_nothing_until_valid() {
     let h = Harness::start().await;
-    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let mut browser = h.signed_in(&h.key).await;
     let csrf = browser.get("/submit").await.csrf();
     let invalid = browser
         .post(
@@ -584,7 +457,7 @@ async fn user_data_is_escaped_in_every_page() {
     let h = Harness::start().await;
     let hostile = "<script>window.__xss=1</script><img src=x onerror=alert(1)>";
     let id = gated(&h, hostile).await;
-    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let mut browser = h.signed_in(&h.key).await;
     for path in [
         format!("/missions/{id}"),
         "/approvals".to_owned(),
@@ -637,7 +510,7 @@ async fn the_missions_list_filters_searches_and_pages() {
     for id in &ids {
         h.wait_terminal(id, "succeeded", secs(30)).await;
     }
-    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let mut browser = h.signed_in(&h.key).await;
 
     // Newest first, 50 per page, a keyset link to the next page that keeps the filters.
     let first = browser.get("/").await;
@@ -709,7 +582,7 @@ async fn the_timeline_shows_attempts_and_compensations_and_the_buttons_act() {
         .await;
     let id = id_of(&m);
     h.wait_terminal(&id, "failed", secs(20)).await;
-    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let mut browser = h.signed_in(&h.key).await;
     let page = browser.get(&format!("/missions/{id}")).await;
     assert!(page
         .body
@@ -789,7 +662,7 @@ async fn the_inbox_lists_the_oldest_request_first() {
     let h = Harness::start().await;
     let older = gated(&h, "first asked").await;
     let newer = gated(&h, "second asked").await;
-    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let mut browser = h.signed_in(&h.key).await;
     let inbox = browser.get("/approvals").await;
     assert_eq!(
         attributes(&inbox.body, "<tr data-approval", "data-approval"),
@@ -823,18 +696,21 @@ async fn the_workers_page_shows_live_workers_their_work_and_the_queue() {
         secs(15),
     )
     .await;
-    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let browser = h.signed_in(&h.key).await;
     // The heartbeat comes every 2 s: wait for one that names the mission.
-    let deadline = std::time::Instant::now() + secs(10);
-    let page = loop {
-        let page = browser.get("/workers").await;
-        if page.body.contains(&format!("href=\"/missions/{slow}\""))
-            || std::time::Instant::now() > deadline
-        {
-            break page;
+    let link = format!("href=\"/missions/{slow}\"");
+    let (browser, link) = (&browser, &link);
+    let polled = poll(secs(10), move || async move {
+        let page = browser.clone().get("/workers").await;
+        if page.body.contains(link) {
+            Ok(page)
+        } else {
+            Err(page)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    })
+    .await;
+    // Not found in time: the assertions below say what the last page showed.
+    let page = polled.unwrap_or_else(|last| last);
     assert_eq!(
         attributes(&page.body, "<tr data-worker", "data-state"),
         ["alive"],

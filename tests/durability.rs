@@ -342,17 +342,36 @@ async fn a_burst_beyond_the_queue_depth_completes() {
         queue: h.queue.clone(),
     };
     let client = redis::Client::open(h.redis_url.as_str()).expect("redis url");
-    let mut conn = client
+    let conn = client
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let waiting: u64 = redis::cmd("ZCARD")
-        .arg(queue.apalis().scheduled_jobs_set())
-        .query_async(&mut conn)
-        .await
-        .expect("ZCARD");
-    assert_eq!(waiting, 3, "the queue holds no more than its depth");
+    let scheduled = queue.apalis().scheduled_jobs_set();
+    let depth = || {
+        let (mut conn, scheduled) = (conn.clone(), scheduled.clone());
+        async move {
+            redis::cmd("ZCARD")
+                .arg(scheduled)
+                .query_async::<u64>(&mut conn)
+                .await
+                .expect("ZCARD")
+        }
+    };
+    // The queue fills up to its depth...
+    let filled = poll(secs(10), || async {
+        match depth().await {
+            3 => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert_eq!(filled, Ok(()), "the queue holds its depth of wake-ups");
+    // ...and no further while the reconciler (every 300 ms) re-sends the missions left out.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(1) {
+        assert_eq!(depth().await, 3, "the queue holds no more than its depth");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     h.start_worker().await;
     for id in &ids {

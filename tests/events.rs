@@ -9,140 +9,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// One SSE message.
-#[derive(Debug, Clone)]
-struct Message {
-    id: String,
-    event: String,
-    data: Value,
-}
-
-impl Message {
-    fn position(&self) -> i64 {
-        self.id
-            .parse()
-            .unwrap_or_else(|_| panic!("id is not a number: {self:?}"))
-    }
-}
-
-/// A client of the stream, parsing `text/event-stream` by hand from the body's chunks.
-struct Stream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Stream {
-    /// Open `path` on `base` with the admin key (and `Last-Event-ID` if given); asserts 200.
-    async fn open(h: &Harness, base: &str, path: &str, last_event_id: Option<&str>) -> Stream {
-        Self::open_as(&h.key, base, path, last_event_id).await
-    }
-
-    /// The same with `key`.
-    async fn open_as(key: &str, base: &str, path: &str, last_event_id: Option<&str>) -> Stream {
-        // Not the harness' client: its 30 s timeout covers the whole body.
-        let mut request = reqwest::Client::new()
-            .get(format!("{base}{path}"))
-            .header("X-API-Key", key)
-            .header("Accept", "text/event-stream");
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = request.send().await.expect("the API answered");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            panic!("GET {path}: {status} {body}");
-        }
-        assert!(
-            content_type.starts_with("text/event-stream"),
-            "content type {content_type}"
-        );
-        Stream {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next message (comments skipped); panics after `timeout`.
-    async fn next(&mut self, timeout: Duration) -> Message {
-        tokio::time::timeout(timeout, self.read())
-            .await
-            .unwrap_or_else(|_| panic!("no event within {timeout:?}"))
-    }
-
-    async fn read(&mut self) -> Message {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(message) = parse(&block) {
-                    return message;
-                }
-                continue;
-            }
-            let chunk = self
-                .response
-                .chunk()
-                .await
-                .expect("read the stream")
-                .expect("the stream ended");
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-        }
-    }
-
-    /// Messages until one satisfies `last` (included).
-    async fn until(&mut self, last: impl Fn(&Message) -> bool) -> Vec<Message> {
-        let mut messages = Vec::new();
-        loop {
-            let message = self.next(secs(30)).await;
-            let done = last(&message);
-            messages.push(message);
-            if done {
-                return messages;
-            }
-        }
-    }
-
-    /// Whether a message arrives within `wait`.
-    async fn quiet_for(&mut self, wait: Duration) -> Option<Message> {
-        tokio::time::timeout(wait, self.read()).await.ok()
-    }
-}
-
-/// One message from its lines; `None` for a comment-only block (a keep-alive).
-fn parse(block: &str) -> Option<Message> {
-    let (mut id, mut event, mut data) = (None, None, Vec::new());
-    for line in block.lines() {
-        if line.is_empty() || line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "id" => id = Some(value.to_owned()),
-            "event" => event = Some(value.to_owned()),
-            "data" => data.push(value.to_owned()),
-            _ => {}
-        }
-    }
-    if id.is_none() && event.is_none() && data.is_empty() {
-        return None;
-    }
-    let data = data.join("\n");
-    Some(Message {
-        id: id.unwrap_or_else(|| panic!("a message without id: {block:?}")),
-        event: event.unwrap_or_else(|| panic!("a message without event: {block:?}")),
-        data: serde_json::from_str(&data)
-            .unwrap_or_else(|e| panic!("data is not JSON ({e}): {data}")),
-    })
-}
-
 fn plan() -> Value {
     json!([
         { "name": "a", "noop": { "n": 1 } },
@@ -151,7 +17,7 @@ fn plan() -> Value {
     ])
 }
 
-fn succeeded(id: &str) -> impl Fn(&Message) -> bool + '_ {
+fn succeeded(id: &str) -> impl Fn(&SseMessage) -> bool + '_ {
     move |m| m.event == "mission_succeeded" && m.data["mission_id"] == id
 }
 
@@ -169,7 +35,7 @@ fn history_keys(history: &[Value]) -> Vec<(i64, String, Value)> {
         .collect()
 }
 
-fn message_keys(messages: &[&Message]) -> Vec<(i64, String, Value)> {
+fn message_keys(messages: &[&SseMessage]) -> Vec<(i64, String, Value)> {
     messages
         .iter()
         .map(|m| {
@@ -184,7 +50,7 @@ fn message_keys(messages: &[&Message]) -> Vec<(i64, String, Value)> {
 
 /// Every message is well formed: `id` and `event` repeat `data.id` and `data.type`, and the
 /// data has exactly the documented fields.
-fn assert_well_formed(messages: &[Message]) {
+fn assert_well_formed(messages: &[SseMessage]) {
     for m in messages {
         assert_eq!(m.data["id"].as_i64(), Some(m.position()), "{m:?}");
         assert_eq!(m.data["type"].as_str(), Some(m.event.as_str()), "{m:?}");
@@ -211,8 +77,8 @@ fn assert_well_formed(messages: &[Message]) {
     }
 }
 
-fn assert_increasing(messages: &[Message]) {
-    let positions: Vec<i64> = messages.iter().map(Message::position).collect();
+fn assert_increasing(messages: &[SseMessage]) {
+    let positions: Vec<i64> = messages.iter().map(SseMessage::position).collect();
     assert!(
         positions.windows(2).all(|w| w[0] < w[1]),
         "positions are not increasing: {positions:?}"
@@ -225,7 +91,8 @@ fn assert_increasing(messages: &[Message]) {
 async fn a_missions_stream_delivers_its_history_in_order() {
     let h = Harness::start().await;
     let id = id_of(&h.submit(plan()).await);
-    let mut stream = Stream::open(&h, &h.base, &format!("/api/v1/events?mission={id}"), None).await;
+    let mut stream =
+        EventStream::open(&h, &h.base, &format!("/api/v1/events?mission={id}"), None).await;
     let messages = stream.until(succeeded(&id)).await;
     assert_well_formed(&messages);
     assert_increasing(&messages);
@@ -265,7 +132,7 @@ async fn the_stream_of_all_missions_starts_now() {
     let earlier = id_of(&h.submit(json!([{ "name": "a", "noop": 1 }])).await);
     h.wait_terminal(&earlier, "succeeded", secs(20)).await;
 
-    let mut stream = Stream::open(&h, &h.base, "/api/v1/events", None).await;
+    let mut stream = EventStream::open(&h, &h.base, "/api/v1/events", None).await;
     let first = id_of(&h.submit(plan()).await);
     let second = id_of(&h.submit(plan()).await);
     let mut messages = Vec::new();
@@ -286,7 +153,7 @@ async fn the_stream_of_all_missions_starts_now() {
         "an earlier mission was replayed: {messages:#?}"
     );
     for id in [&first, &second] {
-        let mine: Vec<&Message> = messages
+        let mine: Vec<&SseMessage> = messages
             .iter()
             .filter(|m| m.data["mission_id"] == id.as_str())
             .collect();
@@ -304,7 +171,7 @@ async fn the_stream_of_all_missions_starts_now() {
 async fn events_reach_another_api_replica() {
     let mut h = Harness::start().await;
     let second = h.start_another_serve().await;
-    let mut stream = Stream::open(&h, &second, "/api/v1/events", None).await;
+    let mut stream = EventStream::open(&h, &second, "/api/v1/events", None).await;
     let id = id_of(&h.submit(plan()).await);
     let messages = stream.until(succeeded(&id)).await;
     assert_well_formed(&messages);
@@ -315,11 +182,11 @@ async fn events_reach_another_api_replica() {
     );
     // And a mission's stream on #2 resumes where #1's left off.
     let mut on_first =
-        Stream::open(&h, &h.base, &format!("/api/v1/events?mission={id}"), None).await;
+        EventStream::open(&h, &h.base, &format!("/api/v1/events?mission={id}"), None).await;
     let head = on_first.until(|m| m.data["seq"] == 2).await;
     drop(on_first);
     let last = head.last().map(|m| m.id.clone()).unwrap_or_default();
-    let mut on_second = Stream::open(
+    let mut on_second = EventStream::open(
         &h,
         &second,
         &format!("/api/v1/events?mission={id}"),
@@ -327,7 +194,7 @@ async fn events_reach_another_api_replica() {
     )
     .await;
     let rest = on_second.until(succeeded(&id)).await;
-    let all: Vec<&Message> = head.iter().chain(rest.iter()).collect();
+    let all: Vec<&SseMessage> = head.iter().chain(rest.iter()).collect();
     assert_eq!(message_keys(&all), history_keys(&history));
 }
 
@@ -336,7 +203,7 @@ async fn events_reach_another_api_replica() {
 #[tokio::test]
 async fn a_stream_resumes_after_the_last_event_id() {
     let h = Harness::start().await;
-    let mut stream = Stream::open(&h, &h.base, "/api/v1/events", None).await;
+    let mut stream = EventStream::open(&h, &h.base, "/api/v1/events", None).await;
     let id = id_of(&h.submit(plan()).await);
     let mut head = Vec::new();
     for _ in 0..3 {
@@ -348,10 +215,10 @@ async fn a_stream_resumes_after_the_last_event_id() {
     assert!(history.len() > 4, "{}", describe_history(&history));
     let last = head[2].id.clone();
 
-    let mut resumed = Stream::open(&h, &h.base, "/api/v1/events", Some(&last)).await;
+    let mut resumed = EventStream::open(&h, &h.base, "/api/v1/events", Some(&last)).await;
     let rest = resumed.until(succeeded(&id)).await;
     assert_eq!(rest[0].data["seq"], 4, "{rest:#?}");
-    let all: Vec<Message> = head.iter().chain(rest.iter()).cloned().collect();
+    let all: Vec<SseMessage> = head.iter().chain(rest.iter()).cloned().collect();
     assert_well_formed(&all);
     assert_increasing(&all);
     assert_eq!(
@@ -365,7 +232,7 @@ async fn a_stream_resumes_after_the_last_event_id() {
 
     // `?after=` for clients that cannot set headers.
     let mut by_query =
-        Stream::open(&h, &h.base, &format!("/api/v1/events?after={last}"), None).await;
+        EventStream::open(&h, &h.base, &format!("/api/v1/events?after={last}"), None).await;
     let again = by_query.until(succeeded(&id)).await;
     assert_eq!(
         again.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
@@ -373,11 +240,11 @@ async fn a_stream_resumes_after_the_last_event_id() {
     );
 
     // A reconnecting EventSource keeps its URL: the header is the newer position.
-    let mut both = Stream::open(&h, &h.base, "/api/v1/events?after=0", Some(&last)).await;
+    let mut both = EventStream::open(&h, &h.base, "/api/v1/events?after=0", Some(&last)).await;
     assert_eq!(both.next(secs(10)).await.id, rest[0].id);
 
     // From the very beginning, filtered to the mission.
-    let mut replay = Stream::open(
+    let mut replay = EventStream::open(
         &h,
         &h.base,
         &format!("/api/v1/events?mission={id}&after=0"),
@@ -390,7 +257,7 @@ async fn a_stream_resumes_after_the_last_event_id() {
         history_keys(&history)
     );
     // Resuming a mission's stream in the middle.
-    let mut middle = Stream::open(
+    let mut middle = EventStream::open(
         &h,
         &h.base,
         &format!("/api/v1/events?mission={id}"),
@@ -413,8 +280,8 @@ async fn concurrent_missions_arrive_complete_on_every_stream() {
     })
     .await;
     let second = h.start_another_serve().await;
-    let mut on_first = Stream::open(&h, &h.base, "/api/v1/events", None).await;
-    let mut on_second = Stream::open(&h, &second, "/api/v1/events", None).await;
+    let mut on_first = EventStream::open(&h, &h.base, "/api/v1/events", None).await;
+    let mut on_second = EventStream::open(&h, &second, "/api/v1/events", None).await;
     let mut ids = Vec::new();
     for i in 0..24 {
         let steps = json!([
@@ -438,7 +305,7 @@ async fn concurrent_missions_arrive_complete_on_every_stream() {
         assert_well_formed(&messages);
         assert_increasing(&messages);
         for (id, history) in ids.iter().zip(&histories) {
-            let mine: Vec<&Message> = messages
+            let mine: Vec<&SseMessage> = messages
                 .iter()
                 .filter(|m| m.data["mission_id"] == id.as_str())
                 .collect();
@@ -447,13 +314,13 @@ async fn concurrent_missions_arrive_complete_on_every_stream() {
         assert!(stream.quiet_for(Duration::from_millis(300)).await.is_none());
     }
     // Resume the whole feed from its middle.
-    let mut all = Stream::open(&h, &h.base, "/api/v1/events?after=0", None).await;
+    let mut all = EventStream::open(&h, &h.base, "/api/v1/events?after=0", None).await;
     let mut everything = Vec::new();
     while everything.len() < total {
         everything.push(all.next(secs(30)).await);
     }
     let middle = everything[total / 2].clone();
-    let mut resumed = Stream::open(&h, &second, "/api/v1/events", Some(&middle.id)).await;
+    let mut resumed = EventStream::open(&h, &second, "/api/v1/events", Some(&middle.id)).await;
     let mut rest = Vec::new();
     while rest.len() < total - total / 2 - 1 {
         rest.push(resumed.next(secs(30)).await);
@@ -520,7 +387,7 @@ async fn bad_requests_are_refused() {
     wrong.problem(401);
 
     let viewer = h.create_key("watcher", "viewer").await;
-    let mut stream = Stream::open_as(
+    let mut stream = EventStream::open_as(
         &viewer,
         &h.base,
         &format!("/api/v1/events?mission={id}"),

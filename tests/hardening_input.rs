@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::redirect::Policy;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -157,55 +157,9 @@ async fn integers_beyond_2_53_are_refused_with_a_pointer() {
     assert_eq!(reply.status, 201, "{reply:?}");
 }
 
-/// A browser without cookies of its own that does not follow redirects.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .expect("client")
-}
-
-/// The value of cookie `name` among a response's `Set-Cookie` headers.
-fn cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next()?.split_once('='))
-        .find(|(n, v)| *n == name && !v.is_empty())
-        .map(|(_, v)| v.to_owned())
-}
-
-/// Open the login page and post the form with `key` and `next`; returns the response.
-async fn sign_in(
-    h: &Harness,
-    client: &reqwest::Client,
-    key: &str,
-    next: &str,
-) -> reqwest::Response {
-    let page = client.get(h.url("/")).send().await.expect("login page");
-    let login_cookie = cookie(&page, "hc_login").expect("the login page sets hc_login");
-    let body = page.text().await.unwrap_or_default();
-    let marker = "name=\"csrf-token\" content=\"";
-    let csrf = body
-        .split_once(marker)
-        .and_then(|(_, rest)| rest.split('"').next())
-        .unwrap_or_default()
-        .to_owned();
-    client
-        .post(h.url("/login"))
-        .header("Cookie", format!("hc_login={login_cookie}"))
-        .form(&[("key", key), ("csrf", &csrf), ("next", next)])
-        .send()
-        .await
-        .expect("POST /login")
-}
-
 #[tokio::test]
 async fn after_sign_in_next_never_leaves_the_site() {
     let h = Harness::with(no_workers()).await;
-    let client = browser();
     // (sent in the form, as the browser sends it, → where the redirect must go)
     let cases = [
         ("/approvals", "/approvals"),
@@ -229,29 +183,20 @@ async fn after_sign_in_next_never_leaves_the_site() {
         ("/%09/evil.example", "/%09/evil.example"),
     ];
     for (next, expected) in cases {
-        let response = sign_in(&h, &client, &h.key, next).await;
-        assert_eq!(response.status().as_u16(), 303, "next {next:?}");
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        assert_eq!(location.as_deref(), Some(expected), "next {next:?}");
+        let mut browser = h.browser();
+        let signed = browser.try_sign_in(&h.key, next).await;
+        assert_eq!(signed.status, 303, "next {next:?}");
+        assert_eq!(signed.location.as_deref(), Some(expected), "next {next:?}");
         assert!(
-            cookie(&response, "hc_session").is_some(),
+            browser.cookies.contains_key("hc_session"),
             "a successful sign-in has its session: {next:?}"
         );
     }
     // The login page itself (where a signed-out visit is sent, with `?next=`) renders too.
     for next in ["%01", "%2F%09%2Fevil.example", "%5Cevil"] {
-        let page = client
-            .get(h.url(&format!("/?next={next}")))
-            .send()
-            .await
-            .expect("login page");
-        assert_eq!(page.status().as_u16(), 200, "?next={next}");
-        let body = page.text().await.unwrap_or_default();
-        assert!(!body.contains("evil"), "?next={next}: {body}");
+        let page = h.browser().get(&format!("/?next={next}")).await;
+        assert_eq!(page.status, 200, "?next={next}");
+        assert!(!page.body.contains("evil"), "?next={next}: {}", page.body);
     }
 }
 
@@ -362,20 +307,20 @@ async fn wrong_keys_on_the_sign_in_form_count_too() {
     let (mut looked_up, mut limited) = (0, None);
     for i in 0..30 {
         let status = if i % 2 == 0 {
-            let response = sign_in(&h, &client, &format!("hc_guess{i}"), "/").await;
-            assert!(cookie(&response, "hc_session").is_none());
-            let status = response.status().as_u16();
-            if status == 429 {
-                let wait: Option<u64> = response
-                    .headers()
+            let mut browser = Browser::with_client(&h.base, client.clone());
+            let page = browser.try_sign_in(&format!("hc_guess{i}"), "/").await;
+            assert!(!browser.cookies.contains_key("hc_session"));
+            if page.status == 429 {
+                let wait: Option<u64> = page
+                    .headers
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
-                let page = response.text().await.unwrap_or_default();
-                assert!(page.contains("Too many failed sign-in attempts"), "{page}");
+                let body = &page.body;
+                assert!(body.contains("Too many failed sign-in attempts"), "{body}");
                 limited = Some(wait.expect("Retry-After"));
             }
-            status
+            page.status
         } else {
             try_key(&h, &client, &format!("hc_guess{i}")).await.0
         };
@@ -389,9 +334,10 @@ async fn wrong_keys_on_the_sign_in_form_count_too() {
     );
     let wait = limited.expect("the form refused with 429 at least once");
     tokio::time::sleep(Duration::from_secs(wait.max(2)) + Duration::from_millis(100)).await;
-    let response = sign_in(&h, &client, &h.key, "/approvals").await;
-    assert_eq!(response.status().as_u16(), 303);
-    assert!(cookie(&response, "hc_session").is_some());
+    let mut browser = Browser::with_client(&h.base, client);
+    let signed = browser.try_sign_in(&h.key, "/approvals").await;
+    assert_eq!(signed.status, 303);
+    assert!(browser.cookies.contains_key("hc_session"));
 }
 
 #[tokio::test]
@@ -489,20 +435,13 @@ async fn the_approvals_inbox_is_paged_and_cuts_long_messages() {
     }
 
     // The dashboard's inbox: 50 to a page, then a link to the rest.
-    let client = browser();
-    let signed = sign_in(&h, &client, &h.key, "/approvals").await;
-    let session = cookie(&signed, "hc_session").expect("session");
-    let get = |path: String| {
-        let request = client
-            .get(h.url(&path))
-            .header("Cookie", format!("hc_session={session}"));
-        async move {
-            let response = request.send().await.expect("page");
-            assert_eq!(response.status().as_u16(), 200, "{path}");
-            response.text().await.unwrap_or_default()
-        }
+    let mut browser = h.signed_in(&h.key).await;
+    let mut get = async |path: &str| {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        page.body
     };
-    let page = get("/approvals".to_owned()).await;
+    let page = get("/approvals").await;
     assert_eq!(page.matches("data-approval=\"").count(), 50);
     assert!(!page.contains(&long), "the long message is cut");
     assert!(page.contains(&long[..400]));
@@ -511,7 +450,7 @@ async fn the_approvals_inbox_is_paged_and_cuts_long_messages() {
         .and_then(|(_, rest)| rest.split('"').next())
         .expect("a next-page link")
         .replace("&amp;", "&");
-    let rest = get(next).await;
+    let rest = get(&next).await;
     assert_eq!(rest.matches("data-approval=\"").count(), 2);
     assert!(!rest.contains("id=\"next-page\""));
 }

@@ -12,7 +12,7 @@ use hypercode_engine::Wake;
 use hypercode_workers::queue::{QueueConfig, RedisWake, MAX_DEPTH};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The age within which a worker counts as seen (a few heartbeats).
 const SEEN_WITHIN: Duration = Duration::from_secs(10);
@@ -33,17 +33,15 @@ async fn wait_for_worker(
     pred: impl Fn(&WorkerRecord) -> bool,
     timeout: Duration,
 ) -> WorkerRecord {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let pred = &pred;
+    let polled = poll(timeout, move || async move {
         let workers = store.workers(SEEN_WITHIN).await.expect("list workers");
-        if let Some(found) = workers.iter().find(|w| pred(w)) {
-            return found.clone();
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; workers: {workers:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        workers.iter().find(|w| pred(w)).cloned().ok_or(workers)
+    })
+    .await;
+    polled.unwrap_or_else(|workers| {
+        panic!("timed out after {timeout:?} waiting for {what}; workers: {workers:#?}")
+    })
 }
 
 #[tokio::test]

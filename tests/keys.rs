@@ -279,8 +279,33 @@ async fn no_key_appears_in_any_log_or_response() {
         );
     }
 
-    // Give the processes a moment to write their last lines.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Mark the end of the run in each API server's log: a request to a path of its own, which
+    // the server logs with its path when it answers. Each earlier request was logged before
+    // its answer reached this test, so once both logs show the marker, every line about a key
+    // is written. (The worker never sees a key: its log is scanned as it is.)
+    let marker = format!("/log-marker-{}", uuid::Uuid::new_v4().simple());
+    for base in [&h.base, &second] {
+        let reply = h.send(h.http.get(format!("{base}{marker}"))).await;
+        assert_eq!(reply.status, 404, "{reply:?}");
+    }
+    let serve_logs: Vec<_> = h.serve.iter().chain(&h.other_serves).collect();
+    let logged = |proc: &Proc| {
+        std::fs::read_to_string(&proc.log)
+            .unwrap_or_default()
+            .contains(&marker)
+    };
+    wait_for(
+        "both API servers to log the marker request",
+        secs(10),
+        || async { serve_logs.iter().all(|proc| logged(proc)) },
+        || {
+            serve_logs
+                .iter()
+                .map(|proc| format!("{}:\n{}", proc.name, tail(&proc.log, 5)))
+                .collect()
+        },
+    )
+    .await;
     let mut logs = Vec::new();
     for entry in std::fs::read_dir(&h.dir).expect("the log directory") {
         let path = entry.expect("a log entry").path();

@@ -28,12 +28,7 @@ async fn call(h: &Harness, base: &str, key: &str, path: &str) -> Answer {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = content_type(response.headers());
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     Answer {
         reply: Reply {

@@ -14,7 +14,6 @@ use common::*;
 use serde_json::{json, Map, Value};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The header values and credentials the plan carries; none may be read back.
 const AUTHORIZATION: &str = "Bearer auth-9d1c4b";
@@ -123,75 +122,14 @@ async fn read(h: &Harness, key: &str, path: &str) -> String {
     body
 }
 
-/// The event stream of one mission, read until its `until` event, as raw text.
-async fn stream(h: &Harness, key: &str, id: &str, until: &str) -> String {
-    let mut response = reqwest::Client::new()
-        .get(h.url(&format!("/api/v1/events?mission={id}")))
-        .header("X-API-Key", key)
-        .send()
-        .await
-        .expect("the API answered");
-    assert_eq!(response.status(), 200);
-    let mut text = String::new();
-    let read = async {
-        while !text.contains(&format!("event: {until}")) {
-            match response.chunk().await.expect("read the stream") {
-                Some(chunk) => text.push_str(&String::from_utf8_lossy(&chunk)),
-                None => break,
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .unwrap_or_else(|_| panic!("no `{until}` event on the stream within 30 s"));
-    text
-}
-
 /// The dashboard pages at `paths`, signed in with `key` through the login form.
 async fn dashboard(h: &Harness, key: &str, paths: &[String]) -> Vec<(String, String)> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let cookies = |response: &reqwest::Response| -> Vec<String> {
-        response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split(';').next().map(str::to_owned))
-            .collect()
-    };
-    let login = http.get(h.url("/")).send().await.expect("login page");
-    let mut jar = cookies(&login);
-    let page = login.text().await.unwrap_or_default();
-    let marker = "name=\"csrf-token\" content=\"";
-    let csrf = page
-        .find(marker)
-        .and_then(|i| page[i + marker.len()..].split('"').next())
-        .unwrap_or_default()
-        .to_owned();
-    let signed = http
-        .post(h.url("/login"))
-        .header("Cookie", jar.join("; "))
-        .form(&[("key", key), ("csrf", &csrf), ("next", "/")])
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(signed.status(), 303, "sign-in refused");
-    jar.extend(cookies(&signed));
+    let mut browser = h.signed_in(key).await;
     let mut pages = Vec::new();
     for path in paths {
-        let response = http
-            .get(h.url(path))
-            .header("Cookie", jar.join("; "))
-            .send()
-            .await
-            .expect("dashboard page");
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "GET {path}: {body}");
-        pages.push((path.clone(), body));
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 200, "GET {path}: {}", page.body);
+        pages.push((path.clone(), page.body));
     }
     pages
 }
@@ -317,7 +255,10 @@ async fn plan_secrets_reach_the_callee_and_no_reader() {
             assert!(body.contains("[redacted]"), "{path}: {body}");
             assert_hidden(&format!("GET {path} as {role}"), &body);
         }
-        let events = stream(&h, key, &id, "mission_failed").await;
+        let path = format!("/api/v1/events?mission={id}");
+        let mut stream = EventStream::open_as(key, &h.base, &path, None).await;
+        let messages = stream.until(|m| m.event == "mission_failed").await;
+        let events: String = messages.iter().map(|m| m.raw.as_str()).collect();
         assert!(events.contains("[redacted]@"), "{events}");
         assert_hidden(&format!("the event stream as {role}"), &events);
         let pages = dashboard(&h, key, &[format!("/missions/{id}"), "/".to_owned()]).await;

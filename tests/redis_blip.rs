@@ -148,15 +148,13 @@ async fn submit_load(h: &Harness, steps: &[&str], count: usize) -> Vec<String> {
 
 /// Wait until the worker is busy: at least a pool's worth of step requests have arrived.
 async fn until_busy(h: &Harness, requests: usize) {
-    let deadline = Instant::now() + secs(60);
-    while h.callee.requests().len() < requests {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never got busy:\n{}",
-            tail(&h.workers[0].log, 40)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the worker to get busy",
+        secs(60),
+        || async { h.callee.requests().len() >= requests },
+        || tail(&h.workers[0].log, 40),
+    )
+    .await;
 }
 
 /// A connection to the test's database, to read the missions' leases.
@@ -238,15 +236,13 @@ fn pool_restarted(h: &Harness, worker: usize) -> bool {
 
 /// Wait until the first worker's pool has broken.
 async fn until_pool_restarted(h: &Harness) {
-    let deadline = Instant::now() + secs(10);
-    while !pool_restarted(h, 0) {
-        assert!(
-            Instant::now() < deadline,
-            "the drop never broke the worker's pool:\n{}",
-            tail(&h.workers[0].log, 30)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the drop to break the worker's pool",
+        secs(10),
+        || async { pool_restarted(h, 0) },
+        || tail(&h.workers[0].log, 30),
+    )
+    .await;
 }
 
 /// The worker is alive and its pool did break (or the test would have tested nothing).

@@ -225,18 +225,17 @@ fn noop_plan() -> Value {
 
 /// Wait until `/readyz` answers 200; panics after `timeout`.
 async fn wait_ready(h: &Harness, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let polled = poll(timeout, || async {
         let answer = readyz(h).await;
         if answer.reply.status == 200 {
-            return;
+            Ok(())
+        } else {
+            Err(answer.reply)
         }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz still answers {:?} after {timeout:?}",
-            answer.reply
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await;
+    if let Err(reply) = polled {
+        panic!("/readyz still answers {reply:?} after {timeout:?}");
     }
 }
 
@@ -407,8 +406,32 @@ async fn a_submission_answered_with_an_error_created_nothing() {
         .header("X-API-Key", &h.key)
         .json(&body);
     let blocked = tokio::spawn(timed(request));
-    // Let the blocked insert take the pool's only connection.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until the blocked insert holds the pool's only connection: it waits on the lock.
+    let watcher = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&h.database_url)
+        .await
+        .expect("connect");
+    let watcher = &watcher;
+    let waiting = poll(secs(15), move || async move {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity \
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(watcher)
+        .await
+        .expect("read pg_stat_activity");
+        if waiting > 0 {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    assert!(
+        waiting.is_ok(),
+        "the submission never waited on the held key"
+    );
     let refused = timed(
         client()
             .get(h.url("/api/v1/missions"))

@@ -422,10 +422,9 @@ mod tests {
 
     #[tokio::test]
     async fn redis_lost_mid_run_fails_open_quickly() {
-        let Some((url, cut)) = cuttable_redis().await else {
-            eprintln!("no Redis at {}; skipping", redis_url());
-            return;
-        };
+        let (url, cut) = cuttable_redis()
+            .await
+            .unwrap_or_else(|| panic!("no Redis at {}", redis_url()));
         let limits = RateLimits {
             default: 1,
             ..RateLimits::default()
@@ -465,16 +464,19 @@ mod tests {
         assert_ne!(bucket("2001:db8:1:3::1"), bucket("2001:db8:1:2::1"));
     }
 
-    /// Against the test Redis (skipped, with a note, when it is not running).
+    /// A connection to the test Redis; panics without one. CI has one, so a missing Redis is
+    /// a failure, never a skip.
+    async fn connect_redis() -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .expect("the test Redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("no Redis at {}: {e}", redis_url()))
+    }
+
     #[tokio::test]
     async fn failed_authentication_is_limited_per_address_and_looking_is_free() {
-        let Ok(client) = redis::Client::open(redis_url()) else {
-            return;
-        };
-        if client.get_multiplexed_async_connection().await.is_err() {
-            eprintln!("no Redis at {}; skipping", redis_url());
-            return;
-        }
+        connect_redis().await;
         let limits = RateLimits {
             auth_fail: 2,
             ..RateLimits::default()
@@ -505,22 +507,15 @@ mod tests {
         assert_eq!(limiter.admits_address(here).await, Ok(()));
     }
 
-    /// Against the test Redis (skipped, with a note, when it is not running).
     #[tokio::test]
     async fn the_bucket_allows_a_burst_then_refills() {
+        let mut conn = connect_redis().await;
         let limits = RateLimits {
             default: 5,
             ..RateLimits::default()
         };
         let queue = format!("unit-{}", Uuid::new_v4().simple());
         let limiter = RateLimiter::new(&redis_url(), &queue, limits).expect("limiter");
-        let Ok(client) = redis::Client::open(redis_url()) else {
-            return;
-        };
-        if client.get_multiplexed_async_connection().await.is_err() {
-            eprintln!("no Redis at {}; skipping", redis_url());
-            return;
-        }
         let who = principal(Role::Operator);
         let mut allowed = 0;
         let mut limited = None;
@@ -543,10 +538,6 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(450)).await;
         assert_eq!(limiter.check(&who).await, Ok(()));
         // The bucket expires once it would be full again.
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
         let ttl: i64 = redis::cmd("PTTL")
             .arg(format!("hypercode:{queue}:ratelimit:{}", who.key_id))
             .query_async(&mut conn)

@@ -9,13 +9,17 @@
 
 #![allow(dead_code)]
 
+mod shared;
+
+pub use shared::*;
+
 use axum::extract::{Path as AxumPath, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{any, delete, post};
 use axum::Router;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -26,19 +30,61 @@ use tokio::process::{Child, Command};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_hypercode");
 
-/// How often `wait_until` polls.
+/// How often [`poll`] checks.
 const POLL: Duration = Duration::from_millis(50);
+
+/// The one wait of the suite: run `check` every [`POLL`] until it answers `Ok`, and return
+/// that; after `timeout`, return its last `Err` (what it saw, for the caller's message).
+/// Tests wait on a condition with this, never on a fixed sleep that hopes the condition holds.
+pub async fn poll<T, L, F, Fut>(timeout: Duration, mut check: F) -> Result<T, L>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, L>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(found) => return Ok(found),
+            Err(last) if Instant::now() >= deadline => return Err(last),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// [`poll`] a condition that has nothing to report; panics after `timeout`, saying `what` was
+/// awaited and what `describe` says then.
+pub async fn wait_for<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+    describe: impl Fn() -> String,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let polled = poll(timeout, || {
+        let done = check();
+        async move {
+            if done.await {
+                Ok(())
+            } else {
+                Err(())
+            }
+        }
+    })
+    .await;
+    if polled.is_err() {
+        panic!(
+            "timed out after {timeout:?} waiting for {what}:\n{}",
+            describe()
+        );
+    }
+}
 
 /// The admin URL used to create and drop per-test databases.
 pub fn admin_database_url() -> String {
     std::env::var("HYPERCODE_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".to_owned())
-}
-
-/// The Redis every test shares (each with its own queue name).
-pub fn redis_url() -> String {
-    std::env::var("HYPERCODE_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:56379/".to_owned())
 }
 
 /// The same Redis server, logical database `db` (for a test that flushes its database).
@@ -64,10 +110,6 @@ fn database_url_for(admin: &str, name: &str) -> String {
         Some(query) => format!("{base}/{name}?{query}"),
         None => format!("{base}/{name}"),
     }
-}
-
-fn random_suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -173,19 +215,17 @@ impl Callee {
         pred: impl Fn(&Recorded) -> bool,
         timeout: Duration,
     ) -> Recorded {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(found) = self.requests().into_iter().find(|r| pred(r)) {
-                return found;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for the callee to receive {what}; it received:\n{}",
-                    self.describe()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let pred = &pred;
+        let found = poll(timeout, move || async move {
+            self.requests().into_iter().find(|r| pred(r)).ok_or(())
+        })
+        .await;
+        found.unwrap_or_else(|()| {
+            panic!(
+                "timed out after {timeout:?} waiting for the callee to receive {what}; it received:\n{}",
+                self.describe()
+            )
+        })
     }
 
     /// A readable list of the requests received.
@@ -731,24 +771,9 @@ impl Harness {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("the API answered");
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = content_type(response.headers());
         let bytes = response.bytes().await.expect("read the API's body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Reply {
-            status,
-            content_type,
-            body,
-        }
+        Reply::new(status, &content_type, &bytes)
     }
 
     /// POST a submission body as is.
@@ -840,13 +865,19 @@ impl Harness {
         pred: impl Fn(&Value) -> bool,
         timeout: Duration,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let pred = &pred;
+        let polled = poll(timeout, move || async move {
             let mission = self.get(id).await;
             if pred(&mission) {
-                return mission;
+                Ok(mission)
+            } else {
+                Err(mission)
             }
-            if Instant::now() > deadline {
+        })
+        .await;
+        match polled {
+            Ok(mission) => mission,
+            Err(mission) => {
                 let history = self.history(id).await;
                 panic!(
                     "timed out after {timeout:?} waiting for mission {id} to be {what}\n\
@@ -856,7 +887,6 @@ impl Harness {
                     self.callee.describe()
                 );
             }
-            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -921,19 +951,10 @@ impl Drop for Harness {
         if !failed {
             let (admin, database) = (admin_database_url(), self.database.clone());
             let (redis, queue) = (self.redis_url.clone(), self.queue.clone());
-            // A thread with its own runtime: Drop cannot await, and the test's runtime may be
-            // shutting down.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    drop_database(&admin, &database).await;
-                    delete_queue_keys(&redis, &queue).await;
-                });
-            })
-            .join();
+            on_own_runtime(async move {
+                drop_database(&admin, &database).await;
+                delete_queue_keys(redis, queue).await;
+            });
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -961,71 +982,340 @@ async fn drop_database(admin: &str, name: &str) {
     }
 }
 
-/// Delete the Redis keys of a test's queue (they all start with its name).
-async fn delete_queue_keys(url: &str, queue: &str) {
-    let Ok(client) = redis::Client::open(url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{queue}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    for chunk in keys.chunks(100) {
-        let _: Result<i64, _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
-    }
-    // apalis also lists every queue it has seen in one shared sorted set.
-    let _: Result<i64, _> = redis::cmd("ZREM")
-        .arg("core:apalis:queues:list")
-        .arg(format!("{queue}:workers"))
-        .query_async(&mut conn)
-        .await;
-}
+// ------------------------------------------------------------------------------------------
+// The dashboard over plain HTTP.
+// ------------------------------------------------------------------------------------------
 
-/// A response from the API.
+/// One response of the dashboard, read.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub struct Page {
     /// The status code.
     pub status: u16,
-    /// The Content-Type header.
-    pub content_type: String,
-    /// The body as JSON.
-    pub body: Value,
+    /// The `Location` header.
+    pub location: Option<String>,
+    /// The `Set-Cookie` headers, whole.
+    pub set_cookies: Vec<String>,
+    /// Every header.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as text.
+    pub body: String,
 }
 
-impl Reply {
-    /// Assert an RFC 9457 problem with this status; returns the body.
-    pub fn problem(&self, status: u16) -> &Value {
-        assert_eq!(self.status, status, "unexpected status: {self:?}");
-        assert!(
-            self.content_type.starts_with("application/problem+json"),
-            "not a problem+json response: {self:?}"
-        );
-        for field in ["type", "title", "detail"] {
-            assert!(
-                self.body[field].is_string(),
-                "problem field `{field}` missing: {self:?}"
-            );
-        }
-        assert_eq!(self.body["status"], status, "problem `status`: {self:?}");
-        &self.body
+impl Page {
+    /// The page's CSRF token (from `<meta name="csrf-token">`; empty if it has none).
+    pub fn csrf(&self) -> String {
+        let marker = "name=\"csrf-token\" content=\"";
+        let start = self.body.find(marker).map(|i| i + marker.len());
+        let token = start.and_then(|s| self.body[s..].split('"').next());
+        token.unwrap_or_default().to_owned()
+    }
+}
+
+/// The one cookie-keeping client of the suite: it sends the cookies it was given back, and
+/// does not follow redirects, so each hop can be checked.
+#[derive(Clone)]
+pub struct Browser {
+    /// Its HTTP client (for requests [`Browser::send`] should carry cookies on).
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:PORT` of the API.
+    pub base: String,
+    /// The cookies it holds, by name.
+    pub cookies: BTreeMap<String, String>,
+    /// The `Set-Cookie` headers of the last response, whole.
+    pub set_cookies: Vec<String>,
+}
+
+impl Browser {
+    /// A browser without cookies on the API at `base`.
+    pub fn new(base: &str) -> Browser {
+        Browser::with_client(
+            base,
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        )
     }
 
-    /// The pointers of a validation problem's `errors`.
-    pub fn pointers(&self) -> Vec<String> {
-        self.body["errors"]
-            .as_array()
-            .map(|errors| {
-                errors
-                    .iter()
-                    .map(|e| e["pointer"].as_str().unwrap_or("<none>").to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// A browser without cookies that sends through `http` (which must not follow
+    /// redirects).
+    pub fn with_client(base: &str, http: reqwest::Client) -> Browser {
+        Browser {
+            http,
+            base: base.to_owned(),
+            cookies: BTreeMap::new(),
+            set_cookies: Vec::new(),
+        }
     }
+
+    /// The `Cookie` header it sends.
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The last response's `Set-Cookie` header for cookie `name`; panics if there is none.
+    pub fn set_cookie(&self, name: &str) -> &str {
+        self.set_cookies
+            .iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no Set-Cookie for {name}: {:?}", self.set_cookies))
+    }
+
+    /// Send `request` with the cookies, keep those the answer sets (and drop those it
+    /// expires), and read the answer.
+    pub async fn send(&mut self, mut request: reqwest::RequestBuilder) -> Page {
+        if !self.cookies.is_empty() {
+            request = request.header("Cookie", self.cookie_header());
+        }
+        let response = request.send().await.expect("the dashboard answered");
+        let status = response.status().as_u16();
+        let header = |name: &str| -> Vec<String> {
+            response
+                .headers()
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect()
+        };
+        self.set_cookies = header("set-cookie");
+        let location = header("location").into_iter().next();
+        for cookie in &self.set_cookies {
+            let pair = cookie.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                let expired = cookie.to_ascii_lowercase().contains("max-age=0");
+                if value.is_empty() || expired {
+                    self.cookies.remove(name.trim());
+                } else {
+                    self.cookies
+                        .insert(name.trim().to_owned(), value.trim().to_owned());
+                }
+            }
+        }
+        Page {
+            status,
+            location,
+            set_cookies: self.set_cookies.clone(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap_or_default(),
+        }
+    }
+
+    /// GET `path`.
+    pub async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    /// POST a form to `path`.
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.post_form(path, form, &[]).await
+    }
+
+    /// POST a form to `path` with further headers.
+    pub async fn post_form(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let mut request = self.http.post(format!("{}{path}", self.base)).form(form);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request).await
+    }
+
+    /// Open the login page and post its form with `key` and `next`; returns the answer.
+    pub async fn try_sign_in(&mut self, key: &str, next: &str) -> Page {
+        let login = self.get("/").await;
+        assert_eq!(login.status, 200, "{login:?}");
+        assert!(login.body.contains("id=\"login\""), "{}", login.body);
+        let csrf = login.csrf();
+        self.post("/login", &[("key", key), ("csrf", &csrf), ("next", next)])
+            .await
+    }
+
+    /// Sign in with `key` through the login form; panics unless it works.
+    pub async fn sign_in(&mut self, key: &str) {
+        let signed = self.try_sign_in(key, "/").await;
+        assert_eq!(signed.status, 303, "sign-in: {signed:?}");
+        assert!(
+            self.cookies.contains_key("hc_session"),
+            "{:?}",
+            self.set_cookies
+        );
+    }
+}
+
+impl Harness {
+    /// A browser without cookies on this API.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.base)
+    }
+
+    /// A browser signed in with `key`.
+    pub async fn signed_in(&self, key: &str) -> Browser {
+        let mut browser = self.browser();
+        browser.sign_in(key).await;
+        browser
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The event stream (SSE).
+// ------------------------------------------------------------------------------------------
+
+/// One message of the event stream.
+#[derive(Debug, Clone)]
+pub struct SseMessage {
+    /// Its `id:` (the event's position).
+    pub id: String,
+    /// Its `event:` (the event type).
+    pub event: String,
+    /// Its `data:`, parsed.
+    pub data: Value,
+    /// The message as it came over the wire (for checks on the raw text).
+    pub raw: String,
+}
+
+impl SseMessage {
+    /// The `id` as a number.
+    pub fn position(&self) -> i64 {
+        self.id
+            .parse()
+            .unwrap_or_else(|_| panic!("id is not a number: {self:?}"))
+    }
+}
+
+/// The one client of `/api/v1/events` in the suite, parsing `text/event-stream` by hand from
+/// the body's chunks.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventStream {
+    /// Open `path` on `base` with the admin key (and `Last-Event-ID` if given); asserts 200.
+    pub async fn open(
+        h: &Harness,
+        base: &str,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> EventStream {
+        Self::open_as(&h.key, base, path, last_event_id).await
+    }
+
+    /// The same with `key`.
+    pub async fn open_as(
+        key: &str,
+        base: &str,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> EventStream {
+        // Not the harness' client: its 30 s timeout covers the whole body.
+        let mut request = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .header("X-API-Key", key)
+            .header("Accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("the API answered");
+        let status = response.status().as_u16();
+        let content_type = content_type(response.headers());
+        if status != 200 {
+            let body = response.text().await.unwrap_or_default();
+            panic!("GET {path}: {status} {body}");
+        }
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "content type {content_type}"
+        );
+        EventStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next message (comments skipped); panics after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> SseMessage {
+        tokio::time::timeout(timeout, self.read())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {timeout:?}"))
+    }
+
+    async fn read(&mut self) -> SseMessage {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(message) = parse_sse(&block) {
+                    return message;
+                }
+                continue;
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .expect("read the stream")
+                .expect("the stream ended");
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        }
+    }
+
+    /// Messages until one satisfies `last` (included).
+    pub async fn until(&mut self, last: impl Fn(&SseMessage) -> bool) -> Vec<SseMessage> {
+        let mut messages = Vec::new();
+        loop {
+            let message = self.next(secs(30)).await;
+            let done = last(&message);
+            messages.push(message);
+            if done {
+                return messages;
+            }
+        }
+    }
+
+    /// Whether a message arrives within `wait`.
+    pub async fn quiet_for(&mut self, wait: Duration) -> Option<SseMessage> {
+        tokio::time::timeout(wait, self.read()).await.ok()
+    }
+}
+
+/// One message from its lines; `None` for a comment-only block (a keep-alive).
+fn parse_sse(block: &str) -> Option<SseMessage> {
+    let (mut id, mut event, mut data) = (None, None, Vec::new());
+    for line in block.lines() {
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => id = Some(value.to_owned()),
+            "event" => event = Some(value.to_owned()),
+            "data" => data.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    if id.is_none() && event.is_none() && data.is_empty() {
+        return None;
+    }
+    let data = data.join("\n");
+    Some(SseMessage {
+        id: id.unwrap_or_else(|| panic!("a message without id: {block:?}")),
+        event: event.unwrap_or_else(|| panic!("a message without event: {block:?}")),
+        data: serde_json::from_str(&data)
+            .unwrap_or_else(|e| panic!("data is not JSON ({e}): {data}")),
+        raw: block.to_owned(),
+    })
 }
 
 // ------------------------------------------------------------------------------------------
