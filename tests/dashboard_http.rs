@@ -740,7 +740,7 @@ async fn the_workers_page_shows_live_workers_their_work_and_the_queue() {
 #[tokio::test]
 async fn the_submit_form_refuses_what_the_api_refuses() {
     let h = Harness::start().await;
-    let mut browser = Browser::sign_in(&h, &h.key).await;
+    let mut browser = h.signed_in(&h.key).await;
     let csrf = browser.get("/submit").await.csrf();
     // Rules about the input itself, which the engine enforces for every entry point: no NUL
     // character (PostgreSQL cannot store it) and at most 64 levels of nesting.

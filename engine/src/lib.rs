@@ -119,9 +119,8 @@ pub use engine::{
     MAX_IDEMPOTENCY_KEY_CHARS, MAX_SAFE_INTEGER, NUL_MESSAGE, WORKER_HEARTBEAT,
 };
 pub use error::{
-    CompensationSummary, DatabaseError, FailedCompensation, FailureCause, MissionError,
-    ResultExt, Retry, StepError, StepFailure, StoreError, StoreResult, WorkflowError,
-    WorkflowResult,
+    CompensationSummary, DatabaseError, FailedCompensation, FailureCause, MissionError, ResultExt,
+    Retry, StepError, StepFailure, StoreError, StoreResult, WorkflowError, WorkflowResult,
 };
 pub use event::{Event, EventType, NewEvent, UnknownEventType};
 pub use ids::{host_name, LeaseToken, MissionId, WorkerId};

@@ -2,11 +2,11 @@
 //! time, in submission order, whichever worker asks; the reconciler wakes only the head, and a
 //! finished head hands the key on to the next mission at once.
 
-use hypercode_engine::MissionError;
 use hypercode_engine::postgres::{PgStore, MIGRATOR};
 use hypercode_engine::store::{
     JournalStore, Lease, MissionChange, MissionQuery, MissionStore, NewMission, Outcome, Transition,
 };
+use hypercode_engine::MissionError;
 use hypercode_engine::{MissionId, WorkerId};
 use serde_json::json;
 use sqlx::PgPool;

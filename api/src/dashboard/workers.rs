@@ -11,8 +11,8 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{TimeDelta, Utc};
-use hypercode_engine::WORKER_HEARTBEAT;
 use hypercode_engine::store::{ThroughputBucket, WorkerRecord};
+use hypercode_engine::WORKER_HEARTBEAT;
 use std::time::Duration;
 
 /// A worker whose last heartbeat is older than this (five missed beats) is shown as lost.

@@ -47,7 +47,10 @@ pub async fn state(pool: PgPool, queue: &str) -> AppState {
     let store = Arc::new(PgStore::new(pool.clone()));
     let engine = Engine::new(
         store.clone(),
-        hypercode_workflows::registry(http, store),
+        hypercode_workflows::registry(&hypercode_workflows::Dependencies {
+            http,
+            secrets: store,
+        }),
         Arc::new(wake),
         EngineConfig::default(),
     );
