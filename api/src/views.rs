@@ -329,6 +329,7 @@ mod tests {
             keys,
             [
                 "cancel_requested",
+                "concurrency_key",
                 "created_at",
                 "error",
                 "id",
