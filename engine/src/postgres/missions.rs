@@ -14,6 +14,7 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use serde_json::json;
+use sqlx::PgExecutor;
 
 #[async_trait]
 impl MissionStore for PgStore {
@@ -32,8 +33,8 @@ impl MissionStore for PgStore {
                 select id, 1, 'mission_submitted', jsonb_build_object('workflow', workflow) from ins
             )
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
-                   updated_at
+                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at,
+                   created_at, updated_at
             from ins
             "#,
             new.id as MissionId,
@@ -51,18 +52,9 @@ impl MissionStore for PgStore {
             });
         }
         let key = new.idempotency_key.as_deref().unwrap_or_default();
-        let existing = sqlx::query_as!(
-            MissionRecord,
-            r#"
-            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
-                   updated_at
-            from missions where idempotency_key = $1
-            "#,
-            key,
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let existing = find(&self.pool, None, Some(key)).await?.ok_or_else(|| {
+            StoreError::NotFound(format!("the mission of idempotency key `{key}`"))
+        })?;
         if existing.workflow != new.workflow
             || existing.input != new.input
             || existing.concurrency_key != new.concurrency_key
@@ -79,18 +71,7 @@ impl MissionStore for PgStore {
     }
 
     async fn mission(&self, id: MissionId) -> StoreResult<Option<MissionRecord>> {
-        Ok(sqlx::query_as!(
-            MissionRecord,
-            r#"
-            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
-                   updated_at
-            from missions where id = $1
-            "#,
-            id as MissionId,
-        )
-        .fetch_optional(&self.pool)
-        .await?)
+        find(&self.pool, Some(id), None).await
     }
 
     async fn journal(&self, id: MissionId) -> StoreResult<Vec<StepRecord>> {
@@ -110,8 +91,8 @@ impl MissionStore for PgStore {
             MissionRecord,
             r#"
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
-                   updated_at
+                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at,
+                   created_at, updated_at
             from missions
             where ($1::mission_status is null or status = $1)
               and ($2::text is null or workflow = $2)
@@ -228,6 +209,28 @@ impl MissionStore for PgStore {
     async fn retry(&self, id: MissionId, by: &str) -> StoreResult<Retried> {
         retry::retry(&self.pool, id, by).await
     }
+}
+
+/// The mission with this id or this idempotency key (pass one): one statement, so the column
+/// list of a [`MissionRecord`] is written once for both lookups.
+async fn find(
+    db: impl PgExecutor<'_>,
+    id: Option<MissionId>,
+    idempotency_key: Option<&str>,
+) -> StoreResult<Option<MissionRecord>> {
+    Ok(sqlx::query_as!(
+        MissionRecord,
+        r#"
+        select id as "id: MissionId", workflow, status as "status: MissionStatus", input, output,
+               error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
+               updated_at
+        from missions where id = $1 or idempotency_key = $2
+        "#,
+        id as Option<MissionId>,
+        idempotency_key,
+    )
+    .fetch_optional(db)
+    .await?)
 }
 
 /// `text` as a LIKE pattern that matches it literally (with the `\` escape character).

@@ -246,11 +246,17 @@ mod tests {
         text.parse().expect("an RFC 3339 time")
     }
 
-    fn next(expression: &str, zone: Tz, after: &str) -> String {
+    /// The first `n` fire times of `expression` after `after`, as RFC 3339 UTC text.
+    fn fires(expression: &str, zone: Tz, after: &str, n: usize) -> Vec<String> {
         let expr: CronExpr = expression.parse().expect("a valid expression");
-        expr.next_after(zone, utc(after))
-            .expect("a next fire")
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        expr.fires_after(zone, utc(after))
+            .take(n)
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .collect()
+    }
+
+    fn next(expression: &str, zone: Tz, after: &str) -> String {
+        fires(expression, zone, after, 1).remove(0)
     }
 
     #[test]
@@ -347,14 +353,13 @@ mod tests {
     fn a_skipped_wall_clock_time_fires_after_the_gap() {
         // Berlin jumps from 02:00 CET to 03:00 CEST on 2026-03-29: 02:30 does not exist that
         // night and fires at 03:30 CEST (01:30 UTC); the days around it fire at 02:30.
-        let expr: CronExpr = "30 2 * * *".parse().expect("valid");
-        let fires: Vec<String> = expr
-            .fires_after(chrono_tz::Europe::Berlin, utc("2026-03-27T12:00:00Z"))
-            .take(3)
-            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .collect();
         assert_eq!(
-            fires,
+            fires(
+                "30 2 * * *",
+                chrono_tz::Europe::Berlin,
+                "2026-03-27T12:00:00Z",
+                3
+            ),
             [
                 "2026-03-28T01:30:00Z",
                 "2026-03-29T01:30:00Z",
@@ -367,13 +372,15 @@ mod tests {
     fn a_repeated_wall_clock_time_fires_once() {
         // Berlin goes back from 03:00 CEST to 02:00 CET on 2026-10-25: 02:30 happens twice that
         // night and fires only the first time (00:30 UTC).
-        let expr: CronExpr = "30 2 * * *".parse().expect("valid");
-        let fires: Vec<String> = expr
-            .fires_after(chrono_tz::Europe::Berlin, utc("2026-10-24T12:00:00Z"))
-            .take(2)
-            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .collect();
-        assert_eq!(fires, ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
+        assert_eq!(
+            fires(
+                "30 2 * * *",
+                chrono_tz::Europe::Berlin,
+                "2026-10-24T12:00:00Z",
+                2
+            ),
+            ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
+        );
         // Asked from inside the repeated hour, it does not fire the second 02:30 either.
         assert_eq!(
             next(
