@@ -418,6 +418,140 @@ impl Context {
         }
     }
 
+    /// Wait durably (no worker held) for the signal `name` sent to this mission
+    /// (`POST /api/v1/missions/{id}/signals/{name}`) and return its payload. A signal sent before
+    /// the mission gets here is kept and delivered at once. No signal within `timeout` fails the
+    /// step for good (code `signal_timeout`), and the mission's compensations run.
+    pub async fn signal<T: DeserializeOwned>(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> WorkflowResult<T> {
+        let input = json!({ "timeout_s": timeout.as_secs_f64() });
+        let payload = match self.slot(name, StepKind::Signal, Some(&input))? {
+            Slot::Recorded(entry) => match entry.status {
+                StepStatus::Succeeded => entry.output.unwrap_or(Value::Null),
+                StepStatus::Failed => {
+                    return Err(WorkflowError::StepFailed {
+                        step: name.to_owned(),
+                        error: self.recorded_failure(&entry)?,
+                    })
+                }
+                StepStatus::Waiting if self.signals.cancel_requested() => {
+                    return self.skip(entry).await
+                }
+                StepStatus::Waiting => match self.store.signal(self.mission, name).await? {
+                    Some(payload) => self.deliver_signal(entry, payload).await?,
+                    None if entry.wake_at.is_some_and(|at| at <= Utc::now()) => {
+                        return self.time_out_signal(entry, timeout).await
+                    }
+                    None => return self.wait_for_signal(entry, Vec::new()).await,
+                },
+                other => return Err(self.corrupt(name, other)),
+            },
+            Slot::New(position) => {
+                self.refuse_if_cancelled()?;
+                let deadline = after(timeout);
+                let entry = StepRecord {
+                    status: StepStatus::Waiting,
+                    attempts: 1,
+                    wake_at: Some(deadline),
+                    ..new_entry(position, name, StepKind::Signal, Some(input))
+                };
+                match self.store.signal(self.mission, name).await? {
+                    Some(payload) => self.deliver_signal(entry, payload).await?,
+                    None => {
+                        let event = NewEvent::step(
+                            EventType::SignalWaiting,
+                            name,
+                            1,
+                            json!({ "deadline": deadline }),
+                        );
+                        return self.wait_for_signal(entry, vec![event]).await;
+                    }
+                }
+            }
+        };
+        serde_json::from_value(payload).map_err(|e| {
+            WorkflowError::failed(format!(
+                "the payload of signal `{name}` does not fit what the workflow expects: {e}"
+            ))
+        })
+    }
+
+    /// Record the signal's payload as the wait's output.
+    async fn deliver_signal(&mut self, entry: StepRecord, payload: Value) -> WorkflowResult<Value> {
+        let settled = StepRecord {
+            status: StepStatus::Succeeded,
+            output: Some(payload.clone()),
+            wake_at: None,
+            finished_at: Some(Utc::now()),
+            ..entry
+        };
+        let event = NewEvent::step(
+            EventType::SignalReceived,
+            &settled.name,
+            settled.attempts,
+            json!({ "payload": payload }),
+        );
+        self.write(MissionChange::Keep, vec![settled], vec![event])
+            .await?;
+        Ok(payload)
+    }
+
+    /// Park on the wait, then look once more: a signal sent while the wait was being recorded
+    /// found no waiting step to wake.
+    async fn wait_for_signal<T>(
+        &mut self,
+        entry: StepRecord,
+        events: Vec<NewEvent>,
+    ) -> WorkflowResult<T> {
+        let name = entry.name.clone();
+        let deadline = entry.wake_at;
+        let parked = self.park(entry, events, deadline).await;
+        self.store.wake_if_signalled(self.mission, &name).await?;
+        parked
+    }
+
+    /// Fail the wait for good: no signal came in time.
+    async fn time_out_signal<T>(
+        &mut self,
+        entry: StepRecord,
+        timeout: Duration,
+    ) -> WorkflowResult<T> {
+        let failure = StepFailure {
+            code: Some("signal_timeout".to_owned()),
+            message: format!(
+                "no signal `{}` arrived within {} s",
+                entry.name,
+                timeout.as_secs_f64()
+            ),
+            retryable: false,
+            details: Some(Value::Null),
+            attempts: Some(entry.attempts),
+        };
+        let settled = StepRecord {
+            status: StepStatus::Failed,
+            error: Some(failure.to_json()),
+            wake_at: None,
+            finished_at: Some(Utc::now()),
+            ..entry
+        };
+        let event = NewEvent::step(
+            EventType::StepFailed,
+            &settled.name,
+            settled.attempts,
+            failure.to_json(),
+        );
+        let step = settled.name.clone();
+        self.write(MissionChange::Keep, vec![settled], vec![event])
+            .await?;
+        Err(WorkflowError::StepFailed {
+            step,
+            error: failure,
+        })
+    }
+
     /// Run the registered compensations of completed steps, newest first, each as a durable,
     /// retried journal entry. Returns a summary of what was undone and what could not be.
     pub(crate) async fn compensate(&mut self) -> WorkflowResult<CompensationSummary> {

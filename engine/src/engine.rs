@@ -297,6 +297,17 @@ impl Engine {
         Ok(status)
     }
 
+    /// Send the signal `name` with `payload` to a mission (kept until a wait of that name takes
+    /// it), and wake the mission if it was waiting for it. `NotFound` for an unknown mission,
+    /// `Conflict` for a finished one or a signal of that name already received.
+    pub async fn signal(&self, id: MissionId, name: &str, payload: Value) -> StoreResult<()> {
+        if self.store.send_signal(id, name, payload).await? {
+            self.wake(id).await;
+        }
+        tracing::info!(mission = %id, signal = name, "signal received");
+        Ok(())
+    }
+
     /// Re-run a failed mission from its first failed step (see [`MissionStore::retry`] for
     /// exactly what is reset), then wake a worker for it.
     ///

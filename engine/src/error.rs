@@ -59,6 +59,7 @@ impl StepError {
     /// only when there are some.
     pub fn failure(&self) -> StepFailure {
         StepFailure {
+            code: None,
             message: self.message.clone(),
             retryable: self.retry == Retry::Retryable,
             details: (!self.details.is_null()).then(|| self.details.clone()),
@@ -86,6 +87,9 @@ impl StepError {
 /// mission's error) and the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepFailure {
+    /// A stable code for a failure the engine itself decides (`signal_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// A human-readable account.
     pub message: String,
     /// Whether another attempt could have helped.

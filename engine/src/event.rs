@@ -52,6 +52,10 @@ pub enum EventType {
     ApprovalGranted,
     /// A human rejected, or the approval timed out.
     ApprovalRejected,
+    /// The mission started waiting for a signal.
+    SignalWaiting,
+    /// A signal was delivered to the step waiting for it (its payload in `data`).
+    SignalReceived,
     /// A compensation attempt began.
     CompensationStarted,
     /// A completed step was undone by its compensation.
@@ -64,7 +68,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 23] = [
+    pub const ALL: [EventType; 25] = [
         Self::MissionSubmitted,
         Self::MissionStarted,
         Self::MissionResumed,
@@ -84,6 +88,8 @@ impl EventType {
         Self::ApprovalRequested,
         Self::ApprovalGranted,
         Self::ApprovalRejected,
+        Self::SignalWaiting,
+        Self::SignalReceived,
         Self::CompensationStarted,
         Self::StepCompensated,
         Self::CompensationFailed,
@@ -112,6 +118,8 @@ impl EventType {
             Self::ApprovalRequested => "approval_requested",
             Self::ApprovalGranted => "approval_granted",
             Self::ApprovalRejected => "approval_rejected",
+            Self::SignalWaiting => "signal_waiting",
+            Self::SignalReceived => "signal_received",
             Self::CompensationStarted => "compensation_started",
             Self::StepCompensated => "step_compensated",
             Self::CompensationFailed => "compensation_failed",

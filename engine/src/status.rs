@@ -121,6 +121,8 @@ pub enum StepKind {
     Approval,
     /// A durable timer.
     Sleep,
+    /// A wait for a named signal sent to the mission.
+    Signal,
     /// The undo of an earlier task, run when the mission fails or is cancelled.
     Compensation,
 }
@@ -129,6 +131,7 @@ wire_names!(StepKind {
     Task => "task",
     Approval => "approval",
     Sleep => "sleep",
+    Signal => "signal",
     Compensation => "compensation",
 });
 

@@ -379,8 +379,14 @@ pub trait JournalStore: Send + Sync + 'static {
 }
 
 /// A complete storage backend.
-pub trait Store: MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore {}
-impl<T: MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore> Store for T {}
+pub trait Store:
+    MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore + SignalStore
+{
+}
+impl<T> Store for T where
+    T: MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore + SignalStore
+{
+}
 
 /// A secret's name and times; never its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -612,4 +618,21 @@ mod tests {
             json!({ "message": "Ship it?", "deadline": null })
         );
     }
+}
+
+/// Signals: named JSON payloads sent to a mission, kept until a `ctx.signal(..)` wait of that
+/// name consumes them (a signal may arrive before the wait).
+#[async_trait]
+pub trait SignalStore: Send + Sync + 'static {
+    /// Keep `payload` as the mission's signal `name` and, if the mission is parked waiting for
+    /// it, make it runnable. Returns whether it did. `NotFound` for an unknown mission,
+    /// `Conflict` for a finished one or a name that already received a signal.
+    async fn send_signal(&self, mission: MissionId, name: &str, payload: Value)
+        -> StoreResult<bool>;
+    /// The payload of the mission's signal `name`, if it was sent.
+    async fn signal(&self, mission: MissionId, name: &str) -> StoreResult<Option<Value>>;
+    /// Make the mission runnable if it is parked waiting for signal `name` and that signal is
+    /// there; returns whether it did. A wait calls this right after parking, so a signal sent
+    /// while the wait was being recorded (and found no waiting step) is not left unseen.
+    async fn wake_if_signalled(&self, mission: MissionId, name: &str) -> StoreResult<bool>;
 }

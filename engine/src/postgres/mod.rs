@@ -4,7 +4,7 @@
 //! One module per concept: [`missions`] (submitting, reading and cancelling missions),
 //! [`approvals`] (decisions and the inbox), [`retry`] (a failed mission's manual retry),
 //! [`journal`] (leases and the journal a worker advances), [`group_commit`] (the batched
-//! journal writes), [`feed`], [`workers`] and [`secrets`]. This file holds the [`PgStore`] and
+//! journal writes), [`signals`], [`feed`], [`workers`] and [`secrets`]. This file holds the [`PgStore`] and
 //! the transaction helpers they share.
 
 use crate::error::{StoreError, StoreResult};
@@ -21,6 +21,7 @@ mod journal;
 mod missions;
 mod retry;
 mod secrets;
+mod signals;
 mod workers;
 use group_commit::GroupCommit;
 

@@ -1,6 +1,6 @@
 //! The `plan` workflow: a declarative mission submitted as JSON. Its steps run in order; each
-//! is an HTTP call, an approval gate, a durable sleep or a no-op, and an HTTP step may register an HTTP
-//! compensation. Strings in a request may reference earlier outputs with `{{steps.a.output...}}`
+//! is an HTTP call, an approval gate, a wait for a signal, a durable sleep or a no-op, and an
+//! HTTP step may register an HTTP compensation. Strings in a request may reference earlier outputs with `{{steps.a.output...}}`
 //! and server-side secrets with `{{secrets.NAME}}`.
 //!
 //! A secret's value never enters the journal: a step records its request with the
@@ -142,6 +142,12 @@ impl Workflow for PlanWorkflow {
                 Action::Approval { message, timeout_s } => {
                     let timeout = timeout_s.map(Duration::from_secs_f64);
                     ctx.approval(&name, Approval { message, timeout }).await?
+                }
+                Action::Signal { timeout_s } => {
+                    let payload: Value = ctx
+                        .signal(&name, Duration::from_secs_f64(timeout_s))
+                        .await?;
+                    json!({ "payload": payload })
                 }
                 Action::Noop(value) => {
                     let options = Step::new(&name).retry(RetryPolicy::NONE).local();

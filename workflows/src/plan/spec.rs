@@ -22,7 +22,7 @@ const MAX_WAIT_MS: u64 = MAX_WAIT_S as u64 * 1000;
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "plan",
-    description = "A declarative mission: steps run in order, each with exactly one action (http, approval, sleep or noop).",
+    description = "A declarative mission: steps run in order, each with exactly one action (http, approval, signal, sleep or noop).",
     extend("$id" = "https://hypercode.dev/schemas/workflows/plan/input.json")
 )]
 pub struct PlanSpec {
@@ -31,8 +31,8 @@ pub struct PlanSpec {
     pub steps: Vec<StepSpec>,
 }
 
-/// One step as submitted: its action is whichever one of `http`, `approval`, `sleep` and
-/// `noop` is present.
+/// One step as submitted: its action is whichever one of `http`, `approval`, `signal`, `sleep`
+/// and `noop` is present.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
@@ -41,6 +41,7 @@ pub struct PlanSpec {
         "oneOf" = [
             { "required": ["http"] },
             { "required": ["approval"] },
+            { "required": ["signal"] },
             { "required": ["sleep"] },
             { "required": ["noop"] }
         ],
@@ -58,6 +59,8 @@ pub struct StepSpec {
     pub http: Option<HttpRequest<SubmittedMethod>>,
     /// Waits for a human decision; a timeout counts as a rejection.
     pub approval: Option<ApprovalSpec>,
+    /// Waits for the signal named after the step; its output is `{"payload": <the signal>}`.
+    pub signal: Option<SignalSpec>,
     /// A durable sleep.
     pub sleep: Option<SleepSpec>,
     /// Any JSON but null: recorded as the step's output.
@@ -83,6 +86,17 @@ pub struct ApprovalSpec {
     /// Seconds after which no decision counts as a rejection; at most a year.
     #[schemars(extend("exclusiveMinimum" = 0, "maximum" = MAX_WAIT_S))]
     pub timeout_s: Option<f64>,
+}
+
+/// Waits for the signal named after the step (`POST /api/v1/missions/{id}/signals/{name}`); a
+/// signal sent earlier is kept and delivered on arrival.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "signal")]
+pub struct SignalSpec {
+    /// Seconds to wait; none arriving fails the step (`signal_timeout`). At most a year.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = MAX_WAIT_S))]
+    pub timeout_s: f64,
 }
 
 /// A durable sleep.
@@ -126,6 +140,11 @@ pub enum Action {
         message: String,
         /// Seconds after which no decision counts as a rejection.
         timeout_s: Option<f64>,
+    },
+    /// Wait for the signal named after the step.
+    Signal {
+        /// Seconds to wait before the step fails.
+        timeout_s: f64,
     },
     /// Wait durably.
     Sleep {
@@ -340,13 +359,14 @@ fn check_step(
     let actions = [
         step.http.is_some(),
         step.approval.is_some(),
+        step.signal.is_some(),
         step.sleep.is_some(),
         step.noop.is_some(),
     ];
     if actions.iter().filter(|a| **a).count() != 1 {
         problems.push(InputProblem::new(
             at,
-            "a step needs exactly one action: `http`, `approval`, `sleep` or `noop`",
+            "a step needs exactly one action: `http`, `approval`, `signal`, `sleep` or `noop`",
         ));
         return None;
     }
@@ -421,6 +441,17 @@ fn check_step(
         return Some(checked(Action::Approval {
             message: approval.message.clone(),
             timeout_s: approval.timeout_s,
+        }));
+    }
+    if let Some(signal) = &step.signal {
+        if !(signal.timeout_s > 0.0 && signal.timeout_s <= MAX_WAIT_S) {
+            problems.push(InputProblem::new(
+                format!("{at}/signal/timeout_s"),
+                "must be above 0 and at most a year",
+            ));
+        }
+        return Some(checked(Action::Signal {
+            timeout_s: signal.timeout_s,
         }));
     }
     if let Some(value) = &step.noop {
