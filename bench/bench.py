@@ -259,17 +259,28 @@ def statements_per_mission(n):
 # ---------------------------------------------------------------- 3. latency
 
 
+def mission_marks(**marks):
+    """A `with m as (...)` clause: one row per mission with the time of each mark, given as
+    name=(aggregate, event type), e.g. submitted=("min", "mission_submitted")."""
+    cols = ",\n".join(f"{agg}(at) filter (where type = '{event}') as {name}"
+                      for name, (agg, event) in marks.items())
+    return f"with m as (select mission_id, {cols} from events group by mission_id)"
+
+
+def gap_percentiles(quantiles, start, end):
+    """The percentiles (ms) of `end - start` over the rows of `m`, as one array column."""
+    return (f"percentile_cont(array[{', '.join(map(str, quantiles))}]) "
+            f"within group (order by extract(epoch from {end} - {start}) * 1000)")
+
+
 def latency_stats():
-    (row,) = sql("""
-        with m as (
-            select mission_id,
-                   min(at) filter (where type = 'mission_submitted') as submitted,
-                   min(at) filter (where type = 'step_started') as first_step,
-                   min(at) filter (where type = 'mission_succeeded') as finished
-            from events group by mission_id)
-        select count(*),
-               percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from first_step - submitted) * 1000),
-               percentile_cont(array[0.5, 0.9, 0.99]) within group (order by extract(epoch from finished - submitted) * 1000),
+    qs = (0.5, 0.9, 0.99)
+    marks = mission_marks(submitted=("min", "mission_submitted"), first_step=("min", "step_started"),
+                          finished=("min", "mission_succeeded"))
+    (row,) = sql(f"""
+        {marks}
+        select count(*), {gap_percentiles(qs, "submitted", "first_step")},
+               {gap_percentiles(qs, "submitted", "finished")},
                max(extract(epoch from finished - submitted) * 1000)
         from m where finished is not null""")
     n, first, done, mx = row
@@ -312,16 +323,13 @@ def bench_approval(cfg, key):
     submit(url, key, n, concurrency=16, body=body)
     run_json([f"{BIN}/hc-approve", "--url", url, "--key", key, "--n", str(n), "--rate", str(cfg.rate)])
     wait_finished(n)
-    (row,) = sql("""
-        with m as (
-            select mission_id,
-                   min(at) filter (where type = 'approval_granted') as granted,
-                   max(at) filter (where type = 'mission_resumed') as resumed,
-                   max(at) filter (where type = 'mission_succeeded') as finished
-            from events group by mission_id)
-        select count(*),
-               percentile_cont(array[0.5, 0.99]) within group (order by extract(epoch from resumed - granted) * 1000),
-               percentile_cont(array[0.5, 0.99]) within group (order by extract(epoch from finished - granted) * 1000)
+    qs = (0.5, 0.99)
+    marks = mission_marks(granted=("min", "approval_granted"), resumed=("max", "mission_resumed"),
+                          finished=("max", "mission_succeeded"))
+    (row,) = sql(f"""
+        {marks}
+        select count(*), {gap_percentiles(qs, "granted", "resumed")},
+               {gap_percentiles(qs, "granted", "finished")}
         from m where finished is not null and resumed > granted""")
     stop(w, server)
     res = {"n": row[0], "resumed_ms": dict(zip(("p50", "p99"), row[1])),
@@ -346,6 +354,15 @@ def celery_env():
     return env
 
 
+def start_celery_worker(cfg):
+    """A prefork Celery worker on the `bench` queue, logging to celery.log."""
+    return subprocess.Popen(
+        [VENV_PY, "-m", "celery", "-A", "celery_tasks", "worker", "--pool", "prefork",
+         "-c", str(cfg.celery_procs), "-Q", "bench", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "-l", "WARNING"],
+        env=celery_env(), cwd=PY, stdout=subprocess.DEVNULL, stderr=open(f"{OUT}/celery.log", "a"))
+
+
 def celery_run(kind, n, cfg):
     """Fill the queue with the worker stopped, start the worker, time the drain."""
     import redis
@@ -354,11 +371,7 @@ def celery_run(kind, n, cfg):
     fill = subprocess.run([VENV_PY, f"{PY}/celery_fill.py", kind, str(n)], env=celery_env(),
                           capture_output=True, text=True, check=True)
     push_secs = float(fill.stdout.strip().splitlines()[-1])
-    worker = subprocess.Popen(
-        [VENV_PY, "-m", "celery", "-A", "celery_tasks", "worker", "--pool", "prefork",
-         "-c", str(cfg.celery_procs), "-Q", "bench", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-l", "WARNING"],
-        env=celery_env(), cwd=PY, stdout=subprocess.DEVNULL, stderr=open(f"{OUT}/celery.log", "a"))
+    worker = start_celery_worker(cfg)
     time.sleep(0.0)
     with Sampler({"celery": worker.pid}) as s:
         t0 = None
@@ -383,11 +396,7 @@ def celery_run(kind, n, cfg):
 
 
 def celery_idle_rss(cfg):
-    worker = subprocess.Popen(
-        [VENV_PY, "-m", "celery", "-A", "celery_tasks", "worker", "--pool", "prefork",
-         "-c", str(cfg.celery_procs), "-Q", "bench", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-l", "WARNING"],
-        env=celery_env(), cwd=PY, stdout=subprocess.DEVNULL, stderr=open(f"{OUT}/celery.log", "a"))
+    worker = start_celery_worker(cfg)
     time.sleep(4)
     kb = tree_rss_kb(worker.pid)
     stop(worker)

@@ -81,6 +81,19 @@ _hc_redact() { printf '%s\n' "$1" | sed -E 's#(://[^:/@]*:)[^/]*@#\1***@#'; }
 
 _hc_pg_ready() { pg_isready -q -h 127.0.0.1 -p "$1" -t 2 >/dev/null 2>&1; }
 
+# Runs "$@" up to $1 times, $2 seconds apart, until it succeeds; fails if it never does.
+_hc_poll() {
+    local tries=$1 pause=$2 i
+    shift 2
+    for ((i = 0; i < tries; i++)); do
+        if "$@"; then
+            return 0
+        fi
+        sleep "$pause"
+    done
+    return 1
+}
+
 # Pick (and prepare) the directory for the private cluster; prints it.
 _hc_pg_dir() {
     local state=$1 port=$2 dir fallback
@@ -119,7 +132,7 @@ _hc_pg_dir() {
 # Start (or reuse) the private cluster on 127.0.0.1:$2. $3 = lock fd to close
 # in the server process (so the daemon does not hold our lock forever).
 _hc_pg_start() {
-    local state=$1 port=$2 lockfd=$3 bindir dir data log sockopt i
+    local state=$1 port=$2 lockfd=$3 bindir dir data log sockopt
     if _hc_pg_ready "$port"; then
         _hc_log "reusing PostgreSQL already running on 127.0.0.1:$port"
         return 0
@@ -171,12 +184,9 @@ _hc_pg_start() {
             return 1
         fi
     fi
-    for ((i = 0; i < 60; i++)); do
-        if _hc_pg_ready "$port"; then
-            return 0
-        fi
-        sleep 1
-    done
+    if _hc_poll 60 1 _hc_pg_ready "$port"; then
+        return 0
+    fi
     _hc_log "PostgreSQL on 127.0.0.1:$port did not become ready in 60s; see $log"
     return 1
 }
@@ -206,7 +216,7 @@ _hc_redis_ping() {
 }
 
 _hc_redis_start() {
-    local state=$1 port=$2 lockfd=$3 dir i
+    local state=$1 port=$2 lockfd=$3 dir
     if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
         if [ "$(id -u)" != 0 ]; then
             _hc_log "redis-server is not installed and we are not root; install it (apt-get install redis-server) or set HYPERCODE_REDIS_URL"
@@ -235,12 +245,9 @@ _hc_redis_start() {
         _hc_log "redis-server failed to start; see $dir/redis.log"
         return 1
     fi
-    for ((i = 0; i < 100; i++)); do
-        if _hc_redis_ping "$port"; then
-            return 0
-        fi
-        sleep 0.2
-    done
+    if _hc_poll 100 0.2 _hc_redis_ping "$port"; then
+        return 0
+    fi
     _hc_log "Redis on 127.0.0.1:$port did not answer PING in 20s; last lines of $dir/redis.log:"
     tail -n 20 "$dir/redis.log" >&2 || true
     return 1

@@ -26,38 +26,35 @@ pub fn required_secret(name: &str) -> Result<String> {
     secret(name)?.with_context(|| format!("{name} (or {name}_FILE) must be set"))
 }
 
-fn number(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={value} is not a whole number")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// A number of at most `u32::MAX`, or `None` when the variable is not set.
-fn optional_u32(name: &str) -> Result<Option<u32>> {
+/// The variable `name` parsed as a `T`, or `None` when it is not set; `what` names the expected
+/// form in the error.
+fn parsed<T>(name: &str, what: &str) -> Result<Option<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
     match std::env::var(name) {
         Ok(value) => value
             .trim()
             .parse()
             .map(Some)
-            .with_context(|| format!("{name}={value} is not a whole number below 2^32")),
+            .with_context(|| format!("{name}={value} is not {what}")),
         Err(_) => Ok(None),
     }
 }
 
+fn number(name: &str, default: u64) -> Result<u64> {
+    Ok(parsed(name, "a whole number")?.unwrap_or(default))
+}
+
+/// A number of at most `u32::MAX`, or `None` when the variable is not set.
+fn optional_u32(name: &str) -> Result<Option<u32>> {
+    parsed(name, "a whole number below 2^32")
+}
+
 /// A duration in milliseconds, or `None` when the variable is not set.
 fn optional_ms(name: &str) -> Result<Option<Duration>> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .map(|ms| Some(Duration::from_millis(ms)))
-            .with_context(|| format!("{name}={value} is not a whole number of milliseconds")),
-        Err(_) => Ok(None),
-    }
+    Ok(parsed(name, "a whole number of milliseconds")?.map(Duration::from_millis))
 }
 
 /// `HYPERCODE_RATE_LIMIT` and its per-role overrides (requests per second per key; 0 is no

@@ -71,6 +71,23 @@ impl InboxCursor {
 }
 
 /// `<at>|<rest>` in base64url.
+/// Cuts `rows`, fetched with one row more than the page size `limit` (positive), to the page,
+/// and returns the next page's cursor, made from the last row shown, when that extra row says
+/// another page exists (so no count query is needed).
+pub(crate) fn trim_page<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    cursor: impl FnOnce(&T) -> String,
+) -> Option<String> {
+    // `limit` was checked to be positive, so the conversion is exact.
+    let page_size = limit as usize;
+    if rows.len() <= page_size {
+        return None;
+    }
+    rows.truncate(page_size);
+    rows.last().map(cursor)
+}
+
 fn encode(at: DateTime<Utc>, rest: &str) -> String {
     // Microseconds are Postgres' precision: the round trip through the database is exact,
     // which keyset pagination needs (a rounded time would skip or repeat rows).

@@ -161,19 +161,28 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        // PostgreSQL stores no U+0000 in text: a name or id with one matches nothing stored, and
-        // must not reach a query (which would fail with a 500).
         if let Ok(raw) = axum::extract::RawPathParams::from_request_parts(parts, state).await {
-            if let Some((name, _)) = raw.iter().find(|(_, value)| value.contains('\0')) {
-                return Err(ApiError::InvalidParameter(format!(
-                    "path parameter `{name}` must not contain the NUL character (U+0000)"
-                )));
-            }
+            refuse_nul("path parameter ", raw.iter())?;
         }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Path(value))
             .map_err(|rejection| ApiError::InvalidParameter(rejection.body_text()))
+    }
+}
+
+/// A 400 naming the first of these (name, value) parameters whose value holds U+0000 (`kind`
+/// prefixes the name in the message). PostgreSQL stores no U+0000 in text: a name or id with
+/// one matches nothing stored, and must not reach a query (which would fail with a 500).
+fn refuse_nul<'a>(
+    kind: &str,
+    mut params: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
+    match params.find(|(_, value)| value.contains('\0')) {
+        Some((name, _)) => Err(ApiError::InvalidParameter(format!(
+            "{kind}`{name}` must not contain the NUL character (U+0000)"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -190,15 +199,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        // As for paths: no value with U+0000 may reach a query (a 500 from PostgreSQL).
         if let Ok(axum::extract::Query(pairs)) =
             axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state).await
         {
-            if let Some((name, _)) = pairs.iter().find(|(_, value)| value.contains('\0')) {
-                return Err(ApiError::InvalidParameter(format!(
-                    "`{name}` must not contain the NUL character (U+0000)"
-                )));
-            }
+            refuse_nul(
+                "",
+                pairs
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            )?;
         }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await

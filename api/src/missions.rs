@@ -5,7 +5,7 @@
 //! errors become problem responses through `From` conversions.
 
 use crate::auth::{Operator, Reader};
-use crate::cursor::Cursor;
+use crate::cursor::{trim_page, Cursor};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::openapi::{
@@ -221,20 +221,13 @@ pub(crate) async fn list_page(
             limit: limit + 1,
         })
         .await?;
-    // `limit` was checked to be positive, so the conversion is exact.
-    let page_size = limit as usize;
-    let next_cursor = if missions.len() > page_size {
-        missions.truncate(page_size);
-        missions.last().map(|m| {
-            Cursor {
-                created_at: m.created_at,
-                id: m.id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = trim_page(&mut missions, limit, |m| {
+        Cursor {
+            created_at: m.created_at,
+            id: m.id,
+        }
+        .encode()
+    });
     Ok((missions, next_cursor))
 }
 

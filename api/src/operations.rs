@@ -1,7 +1,7 @@
 //! Cross-mission routes for operators: the approvals inbox and the registered workflows.
 
 use crate::auth::Reader;
-use crate::cursor::InboxCursor;
+use crate::cursor::{trim_page, InboxCursor};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::missions::{limit_param, non_empty};
@@ -87,16 +87,9 @@ pub(crate) async fn inbox_page(
         .store()
         .waiting_approvals(after.map(|c| c.0), limit + 1)
         .await?;
-    // `limit` was checked to be positive, so the conversion is exact.
-    let page_size = limit as usize;
-    let next_cursor = if waiting.len() > page_size {
-        waiting.truncate(page_size);
-        waiting
-            .last()
-            .map(|last| InboxCursor(InboxPosition::from(last)).encode())
-    } else {
-        None
-    };
+    let next_cursor = trim_page(&mut waiting, limit, |last| {
+        InboxCursor(InboxPosition::from(last)).encode()
+    });
     Ok((waiting, next_cursor))
 }
 

@@ -3,6 +3,27 @@
 
 use std::time::Duration;
 
+/// The server a program talks to over HTTP: `--url` and `--key` (or `HC_KEY`), flattened into
+/// each program's arguments.
+#[derive(Debug, clap::Args)]
+// Without this, the doc comment above would become the help text of every program using it.
+#[command(about = None, long_about = None)]
+pub struct Server {
+    /// Server base URL, e.g. http://127.0.0.1:8000
+    #[arg(long)]
+    pub url: String,
+    /// API key.
+    #[arg(long, env = "HC_KEY")]
+    pub key: String,
+}
+
+impl Server {
+    /// The absolute URL of `path` (which starts with `/`) on this server.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+}
+
 /// Percentile (0..=100) of already sorted samples, by nearest rank; `None` when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {

@@ -78,6 +78,21 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The JSON array `items` as a [`table`], one row per item, or `empty` when there is none.
+fn listing(
+    items: &Value,
+    empty: &str,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> String {
+    match items.as_array() {
+        Some(items) if !items.is_empty() => {
+            table(header, &items.iter().map(row).collect::<Vec<_>>())
+        }
+        _ => empty.to_owned(),
+    }
+}
+
 /// A problem+json body (or any error body) for stderr.
 pub fn problem(status: StatusCode, body: &str) -> String {
     let mut out = String::new();
@@ -158,24 +173,20 @@ pub fn cancelled(mission: &Value) -> String {
 
 /// A page of `list`.
 pub fn mission_list(page: &Value) -> String {
-    let missions = page["missions"].as_array().cloned().unwrap_or_default();
-    let mut out = if missions.is_empty() {
-        "no missions\n".to_owned()
-    } else {
-        let rows: Vec<Vec<String>> = missions
-            .iter()
-            .map(|m| {
-                vec![
-                    text(&m["id"]),
-                    text(&m["status"]),
-                    text(&m["workflow"]),
-                    time(&m["created_at"]),
-                    time(&m["updated_at"]),
-                ]
-            })
-            .collect();
-        table(&["ID", "STATUS", "WORKFLOW", "CREATED", "UPDATED"], &rows)
-    };
+    let mut out = listing(
+        &page["missions"],
+        "no missions\n",
+        &["ID", "STATUS", "WORKFLOW", "CREATED", "UPDATED"],
+        |m| {
+            vec![
+                text(&m["id"]),
+                text(&m["status"]),
+                text(&m["workflow"]),
+                time(&m["created_at"]),
+                time(&m["updated_at"]),
+            ]
+        },
+    );
     if let Some(cursor) = page["next_cursor"].as_str() {
         let _ = writeln!(out, "more: --cursor {cursor}");
     }
@@ -184,21 +195,18 @@ pub fn mission_list(page: &Value) -> String {
 
 /// `secrets list`: names and times, never values.
 pub fn secret_list(list: &Value) -> String {
-    let secrets = list["secrets"].as_array().cloned().unwrap_or_default();
-    if secrets.is_empty() {
-        return "no secrets\n".to_owned();
-    }
-    let rows: Vec<Vec<String>> = secrets
-        .iter()
-        .map(|s| {
+    listing(
+        &list["secrets"],
+        "no secrets\n",
+        &["NAME", "CREATED", "UPDATED"],
+        |s| {
             vec![
                 text(&s["name"]),
                 time(&s["created_at"]),
                 time(&s["updated_at"]),
             ]
-        })
-        .collect();
-    table(&["NAME", "CREATED", "UPDATED"], &rows)
+        },
+    )
 }
 
 /// `show`: the mission, then its steps.
@@ -260,13 +268,11 @@ pub fn mission(mission: &Value) -> String {
 
 /// `history`: one line per event.
 pub fn history(events: &Value) -> String {
-    let events = events.as_array().cloned().unwrap_or_default();
-    if events.is_empty() {
-        return "no events\n".to_owned();
-    }
-    let rows: Vec<Vec<String>> = events
-        .iter()
-        .map(|e| {
+    listing(
+        events,
+        "no events\n",
+        &["SEQ", "TIME", "TYPE", "STEP", "ATTEMPT", "DATA"],
+        |e| {
             vec![
                 text(&e["seq"]),
                 time(&e["at"]),
@@ -275,9 +281,8 @@ pub fn history(events: &Value) -> String {
                 text(&e["attempt"]),
                 short(&e["data"]),
             ]
-        })
-        .collect();
-    table(&["SEQ", "TIME", "TYPE", "STEP", "ATTEMPT", "DATA"], &rows)
+        },
+    )
 }
 
 /// `watch`: one progress line per event.

@@ -4,16 +4,13 @@
 
 use anyhow::Result;
 use clap::Parser;
+use hypercode_bench::Server;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    /// Server base URL.
-    #[arg(long)]
-    url: String,
-    /// API key.
-    #[arg(long, env = "HC_KEY")]
-    key: String,
+    #[command(flatten)]
+    server: Server,
     /// Postgres URL (to find the waiting missions).
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
@@ -56,12 +53,9 @@ async fn main() -> Result<()> {
         tick.tick().await;
         let (client, url, key) = (
             client.clone(),
-            format!(
-                "{}/api/v1/missions/{id}/approvals/{}",
-                args.url.trim_end_matches('/'),
-                args.step
-            ),
-            args.key.clone(),
+            args.server
+                .endpoint(&format!("/api/v1/missions/{id}/approvals/{}", args.step)),
+            args.server.key.clone(),
         );
         tasks.spawn(async move {
             client

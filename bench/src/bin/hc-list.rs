@@ -4,17 +4,13 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use hypercode_bench::{ms, summary};
+use hypercode_bench::{ms, summary, Server};
 use std::time::Instant;
 
 #[derive(Parser)]
 struct Args {
-    /// Server base URL.
-    #[arg(long)]
-    url: String,
-    /// API key.
-    #[arg(long, env = "HC_KEY")]
-    key: String,
+    #[command(flatten)]
+    server: Server,
     /// Requests per query.
     #[arg(long, default_value_t = 50)]
     reps: usize,
@@ -43,16 +39,16 @@ async fn get(client: &reqwest::Client, url: &str, key: &str) -> Result<serde_jso
 async fn main() -> Result<()> {
     let args = Args::parse();
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    let base = format!("{}/api/v1/missions", args.url.trim_end_matches('/'));
+    let base = args.server.endpoint("/api/v1/missions");
     let mut queries = serde_json::Map::new();
     for q in &args.query {
         let url = format!("{base}?{q}");
-        let first = get(&client, &url, &args.key).await?;
+        let first = get(&client, &url, &args.server.key).await?;
         let count = first["missions"].as_array().map_or(0, Vec::len);
         let mut samples = Vec::with_capacity(args.reps);
         for _ in 0..args.reps {
             let t = Instant::now();
-            get(&client, &url, &args.key).await?;
+            get(&client, &url, &args.server.key).await?;
             samples.push(ms(t.elapsed()));
         }
         let mut s = summary(samples);
@@ -67,7 +63,7 @@ async fn main() -> Result<()> {
             None => format!("{base}?limit=50"),
         };
         let t = Instant::now();
-        let page = get(&client, &url, &args.key).await?;
+        let page = get(&client, &url, &args.server.key).await?;
         pages.push(ms(t.elapsed()));
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),

@@ -5,7 +5,7 @@
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use hypercode_bench::{ms, summary};
+use hypercode_bench::{ms, summary, Server};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -15,12 +15,8 @@ const THREE_NOOPS: &str = r#"{"workflow":"plan","input":{"steps":[{"name":"a","n
 
 #[derive(Parser)]
 struct Args {
-    /// Server base URL, e.g. http://127.0.0.1:8000
-    #[arg(long)]
-    url: String,
-    /// API key.
-    #[arg(long, env = "HC_KEY")]
-    key: String,
+    #[command(flatten)]
+    server: Server,
     /// Missions to submit.
     #[arg(long)]
     n: usize,
@@ -45,11 +41,8 @@ async fn main() -> Result<()> {
         .pool_max_idle_per_host(args.concurrency.max(1))
         .tcp_nodelay(true)
         .build()?;
-    let endpoint = Arc::new(format!(
-        "{}/api/v1/missions",
-        args.url.trim_end_matches('/')
-    ));
-    let key = Arc::new(args.key);
+    let endpoint = Arc::new(args.server.endpoint("/api/v1/missions"));
+    let key = Arc::new(args.server.key);
     let limit = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut tick = args.rate.map(|rate| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
