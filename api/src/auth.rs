@@ -57,6 +57,11 @@ pub struct Operator(pub Principal);
 #[derive(Debug, Clone)]
 pub struct Admin(pub Principal);
 
+/// A caller allowed to send signals to missions: operators, admins and agents (an agent
+/// reports what it observed by signalling the mission that waits for it).
+#[derive(Debug, Clone)]
+pub struct Signaller(pub Principal);
+
 /// What a route does, for the role check: the one place that says which role may do what,
 /// for API keys and the dashboard's sessions alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +72,8 @@ pub(crate) enum Access {
     Operate,
     /// Manage secrets.
     Administer,
+    /// Send signals to missions.
+    Signal,
 }
 
 impl Access {
@@ -76,6 +83,7 @@ impl Access {
             Self::Read => matches!(role, Role::Admin | Role::Operator | Role::Viewer),
             Self::Operate => matches!(role, Role::Admin | Role::Operator),
             Self::Administer => role == Role::Admin,
+            Self::Signal => matches!(role, Role::Admin | Role::Operator | Role::Agent),
         }
     }
 
@@ -85,6 +93,7 @@ impl Access {
             Self::Read => "viewer, operator or admin",
             Self::Operate => "operator or admin",
             Self::Administer => "admin",
+            Self::Signal => "operator, admin or agent",
         }
     }
 }
@@ -110,6 +119,14 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authorize(parts, state, Access::Administer).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for Signaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Access::Signal).await.map(Self)
     }
 }
 

@@ -4,7 +4,7 @@
 //! valid input is, when a decision or a cancellation is allowed) lives in the engine, whose
 //! errors become problem responses through `From` conversions.
 
-use crate::auth::{Operator, Reader};
+use crate::auth::{Operator, Reader, Signaller};
 use crate::cursor::{trim_page, Cursor};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/missions/{id}/approvals/{step}", post(decide))
         .route("/api/v1/missions/{id}/cancel", post(cancel))
         .route("/api/v1/missions/{id}/retry", post(retry))
+        .route("/api/v1/missions/{id}/signals/{name}", post(signal))
         .route("/api/v1/missions/{id}/history", get(history))
 }
 
@@ -318,6 +319,45 @@ async fn cancel(
 ) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
     let id = mission_id(&id)?;
     state.engine.cancel(id, &principal.name).await?;
+    accepted(&state, id).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/missions/{id}/signals/{name}",
+    tag = "missions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The mission's id"),
+        ("name" = String, Path, description = "The signal's name: 1 to 100 of A-Z, a-z, 0-9, `_`, `-` and `.` (a plan's signal step waits for the signal named after it)"),
+    ),
+    request_body(content = Value, description = "Any JSON: the signal's payload"),
+    responses(
+        (status = 202, description = "The signal is kept for the mission, and delivered to its wait (now, or when the mission gets there)", body = MissionDetail),
+        MissionIdProblems,
+        (status = 409, description = "The mission is finished, or already received a signal of this name", content_type = "application/problem+json", body = ProblemDoc),
+        BodyTooLarge,
+    ),
+)]
+/// `POST /api/v1/missions/{id}/signals/{name}`: 202; the body is the payload. A signal may come
+/// before the mission waits for it.
+async fn signal(
+    Signaller(principal): Signaller,
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    Json(payload): Json<Value>,
+) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
+    let id = mission_id(&id)?;
+    let valid = (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(ApiError::InvalidParameter(format!(
+            "a signal name is 1 to 100 of A-Z, a-z, 0-9, `_`, `-` and `.`; got `{name}`"
+        )));
+    }
+    state.engine.signal(id, &name, payload).await?;
+    tracing::info!(mission = %id, signal = %name, by = %principal.name, "signal sent");
     accepted(&state, id).await
 }
 

@@ -62,6 +62,7 @@ pub(crate) struct ProblemDoc {
         crate::missions::show,
         crate::missions::decide,
         crate::missions::cancel,
+        crate::missions::signal,
         crate::missions::retry,
         crate::missions::history,
         crate::operations::approvals,

@@ -335,3 +335,49 @@ async fn unknown_and_malformed_ids(pool: PgPool) {
     // Unknown routes are problems too.
     api.get("/api/v1/nothing-here").await.problem(404);
 }
+
+/// Signals: kept for a mission that is not waiting yet (202), refused a second time (409), for
+/// an unknown mission (404), with a bad name (400) or by a viewer (403); agents may send them.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn signals_are_kept_once_per_name(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let submitted = api
+        .submit_body(&plan(
+            json!([{ "name": "paid", "signal": { "timeout_s": 600 } }]),
+        ))
+        .await;
+    assert_eq!(submitted.status, 201, "{submitted:?}");
+    let id = submitted.body["id"].as_str().expect("an id");
+    let path = format!("/api/v1/missions/{id}/signals/paid");
+
+    let viewer = api.create_key("v", "viewer").await;
+    api.call(Method::POST, &path, Some(&viewer), Some(&json!({})))
+        .await
+        .problem(403);
+    let agent = api.create_key("a", "agent").await;
+    let kept = api
+        .call(
+            Method::POST,
+            &path,
+            Some(&agent),
+            Some(&json!({"amount": 5})),
+        )
+        .await;
+    assert_eq!(kept.status, 202, "{kept:?}");
+    assert_eq!(kept.body["id"], json!(id));
+    api.post(&path, &json!({"amount": 6})).await.problem(409);
+
+    let unknown = uuid::Uuid::new_v4();
+    api.post(
+        &format!("/api/v1/missions/{unknown}/signals/paid"),
+        &json!(1),
+    )
+    .await
+    .problem(404);
+    api.post(
+        &format!("/api/v1/missions/{id}/signals/no%20spaces"),
+        &json!(1),
+    )
+    .await
+    .problem(400);
+}

@@ -304,7 +304,6 @@ impl Engine {
         if self.store.send_signal(id, name, payload).await? {
             self.wake(id).await;
         }
-        tracing::info!(mission = %id, signal = name, "signal received");
         Ok(())
     }
 

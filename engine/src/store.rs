@@ -116,6 +116,9 @@ pub struct Claim {
 
 /// How a transition changes the mission row itself.
 #[derive(Debug, Clone, PartialEq)]
+// One value per transition, moved straight into the group commit: boxing the large variant
+// would add an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum MissionChange {
     /// The mission keeps running under the lease.
     Keep,
@@ -575,6 +578,27 @@ pub trait WorkerRegistry: Send + Sync + 'static {
     async fn backlog(&self) -> StoreResult<Backlog>;
 }
 
+/// Signals: named JSON payloads sent to a mission, kept until a `ctx.signal(..)` wait of that
+/// name consumes them (a signal may arrive before the wait).
+#[async_trait]
+pub trait SignalStore: Send + Sync + 'static {
+    /// Keep `payload` as the mission's signal `name` and, if the mission is parked waiting for
+    /// it, make it runnable. Returns whether it did. `NotFound` for an unknown mission,
+    /// `Conflict` for a finished one or a name that already received a signal.
+    async fn send_signal(
+        &self,
+        mission: MissionId,
+        name: &str,
+        payload: Value,
+    ) -> StoreResult<bool>;
+    /// The payload of the mission's signal `name`, if it was sent.
+    async fn signal(&self, mission: MissionId, name: &str) -> StoreResult<Option<Value>>;
+    /// Make the mission runnable if it is parked waiting for signal `name` and that signal is
+    /// there; returns whether it did. A wait calls this right after parking, so a signal sent
+    /// while the wait was being recorded (and found no waiting step) is not left unseen.
+    async fn wake_if_signalled(&self, mission: MissionId, name: &str) -> StoreResult<bool>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,21 +642,4 @@ mod tests {
             json!({ "message": "Ship it?", "deadline": null })
         );
     }
-}
-
-/// Signals: named JSON payloads sent to a mission, kept until a `ctx.signal(..)` wait of that
-/// name consumes them (a signal may arrive before the wait).
-#[async_trait]
-pub trait SignalStore: Send + Sync + 'static {
-    /// Keep `payload` as the mission's signal `name` and, if the mission is parked waiting for
-    /// it, make it runnable. Returns whether it did. `NotFound` for an unknown mission,
-    /// `Conflict` for a finished one or a name that already received a signal.
-    async fn send_signal(&self, mission: MissionId, name: &str, payload: Value)
-        -> StoreResult<bool>;
-    /// The payload of the mission's signal `name`, if it was sent.
-    async fn signal(&self, mission: MissionId, name: &str) -> StoreResult<Option<Value>>;
-    /// Make the mission runnable if it is parked waiting for signal `name` and that signal is
-    /// there; returns whether it did. A wait calls this right after parking, so a signal sent
-    /// while the wait was being recorded (and found no waiting step) is not left unseen.
-    async fn wake_if_signalled(&self, mission: MissionId, name: &str) -> StoreResult<bool>;
 }

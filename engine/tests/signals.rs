@@ -124,7 +124,9 @@ async fn a_signal_wakes_the_waiting_mission_with_its_payload(pool: PgPool) {
     let id = submit(&engine, 600_000).await;
     assert_eq!(run(&engine, id).await, MissionStatus::Waiting);
     let waiting = history(&engine, id).await;
-    assert!(waiting.iter().any(|(kind, _)| *kind == EventType::SignalWaiting));
+    assert!(waiting
+        .iter()
+        .any(|(kind, _)| *kind == EventType::SignalWaiting));
 
     engine
         .signal(id, "paid", json!({"amount": 12}))
@@ -145,7 +147,10 @@ async fn a_signal_wakes_the_waiting_mission_with_its_payload(pool: PgPool) {
         .collect();
     assert_eq!(
         received,
-        [(EventType::SignalReceived, json!({"payload": {"amount": 12}}))]
+        [(
+            EventType::SignalReceived,
+            json!({"payload": {"amount": 12}})
+        )]
     );
 }
 
@@ -158,7 +163,11 @@ async fn a_signal_sent_before_the_wait_is_kept_and_delivered(pool: PgPool) {
         .await
         .expect("a signal may come before the wait");
     assert_eq!(run(&engine, id).await, MissionStatus::Succeeded);
-    let kinds: Vec<_> = history(&engine, id).await.into_iter().map(|(k, _)| k).collect();
+    let kinds: Vec<_> = history(&engine, id)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert!(!kinds.contains(&EventType::SignalWaiting), "{kinds:?}");
     assert!(kinds.contains(&EventType::SignalReceived), "{kinds:?}");
 }
@@ -199,8 +208,15 @@ async fn a_wait_that_times_out_fails_for_good_and_compensates(pool: PgPool) {
         paid.error.as_ref().and_then(|e| e["code"].as_str()),
         Some("signal_timeout")
     );
-    assert_eq!(paid.error.as_ref().map(|e| &e["retryable"]), Some(&json!(false)));
-    assert_eq!(undone.load(Ordering::SeqCst), 1, "the reservation was undone");
+    assert_eq!(
+        paid.error.as_ref().map(|e| &e["retryable"]),
+        Some(&json!(false))
+    );
+    assert_eq!(
+        undone.load(Ordering::SeqCst),
+        1,
+        "the reservation was undone"
+    );
     assert!(matches!(
         engine.signal(id, "paid", json!(1)).await,
         Err(StoreError::Conflict(_))
@@ -223,6 +239,9 @@ async fn a_signal_that_raced_the_wait_is_not_left_unseen(pool: PgPool) {
     assert_eq!(status(&engine, id).await, MissionStatus::Waiting);
     let store = PgStore::new(pool);
     assert!(store.wake_if_signalled(id, "paid").await.expect("wake"));
-    assert!(!store.wake_if_signalled(id, "paid").await.expect("wake"), "once");
+    assert!(
+        !store.wake_if_signalled(id, "paid").await.expect("wake"),
+        "once"
+    );
     assert_eq!(run(&engine, id).await, MissionStatus::Succeeded);
 }

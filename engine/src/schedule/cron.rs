@@ -259,65 +259,87 @@ mod tests {
         fires(expression, zone, after, 1).remove(0)
     }
 
+    /// Expressions as written in crontab (5 fields, Sunday = 0 or 7), with seconds (6 fields)
+    /// and as macros: each case is (expression, after, the next fire, why).
     #[test]
-    fn five_fields_fire_on_minutes_and_six_on_seconds() {
-        assert_eq!(
-            next("*/15 * * * *", Tz::UTC, "2026-12-01T10:07:30Z"),
-            "2026-12-01T10:15:00Z"
-        );
-        assert_eq!(
-            next("*/10 * * * * *", Tz::UTC, "2026-12-01T10:07:31Z"),
-            "2026-12-01T10:07:40Z"
-        );
-        assert_eq!(
-            next("30 2 * * *", Tz::UTC, "2026-12-01T02:30:00Z"),
-            "2026-12-02T02:30:00Z",
-            "strictly after"
-        );
-    }
-
-    #[test]
-    fn macros_are_accepted() {
-        assert_eq!(
-            next("@hourly", Tz::UTC, "2026-12-01T10:07:00Z"),
-            "2026-12-01T11:00:00Z"
-        );
-        assert_eq!(
-            next("@daily", Tz::UTC, "2026-12-01T10:07:00Z"),
-            "2026-12-02T00:00:00Z"
-        );
-        // 2026-12-06 is a Sunday.
-        assert_eq!(
-            next("@weekly", Tz::UTC, "2026-12-01T10:07:00Z"),
-            "2026-12-06T00:00:00Z"
-        );
+    fn next_fires_read_expressions_as_crontab_does() {
+        let cases = [
+            (
+                "*/15 * * * *",
+                "2026-12-01T10:07:30Z",
+                "2026-12-01T10:15:00Z",
+                "minutes",
+            ),
+            (
+                "*/10 * * * * *",
+                "2026-12-01T10:07:31Z",
+                "2026-12-01T10:07:40Z",
+                "seconds",
+            ),
+            (
+                "30 2 * * *",
+                "2026-12-01T02:30:00Z",
+                "2026-12-02T02:30:00Z",
+                "strictly after",
+            ),
+            (
+                "@hourly",
+                "2026-12-01T10:07:00Z",
+                "2026-12-01T11:00:00Z",
+                "a macro",
+            ),
+            (
+                "@daily",
+                "2026-12-01T10:07:00Z",
+                "2026-12-02T00:00:00Z",
+                "a macro",
+            ),
+            // 2026-12-06 is a Sunday, 2026-12-05 a Saturday.
+            (
+                "@weekly",
+                "2026-12-01T10:07:00Z",
+                "2026-12-06T00:00:00Z",
+                "weeks start on Sunday",
+            ),
+            (
+                "0 9 * * 1-5",
+                "2026-12-05T12:00:00Z",
+                "2026-12-07T09:00:00Z",
+                "1-5 is Mon-Fri",
+            ),
+            (
+                "0 9 * * 0",
+                "2026-12-05T12:00:00Z",
+                "2026-12-06T09:00:00Z",
+                "0 is Sunday",
+            ),
+            (
+                "0 9 * * 7",
+                "2026-12-05T12:00:00Z",
+                "2026-12-06T09:00:00Z",
+                "7 is Sunday too",
+            ),
+            (
+                "0 9 * * MON-FRI",
+                "2026-12-05T12:00:00Z",
+                "2026-12-07T09:00:00Z",
+                "names",
+            ),
+            (
+                "0 0 9 * * 6",
+                "2026-12-01T12:00:00Z",
+                "2026-12-05T09:00:00Z",
+                "6 fields: 6 is Sat",
+            ),
+        ];
+        for (expression, after, expected, why) in cases {
+            assert_eq!(
+                next(expression, Tz::UTC, after),
+                expected,
+                "{expression}: {why}"
+            );
+        }
         assert!("@fortnightly".parse::<CronExpr>().is_err());
-    }
-
-    #[test]
-    fn weekdays_count_from_sunday_zero_as_in_crontab() {
-        // 2026-12-05 is a Saturday: Monday to Friday next fires on Monday the 7th.
-        assert_eq!(
-            next("0 9 * * 1-5", Tz::UTC, "2026-12-05T12:00:00Z"),
-            "2026-12-07T09:00:00Z"
-        );
-        assert_eq!(
-            next("0 9 * * 0", Tz::UTC, "2026-12-05T12:00:00Z"),
-            "2026-12-06T09:00:00Z"
-        );
-        assert_eq!(
-            next("0 9 * * 7", Tz::UTC, "2026-12-05T12:00:00Z"),
-            "2026-12-06T09:00:00Z"
-        );
-        assert_eq!(
-            next("0 9 * * MON-FRI", Tz::UTC, "2026-12-05T12:00:00Z"),
-            "2026-12-07T09:00:00Z"
-        );
-        assert_eq!(
-            next("0 0 9 * * 6", Tz::UTC, "2026-12-01T12:00:00Z"),
-            "2026-12-05T09:00:00Z",
-            "six fields: 6 is Saturday too"
-        );
     }
 
     #[test]
