@@ -430,7 +430,10 @@ impl Context {
         let input = json!({ "timeout_s": timeout.as_secs_f64() });
         let payload = match self.slot(name, StepKind::Signal, Some(&input))? {
             Slot::Recorded(entry) => match entry.status {
-                StepStatus::Succeeded => entry.output.unwrap_or(Value::Null),
+                StepStatus::Succeeded => entry
+                    .output
+                    .and_then(|mut output| output.get_mut("payload").map(Value::take))
+                    .unwrap_or(Value::Null),
                 StepStatus::Failed => {
                     return Err(WorkflowError::StepFailed {
                         step: name.to_owned(),
@@ -479,11 +482,13 @@ impl Context {
         })
     }
 
-    /// Record the signal's payload as the wait's output.
+    /// Record the signal as the wait's output, `{"payload": ...}` (what views and the history
+    /// show for every signal wait).
     async fn deliver_signal(&mut self, entry: StepRecord, payload: Value) -> WorkflowResult<Value> {
+        let received = json!({ "payload": payload });
         let settled = StepRecord {
             status: StepStatus::Succeeded,
-            output: Some(payload.clone()),
+            output: Some(received.clone()),
             wake_at: None,
             finished_at: Some(Utc::now()),
             ..entry
@@ -492,7 +497,7 @@ impl Context {
             EventType::SignalReceived,
             &settled.name,
             settled.attempts,
-            json!({ "payload": payload }),
+            received,
         );
         self.write(MissionChange::Keep, vec![settled], vec![event])
             .await?;
