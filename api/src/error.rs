@@ -358,6 +358,12 @@ impl From<SubmitError> for ApiError {
             e @ SubmitError::IdempotencyKeyTooLong { .. } => {
                 Self::InvalidBody(vec![FieldError::new("/idempotency_key", e.to_string())])
             }
+            e @ SubmitError::Internal(_) => {
+                Self::InvalidBody(vec![FieldError::new("/workflow", e.to_string())])
+            }
+            e @ SubmitError::BadConcurrencyKey(_) => {
+                Self::InvalidBody(vec![FieldError::new("/concurrency_key", e.to_string())])
+            }
             SubmitError::Store(e) => e.into(),
         }
     }

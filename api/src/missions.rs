@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use hypercode_engine::store::{Decision, MissionQuery, MissionRecord};
-use hypercode_engine::{MissionId, MissionStatus};
+use hypercode_engine::{MissionId, MissionStatus, Submission};
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -55,6 +55,10 @@ pub(crate) struct SubmitBody {
     input: Value,
     /// Submitting again with the same key returns the first mission (200) instead of a new one.
     idempotency_key: Option<String>,
+    /// Missions sharing a key (1 to 200 characters) run one at a time, in submission order:
+    /// the others stay `pending` until the one before them finishes.
+    #[schema(min_length = 1, max_length = 200)]
+    concurrency_key: Option<String>,
 }
 
 #[utoipa::path(
@@ -87,7 +91,12 @@ async fn submit(
     let submitted = tokio::spawn(
         async move {
             engine
-                .submit(&body.workflow, body.input, body.idempotency_key)
+                .submit_mission(Submission {
+                    workflow: body.workflow,
+                    input: body.input,
+                    idempotency_key: body.idempotency_key,
+                    concurrency_key: body.concurrency_key,
+                })
                 .await
         }
         .in_current_span(),

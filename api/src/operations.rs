@@ -110,6 +110,7 @@ async fn workflows(_: Reader, State(state): State<AppState>) -> axum::Json<Workf
         .map(|workflow| WorkflowView {
             name: workflow.name().to_owned(),
             input_schema: workflow.input_schema(),
+            internal: workflow.is_internal(),
         })
         .collect();
     axum::Json(WorkflowList { workflows })

@@ -191,6 +191,9 @@ pub struct WorkflowView {
     pub name: String,
     /// A JSON Schema of its input.
     pub input_schema: Value,
+    /// Only the engine starts it (a schedule, a webhook, the healer); `POST /api/v1/missions`
+    /// refuses it.
+    pub internal: bool,
 }
 
 /// The registered workflows.

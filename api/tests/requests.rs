@@ -381,3 +381,72 @@ async fn signals_are_kept_once_per_name(pool: PgPool) {
     .await
     .problem(400);
 }
+
+/// Concurrency keys: 1 to 200 characters, shown on the mission and a list filter.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn concurrency_keys_are_checked_shown_and_filtered(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let noop = json!([{ "name": "a", "noop": 1 }]);
+    for bad in [String::new(), "k".repeat(201)] {
+        let mut body = plan(noop.clone());
+        body["concurrency_key"] = json!(bad);
+        let refused = api.submit_body(&body).await;
+        refused.problem(422);
+        assert_eq!(refused.pointers(), ["/concurrency_key"], "{refused:?}");
+    }
+    let mut body = plan(noop.clone());
+    body["concurrency_key"] = json!("k".repeat(200));
+    let kept = api.submit_body(&body).await;
+    assert_eq!(kept.status, 201, "{kept:?}");
+    assert_eq!(kept.body["concurrency_key"], json!("k".repeat(200)));
+    api.submit_body(&plan(noop)).await;
+    let listed = api
+        .get(&format!(
+            "/api/v1/missions?concurrency_key={}",
+            "k".repeat(200)
+        ))
+        .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let missions = listed.body["missions"].as_array().expect("missions");
+    assert_eq!(missions.len(), 1, "{listed:?}");
+    assert_eq!(missions[0]["id"], kept.body["id"]);
+}
+
+/// An internal workflow is listed as such and refused at submission before its input is read.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn internal_workflows_cannot_be_submitted(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let listed = api.get("/api/v1/workflows").await;
+    let internal: Vec<(String, bool)> = listed.body["workflows"]
+        .as_array()
+        .expect("workflows")
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap_or_default().to_owned(),
+                w["internal"] == true,
+            )
+        })
+        .collect();
+    assert!(
+        internal.contains(&("engine-only".to_owned(), true)),
+        "{internal:?}"
+    );
+    assert!(
+        internal.contains(&("plan".to_owned(), false)),
+        "{internal:?}"
+    );
+    let refused = api
+        .submit_body(&json!({ "workflow": "engine-only", "input": {} }))
+        .await;
+    refused.problem(422);
+    assert_eq!(refused.pointers(), ["/workflow"], "{refused:?}");
+    assert!(
+        refused
+            .body
+            .to_string()
+            .contains("workflow `engine-only` is internal"),
+        "{refused:?}"
+    );
+    assert_eq!(api.mission_count().await, 0);
+}

@@ -38,6 +38,20 @@ pub enum WakeError {
     Unavailable(String),
 }
 
+/// A mission to start, with every option of a submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// The registered workflow to run.
+    pub workflow: String,
+    /// Its input.
+    pub input: Value,
+    /// Submitting again with the same key returns the first mission.
+    pub idempotency_key: Option<String>,
+    /// Missions sharing a key run one at a time, in submission order (1 to
+    /// [`MAX_CONCURRENCY_KEY_CHARS`] characters).
+    pub concurrency_key: Option<String>,
+}
+
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -109,6 +123,12 @@ pub enum SubmitError {
         /// The limit.
         limit: usize,
     },
+    /// The workflow is internal: only the engine starts it.
+    #[error("workflow `{0}` is internal")]
+    Internal(String),
+    /// The concurrency key is empty, too long or holds U+0000.
+    #[error("the concurrency key {0}")]
+    BadConcurrencyKey(&'static str),
     /// The workflow refused the input.
     #[error("invalid input")]
     Invalid(Vec<InputProblem>),
@@ -182,6 +202,38 @@ impl Engine {
         input: Value,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, SubmitError> {
+        self.submit_mission(Submission {
+            workflow: workflow.to_owned(),
+            input,
+            idempotency_key,
+            concurrency_key: None,
+        })
+        .await
+    }
+
+    /// [`Engine::submit`] with every option: what callers (the API, the dashboard) use. An
+    /// internal workflow is refused before its input is looked at.
+    pub async fn submit_mission(&self, submission: Submission) -> Result<Submitted, SubmitError> {
+        if self
+            .registry
+            .get(&submission.workflow)
+            .is_some_and(|w| w.is_internal())
+        {
+            return Err(SubmitError::Internal(submission.workflow));
+        }
+        self.start(submission).await
+    }
+
+    /// Start a mission on the engine's own behalf (a schedule, a webhook, the healer): the
+    /// rules of [`Engine::submit`], but an internal workflow may be started.
+    pub async fn start(&self, submission: Submission) -> Result<Submitted, SubmitError> {
+        let Submission {
+            workflow,
+            input,
+            idempotency_key,
+            concurrency_key,
+        } = submission;
+        let workflow = workflow.as_str();
         self.check_input(workflow, &input)?;
         if let Some(key) = idempotency_key.as_deref() {
             if key.contains('\0') {
@@ -195,6 +247,9 @@ impl Engine {
                 });
             }
         }
+        if let Some(key) = concurrency_key.as_deref() {
+            check_concurrency_key(key)?;
+        }
         self.check_secrets(workflow, &input).await?;
         let submitted = self
             .store
@@ -203,7 +258,7 @@ impl Engine {
                 workflow: workflow.to_owned(),
                 input,
                 idempotency_key,
-                concurrency_key: None,
+                concurrency_key,
             })
             .await?;
         if submitted.created {
@@ -459,6 +514,27 @@ impl std::fmt::Debug for Engine {
             .field("registry", &self.registry)
             .finish()
     }
+}
+
+/// Longest accepted concurrency key, in characters.
+pub const MAX_CONCURRENCY_KEY_CHARS: usize = 200;
+
+fn check_concurrency_key(key: &str) -> Result<(), SubmitError> {
+    let chars = key.chars().count();
+    if chars == 0 {
+        return Err(SubmitError::BadConcurrencyKey("must not be empty"));
+    }
+    if chars > MAX_CONCURRENCY_KEY_CHARS {
+        return Err(SubmitError::BadConcurrencyKey(
+            "must be at most 200 characters long",
+        ));
+    }
+    if key.contains('\0') {
+        return Err(SubmitError::BadConcurrencyKey(
+            "must not contain the NUL character (U+0000)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

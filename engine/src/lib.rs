@@ -115,8 +115,9 @@ mod workflow;
 
 pub use context::{Approval, Compensation, Context, Step};
 pub use engine::{
-    nul_pointer, unsafe_integers, Engine, EngineConfig, SubmitError, Wake, WakeError,
-    MAX_IDEMPOTENCY_KEY_CHARS, MAX_SAFE_INTEGER, NUL_MESSAGE, WORKER_HEARTBEAT,
+    nul_pointer, unsafe_integers, Engine, EngineConfig, Submission, SubmitError, Wake, WakeError,
+    MAX_CONCURRENCY_KEY_CHARS, MAX_IDEMPOTENCY_KEY_CHARS, MAX_SAFE_INTEGER, NUL_MESSAGE,
+    WORKER_HEARTBEAT,
 };
 pub use error::{
     CompensationSummary, DatabaseError, FailedCompensation, FailureCause, MissionError, ResultExt,

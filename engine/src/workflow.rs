@@ -64,6 +64,12 @@ pub trait Workflow: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether only the engine starts this workflow (a schedule, a webhook, the healer):
+    /// [`Engine::submit`](crate::Engine::submit) refuses it. The default: callers may submit it.
+    fn internal(&self) -> bool {
+        false
+    }
+
     /// The workflow itself.
     async fn run(&self, ctx: &mut Context, input: Self::Input) -> WorkflowResult<Self::Output>;
 }
@@ -84,6 +90,9 @@ pub trait DynWorkflow: sealed::Sealed + Send + Sync {
 
     /// The secrets a valid input references ([`Workflow::secrets_in`]); none for an invalid one.
     fn secrets_referenced(&self, input: &Value) -> Vec<(String, String)>;
+
+    /// Whether only the engine starts it ([`Workflow::internal`]).
+    fn is_internal(&self) -> bool;
 
     /// Run the workflow on a stored input; its output as JSON.
     async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value>;
@@ -113,6 +122,10 @@ impl<W: Workflow> DynWorkflow for W {
         parse_input::<W::Input>(input)
             .map(|input| self.secrets_in(&input))
             .unwrap_or_default()
+    }
+
+    fn is_internal(&self) -> bool {
+        Workflow::internal(self)
     }
 
     async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {

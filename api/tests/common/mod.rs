@@ -20,7 +20,7 @@ use hypercode_api::keys::{self, Role};
 use hypercode_api::rate_limit::{RateLimiter, RateLimits};
 use hypercode_api::AppState;
 use hypercode_engine::postgres::PgStore;
-use hypercode_engine::{Engine, EngineConfig};
+use hypercode_engine::{Context, Engine, EngineConfig, Workflow, WorkflowResult};
 use hypercode_workers::queue::{QueueConfig, RedisWake, MAX_DEPTH};
 use hypercode_workflows::egress::{EgressClient, EgressPolicy};
 use serde_json::Value;
@@ -29,7 +29,25 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// The application state the binary's `serve` builds, on `pool` and the test Redis under
+/// An internal workflow, as the healer's and the payments' are: only the engine starts it.
+pub struct EngineOnly;
+
+#[async_trait::async_trait]
+impl Workflow for EngineOnly {
+    const NAME: &'static str = "engine-only";
+    type Input = Value;
+    type Output = Value;
+
+    fn internal(&self) -> bool {
+        true
+    }
+
+    async fn run(&self, _: &mut Context, input: Value) -> WorkflowResult<Value> {
+        Ok(input)
+    }
+}
+
+/// The application state the binary's `serve` builds (with [`EngineOnly`] registered too), on `pool` and the test Redis under
 /// `queue`. The one place tests construct an [`AppState`].
 pub async fn state(pool: PgPool, queue: &str) -> AppState {
     let queue = QueueConfig {
@@ -50,7 +68,8 @@ pub async fn state(pool: PgPool, queue: &str) -> AppState {
         hypercode_workflows::registry(&hypercode_workflows::Dependencies {
             http,
             secrets: store,
-        }),
+        })
+        .register(EngineOnly),
         Arc::new(wake),
         EngineConfig::default(),
     );
