@@ -1,12 +1,15 @@
 //! The engine against a real PostgreSQL: replay, fencing, limits and failure handling, driven
 //! run by run (the test plays the worker, so each run's effect can be checked in between).
 
+mod common;
+
 use async_trait::async_trait;
+use common::CountWakes;
 use hypercode_engine::postgres::{PgStore, MIGRATOR};
 use hypercode_engine::store::{JournalStore, MissionChange, MissionStore, Transition};
 use hypercode_engine::{
     Context, Engine, EngineConfig, MissionId, MissionStatus, Registry, RunOutcome, Step, StepError,
-    StepStatus, StoreError, Wake, WakeError, WorkerId, Workflow, WorkflowResult,
+    StepStatus, StoreError, WorkerId, Workflow, WorkflowResult,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -15,23 +18,6 @@ use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The test drives runs itself, so wake-ups only need to be counted; none is ever taken off
-/// this queue, so every one sent is still waiting.
-#[derive(Default)]
-struct CountWakes(AtomicUsize);
-
-#[async_trait]
-impl Wake for CountWakes {
-    async fn wake(&self, _: MissionId) -> Result<(), WakeError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn depth(&self) -> Result<u64, WakeError> {
-        Ok(self.0.load(Ordering::SeqCst) as u64)
-    }
-}
 
 /// Step `first` (counted), a short sleep, then step `second`; `renamed` makes a later replay ask
 /// for a different first step, as a careless deploy would.

@@ -2,12 +2,15 @@
 //! the mission without holding a worker, a signal wakes it with its payload, an early signal is
 //! kept for the wait, and a wait that times out fails the mission and runs its compensations.
 
+mod common;
+
 use async_trait::async_trait;
+use common::CountWakes;
 use hypercode_engine::postgres::{PgStore, MIGRATOR};
 use hypercode_engine::store::SignalStore;
 use hypercode_engine::{
     Context, Engine, EngineConfig, EventType, MissionId, MissionStatus, Registry, RetryPolicy,
-    Step, StepError, StepStatus, StoreError, Wake, WakeError, Workflow, WorkflowResult,
+    Step, StepError, StepStatus, StoreError, Workflow, WorkflowResult,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -16,22 +19,6 @@ use sqlx::PgPool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Wake-ups are counted, never delivered: the test runs missions itself.
-#[derive(Default)]
-struct CountWakes(AtomicUsize);
-
-#[async_trait]
-impl Wake for CountWakes {
-    async fn wake(&self, _: MissionId) -> Result<(), WakeError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn depth(&self) -> Result<u64, WakeError> {
-        Ok(self.0.load(Ordering::SeqCst) as u64)
-    }
-}
 
 /// Reserves something (undone by a counted compensation), then waits for `paid`.
 struct AwaitsPayment {
