@@ -97,4 +97,13 @@ async fn a_mission_waiting_its_turn_can_be_cancelled() {
         "waiting",
         "the head is untouched"
     );
+    let mut browser = h.signed_in(&h.key).await;
+    let page = browser.get(&format!("/missions/{queued}")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("<dt>Concurrency key</dt><dd class=\"mono\">tenant:1</dd>"),
+        "{}",
+        page.body
+    );
 }
