@@ -81,13 +81,22 @@ impl Step {
     }
 
     /// Register an undo that runs (durably, with `retry`) if the mission later fails or is
-    /// cancelled after this step succeeded. It receives the step's recorded output.
-    pub fn compensate<F, Fut>(mut self, retry: RetryPolicy, undo: F) -> Self
+    /// cancelled after this step succeeded. It receives the step's recorded output decoded as
+    /// `O` (`Value` for the JSON as recorded); an output that no longer decodes as `O` fails the
+    /// compensation for good rather than guessing.
+    pub fn compensate<O, F, Fut>(mut self, retry: RetryPolicy, undo: F) -> Self
     where
-        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        O: DeserializeOwned,
+        F: Fn(O) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, StepError>> + Send + 'static,
     {
-        self.compensation = Some((Arc::new(move |output| Box::pin(undo(output))), retry));
+        let undo: Compensation = Arc::new(move |output| match serde_json::from_value(output) {
+            Ok(output) => Box::pin(undo(output)),
+            Err(e) => Box::pin(std::future::ready(Err(StepError::fatal(format!(
+                "the step's recorded output does not decode for its compensation: {e}"
+            ))))),
+        });
+        self.compensation = Some((undo, retry));
         self
     }
 }

@@ -25,6 +25,12 @@ struct AwaitsPayment {
     undone: Arc<AtomicUsize>,
 }
 
+/// The reservation step's output, as its compensation reads it.
+#[derive(Deserialize)]
+struct Seat {
+    seat: u32,
+}
+
 #[derive(Deserialize, JsonSchema)]
 struct Patience {
     timeout_ms: u64,
@@ -37,9 +43,13 @@ impl Workflow for AwaitsPayment {
     type Output = Value;
     async fn run(&self, ctx: &mut Context, input: Patience) -> WorkflowResult<Value> {
         let undone = self.undone.clone();
-        let reserve = Step::new("reserve").compensate(RetryPolicy::NONE, move |_| {
+        let reserve = Step::new("reserve").compensate(RetryPolicy::NONE, move |seat: Seat| {
             let undone = undone.clone();
             async move {
+                assert_eq!(
+                    seat.seat, 7,
+                    "the compensation gets the step's typed output"
+                );
                 undone.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, StepError>(json!({}))
             }
