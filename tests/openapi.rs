@@ -14,6 +14,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/missions/{id}/approvals/{step}", &["post"]),
     ("/api/v1/missions/{id}/cancel", &["post"]),
     ("/api/v1/missions/{id}/retry", &["post"]),
+    ("/api/v1/missions/{id}/signals/{name}", &["post"]),
     ("/api/v1/missions/{id}/history", &["get"]),
     ("/api/v1/approvals", &["get"]),
     ("/api/v1/workflows", &["get"]),

@@ -276,8 +276,16 @@ async fn workflows_are_listed_with_their_input_schema() {
     );
     assert_eq!(schema["required"], json!(["steps"]));
     let step = &schema["$defs"]["step"];
-    assert_eq!(step["oneOf"].as_array().map(Vec::len), Some(4), "{step}");
-    for key in ["http", "approval", "sleep", "noop", "retry", "compensate"] {
+    assert_eq!(step["oneOf"].as_array().map(Vec::len), Some(5), "{step}");
+    for key in [
+        "http",
+        "approval",
+        "signal",
+        "sleep",
+        "noop",
+        "retry",
+        "compensate",
+    ] {
         assert!(step["properties"].get(key).is_some(), "{key}: {step}");
     }
     get_as(&h, &agent, "/api/v1/workflows").await.problem(403);

@@ -710,11 +710,12 @@ mod tests {
             .flatten()
             .filter_map(|one| one["required"][0].as_str())
             .collect();
-        assert_eq!(actions, ["http", "approval", "sleep", "noop"]);
+        assert_eq!(actions, ["http", "approval", "signal", "sleep", "noop"]);
         for key in [
             "name",
             "http",
             "approval",
+            "signal",
             "sleep",
             "noop",
             "retry",
