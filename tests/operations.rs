@@ -8,18 +8,14 @@ use serde_json::{json, Value};
 
 /// GET `path` with `key`.
 async fn get_as(h: &Harness, key: &str, path: &str) -> Reply {
-    h.send(h.http.get(h.url(path)).header("X-API-Key", key))
-        .await
+    h.send(h.request_as(reqwest::Method::GET, path, key)).await
 }
 
 /// POST a retry of mission `id` with `key`.
 async fn retry_as(h: &Harness, key: &str, id: &str) -> Reply {
-    h.send(
-        h.http
-            .post(h.url(&format!("/api/v1/missions/{id}/retry")))
-            .header("X-API-Key", key),
-    )
-    .await
+    let path = format!("/api/v1/missions/{id}/retry");
+    h.send(h.request_as(reqwest::Method::POST, &path, key))
+        .await
 }
 
 /// The journal rows of a mission, straight from the database: `(name, kind, status, attempts)`.

@@ -195,22 +195,12 @@ async fn admins_manage_secrets_through_the_api_and_cli_and_values_never_come_bac
         let key = h.create_key(&format!("e2e-{role}"), role).await;
         let put = put_secret(&h, &key, "API_TOKEN", json!({ "value": "stolen" })).await;
         put.problem(403);
-        let list = h
-            .send(
-                h.http
-                    .get(h.url("/api/v1/secrets"))
-                    .header("X-API-Key", &key),
-            )
-            .await;
-        list.problem(403);
-        let delete = h
-            .send(
-                h.http
-                    .delete(h.url("/api/v1/secrets/API_TOKEN"))
-                    .header("X-API-Key", &key),
-            )
-            .await;
-        delete.problem(403);
+        for (method, path) in [
+            (Method::GET, "/api/v1/secrets"),
+            (Method::DELETE, "/api/v1/secrets/API_TOKEN"),
+        ] {
+            h.send(h.request_as(method, path, &key)).await.problem(403);
+        }
     }
 
     // Delete: 204, then 404; through the CLI too.

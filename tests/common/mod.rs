@@ -762,9 +762,19 @@ impl Harness {
 
     /// A request carrying the admin key.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request_as(method, path, &self.key)
+    }
+
+    /// A request carrying `key`.
+    pub fn request_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(path))
-            .header("X-API-Key", &self.key)
+            .header("X-API-Key", key)
     }
 
     /// Send and return the status, the content type and the body as JSON (`Null` if empty).
