@@ -145,3 +145,31 @@ impl Settings {
             .context("HYPERCODE_REDIS_URL (or HYPERCODE_REDIS_URL_FILE) must be set")
     }
 }
+
+/// The healer's settings when `HYPERCODE_HEALER=on` (`None` when it is off, the default):
+/// `HYPERCODE_HEAL_LABEL` (`key=value`, default `hypercode.heal=true`),
+/// `HYPERCODE_HEAL_SWEEP_S` (30), `HYPERCODE_HEAL_MAX_ATTEMPTS` (5) and
+/// `HYPERCODE_HEAL_WINDOW_S` (600).
+pub fn healer() -> Result<Option<hypercode_healer::HealerConfig>> {
+    match std::env::var("HYPERCODE_HEALER").as_deref() {
+        Err(_) | Ok("off") | Ok("") => return Ok(None),
+        Ok("on") => {}
+        Ok(other) => bail!("HYPERCODE_HEALER={other} is neither `on` nor `off`"),
+    }
+    let label = match std::env::var("HYPERCODE_HEAL_LABEL") {
+        Ok(label) => label
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("HYPERCODE_HEAL_LABEL: {e}"))?,
+        Err(_) => hypercode_healer::LabelFilter::default(),
+    };
+    Ok(Some(hypercode_healer::HealerConfig {
+        label,
+        sweep: Duration::from_secs(number("HYPERCODE_HEAL_SWEEP_S", 30)?.max(1)),
+        policy: hypercode_healer::HealPolicy {
+            max_attempts: optional_u32("HYPERCODE_HEAL_MAX_ATTEMPTS")?
+                .unwrap_or(5)
+                .max(1),
+            window: Duration::from_secs(number("HYPERCODE_HEAL_WINDOW_S", 600)?.max(1)),
+        },
+    }))
+}

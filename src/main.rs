@@ -13,6 +13,7 @@ use database::Use;
 use hypercode_api::rate_limit::RateLimiter;
 use hypercode_api::{keys, AppState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
+use hypercode_healer::{Healer, Toolkit};
 use hypercode_workers::{queue, reconciler, worker};
 use hypercode_workflows::egress::{EgressClient, EgressPolicy};
 use hypercode_workflows::Dependencies;
@@ -132,7 +133,7 @@ async fn main() -> Result<ExitCode> {
                 .await
                 .with_context(|| format!("resolving HYPERCODE_LISTEN={server_address}"))?;
             let pool = database::connect(&settings, Use::Worker).await?;
-            let (engine, queue) = engine(&settings, pool, server.collect()).await?;
+            let (engine, queue, _) = engine(&settings, pool, server.collect()).await?;
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
@@ -203,7 +204,7 @@ async fn engine(
     settings: &Settings,
     pool: sqlx::PgPool,
     server: Vec<SocketAddr>,
-) -> Result<(Engine, queue::QueueConfig)> {
+) -> Result<(Engine, queue::QueueConfig, Toolkit)> {
     let queue = queue::QueueConfig {
         redis_url: settings.redis_url()?.to_owned(),
         queue: settings.queue.clone(),
@@ -224,11 +225,13 @@ async fn engine(
         lease_ttl: settings.lease_ttl,
         max_payload_bytes: settings.max_payload_bytes,
     };
-    let store = Arc::new(PgStore::new(pool));
+    let store = Arc::new(PgStore::new(pool.clone()));
     // What workflows call outside the engine, built once; each takes what it needs.
     let deps = Dependencies {
         http,
         secrets: store.clone(),
+        healer: Toolkit::new(pool, &queue.redis_url, &queue.queue)
+            .context("HYPERCODE_REDIS_URL, for the log list")?,
     };
     let engine = Engine::new(
         store,
@@ -236,7 +239,7 @@ async fn engine(
         Arc::new(wake),
         config,
     );
-    Ok((engine, queue))
+    Ok((engine, queue, deps.healer))
 }
 
 async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Result<()> {
@@ -247,7 +250,9 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     // One pool for the engine and the API's own tables (keys, sessions): HYPERCODE_DB_POOL is
     // what the process may open, which the startup check compares with the server's limit.
     let pool = database::connect(&settings, Use::Serve).await?;
-    let (engine, queue) = engine(&settings, pool.clone(), vec![listener.local_addr()?]).await?;
+    let (engine, queue, toolkit) =
+        engine(&settings, pool.clone(), vec![listener.local_addr()?]).await?;
+    let healer = config::healer()?;
     let shutdown = shutdown_signal();
     let reconcile = reconciler::ReconcilerConfig {
         tick: settings.tick,
@@ -266,9 +271,20 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
             Ok(worker::run(worker_engine, queue, concurrency, worker_stop).await?)
         });
     }
+    if let Some(config) = healer {
+        let (healer, healer_stop) = (
+            Healer::new(engine.clone(), toolkit.clone(), config),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            healer.run(healer_stop).await;
+            Ok(())
+        });
+    }
     let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
-    let app = hypercode_api::app(AppState::new(engine, pool, limiter, shutdown.clone()));
+    let state = AppState::new(engine, pool, limiter, shutdown.clone()).with_logs(toolkit.logs);
+    let app = hypercode_api::app(state);
     // Printed on stdout so scripts and tests that listen on port 0 can find the address.
     println!("listening on http://{}", listener.local_addr()?);
     let stop = shutdown.clone();

@@ -21,6 +21,8 @@
 //! - `error`: `ApiError`, the one place statuses are chosen and RFC 9457 bodies are rendered.
 //! - `body`: the middleware that reads every request body first, with its size limit (413) and
 //!   idle timeout (408).
+//! - `incidents` and `logs`: the healer's incidents (`/api/v1/incidents`) and the log list
+//!   (`/api/v1/logs`), with their views in `incident_views`.
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
@@ -34,7 +36,10 @@ mod error;
 mod events;
 mod extract;
 mod health;
+mod incident_views;
+mod incidents;
 pub mod keys;
+mod logs;
 mod missions;
 mod openapi;
 mod operations;
@@ -79,6 +84,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The event streams' process-wide feed follower, started by the first client.
     events: events::Hub,
+    /// The log list (`hypercode:logs`), read by `GET /api/v1/logs`; none: the list is empty.
+    pub logs: Option<hypercode_healer::LogSink>,
 }
 
 impl AppState {
@@ -95,7 +102,14 @@ impl AppState {
             limiter,
             shutdown,
             events: events::Hub::default(),
+            logs: None,
         }
+    }
+
+    /// The same state, reading and writing the log list through `logs`.
+    pub fn with_logs(mut self, logs: hypercode_healer::LogSink) -> Self {
+        self.logs = Some(logs);
+        self
     }
 }
 
@@ -106,6 +120,8 @@ pub fn app(state: AppState) -> Router {
         .merge(operations::routes())
         .merge(events::routes())
         .merge(secrets::routes())
+        .merge(incidents::routes())
+        .merge(logs::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.

@@ -10,6 +10,7 @@
 //! [`Context`]: hypercode_engine::Context
 
 pub mod egress;
+pub mod heal;
 pub mod plan;
 
 use egress::EgressClient;
@@ -26,6 +27,8 @@ pub struct Dependencies {
     pub http: EgressClient,
     /// Where plans' `{{secrets.NAME}}` are read from.
     pub secrets: Arc<dyn SecretStore>,
+    /// Docker, the incident store and the alert log, for the `heal` workflow.
+    pub healer: hypercode_healer::Toolkit,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -38,5 +41,7 @@ impl std::fmt::Debug for Dependencies {
 
 /// Every workflow this build ships, each given what it needs from `deps`.
 pub fn registry(deps: &Dependencies) -> Registry {
-    Registry::new().register(plan::PlanWorkflow::new(deps))
+    Registry::new()
+        .register(plan::PlanWorkflow::new(deps))
+        .register(heal::HealWorkflow::new(deps))
 }

@@ -68,6 +68,8 @@ pub async fn state(pool: PgPool, queue: &str) -> AppState {
         hypercode_workflows::registry(&hypercode_workflows::Dependencies {
             http,
             secrets: store,
+            healer: hypercode_healer::Toolkit::new(pool.clone(), &queue.redis_url, &queue.queue)
+                .expect("a valid Redis URL"),
         })
         .register(EngineOnly),
         Arc::new(wake),

@@ -97,6 +97,8 @@ async fn main() -> Result<()> {
         hypercode_workflows::registry(&Dependencies {
             http: EgressClient::new(reqwest::Client::builder(), EgressPolicy::default())?,
             secrets: store.clone(),
+            // Never used: the bench runs plans only.
+            healer: hypercode_healer::Toolkit::new(pool.clone(), "redis://127.0.0.1/", "bench")?,
         }),
         Arc::new(NoWake),
         EngineConfig::default(),
