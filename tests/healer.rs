@@ -516,3 +516,122 @@ async fn the_log_keeps_the_newest_1000_entries_each_valid_json() {
         .await
         .expect("del");
 }
+
+#[tokio::test]
+async fn the_dashboard_lists_incidents_urgent_first_operators_resolve_and_the_log_is_live() {
+    use hypercode_healer::{Cause, Failure, HealPolicy, IncidentStore, Verdict};
+    let h = Harness::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect to the test database");
+    let store = IncidentStore::new(pool);
+    let policy = HealPolicy {
+        max_attempts: 1,
+        window: Duration::from_secs(600),
+    };
+    let failure = |name: &str, at: &str| Failure {
+        container_id: format!("{name}-id"),
+        container_name: name.to_owned(),
+        cause: Cause::Exited,
+        finished_at: at.to_owned(),
+    };
+    // "stuck" escalates at its second failure; "fine" is healed, and newer.
+    store
+        .record_failure(&failure("stuck", "t1"), &policy)
+        .await
+        .expect("record");
+    let escalated = match store.record_failure(&failure("stuck", "t2"), &policy).await {
+        Ok(Verdict::Escalated { incident, .. }) => incident,
+        other => panic!("expected an escalation: {other:?}"),
+    };
+    if let Ok(Verdict::Heal { incident, .. }) =
+        store.record_failure(&failure("fine", "t1"), &policy).await
+    {
+        store.mark_healed(incident.id).await.expect("heal");
+    }
+    let mut log = reqwest::Client::new()
+        .get(h.url("/api/v1/logs/stream"))
+        .header("X-API-Key", &h.key)
+        .send()
+        .await
+        .expect("the log stream answered");
+    assert_eq!(log.status(), 200);
+
+    let viewer = h.create_key("viewer", "viewer").await;
+    let page = h.signed_in(&viewer).await.get("/incidents").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let (stuck, fine) = (page.body.find(">stuck<"), page.body.find(">fine<"));
+    assert!(
+        stuck.is_some() && fine.is_some() && stuck < fine,
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("form class=\"resolve\""),
+        "a viewer sees no resolve button"
+    );
+    assert!(
+        page.body.contains("href=\"/incidents\""),
+        "the navigation links the page"
+    );
+
+    let operator = h.create_key("operator", "operator").await;
+    let mut browser = h.signed_in(&operator).await;
+    let page = browser.get("/incidents").await;
+    assert!(
+        page.body.contains("form class=\"resolve\""),
+        "{}",
+        page.body
+    );
+    let path = format!("/incidents/{}/resolve", escalated.id);
+    let resolved = browser
+        .post(
+            &path,
+            &[("csrf", &page.csrf()), ("comment", "restarted by hand")],
+        )
+        .await;
+    assert_eq!(resolved.status, 303, "{resolved:?}");
+    assert_eq!(resolved.location.as_deref(), Some("/incidents"));
+    let shown = h
+        .send(h.request(Method::GET, &format!("/api/v1/incidents/{}", escalated.id)))
+        .await;
+    assert_eq!(shown.body["status"], "resolved");
+    // Without the session's token, nothing happens.
+    let forged = browser.post(&path, &[("csrf", "nope")]).await;
+    assert_eq!(forged.status, 403, "{forged:?}");
+
+    // The resolution arrives on the stream as one `log` event.
+    let mut text = String::new();
+    // (Keep-alive comments may come first.)
+    while !text
+        .find("event: log")
+        .is_some_and(|at| text[at..].contains("\n\n"))
+    {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), log.chunk())
+            .await
+            .expect("an event within 10 s")
+            .expect("read the stream")
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let event = text
+        .split("\n\n")
+        .find(|e| e.contains("event: log"))
+        .unwrap_or_default();
+    let data = event
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_default();
+    let entry: Value = serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(entry["source"], "healer");
+    assert_eq!(entry["container"], "stuck");
+    assert_eq!(entry["incident"], escalated.id.to_string());
+    assert!(entry["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("restarted by hand"));
+}

@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/incidents/{id}", &["get"]),
     ("/api/v1/incidents/{id}/resolve", &["post"]),
     ("/api/v1/logs", &["get"]),
+    ("/api/v1/logs/stream", &["get"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/openapi.json", &["get"]),

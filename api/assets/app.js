@@ -248,5 +248,35 @@
     check();
   }
 
+  // ---- live log panel -------------------------------------------------------------------
+  // Entries published on the log channel from now on are added on top (the page rendered the
+  // newest ones before). Built with textContent: nothing in an entry is markup.
+  const log = document.querySelector("ol#log[data-stream]");
+  if (log) {
+    const state = document.getElementById("log-state");
+    const logStream = new EventSource(log.dataset.stream);
+    logStream.onopen = () => { if (state) state.textContent = "live"; };
+    logStream.onerror = () => { if (state) state.textContent = "reconnecting"; };
+    logStream.addEventListener("log", (message) => {
+      let entry;
+      try { entry = JSON.parse(message.data); } catch (_) { return; }
+      const item = document.createElement("li");
+      item.dataset.level = entry.level;
+      const time = document.createElement("time");
+      time.dateTime = entry.at;
+      time.textContent = "just now";
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.dataset.status = entry.level;
+      badge.textContent = entry.level;
+      const source = document.createElement("span");
+      source.className = "muted";
+      source.textContent = entry.source;
+      item.append(time, " ", badge, " ", source, " ", entry.message);
+      log.prepend(item);
+      while (log.children.length > 200) log.lastElementChild.remove();
+    });
+  }
+
   if (main) connect();
 })();

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use hypercode_healer::{
-    IncidentFilter, IncidentId, IncidentStatus, IncidentStore, LogEntry, LogLevel,
+    Incident, IncidentFilter, IncidentId, IncidentStatus, IncidentStore, LogEntry, LogLevel,
 };
 use serde::Deserialize;
 
@@ -44,12 +44,6 @@ pub(crate) struct ListParams {
 pub(crate) struct ResolveBody {
     /// Why it is resolved, for the log.
     comment: Option<String>,
-}
-
-/// A path's `{id}`: not a UUID is a malformed request (400).
-fn incident_id(raw: &str) -> Result<IncidentId, ApiError> {
-    raw.parse()
-        .map_err(|e| ApiError::InvalidParameter(format!("path parameter `id` must be a UUID: {e}")))
 }
 
 #[utoipa::path(
@@ -143,23 +137,35 @@ async fn resolve(
         true => ResolveBody::default(),
         false => parse(&body)?,
     };
+    let incident = resolve_incident(&state, id, &principal.name, body.comment).await?;
+    Ok(axum::Json(IncidentView::from(incident)))
+}
+
+/// Resolve an incident as `by` and say so in the log: what the API and the dashboard do.
+pub(crate) async fn resolve_incident(
+    state: &AppState,
+    id: IncidentId,
+    by: &str,
+    comment: Option<String>,
+) -> Result<Incident, ApiError> {
     let incident = IncidentStore::new(state.pool.clone())
-        .resolve(id, &principal.name, body.comment.as_deref())
+        .resolve(id, by, comment.as_deref())
         .await?;
+    tracing::info!(incident = %id, by, "incident resolved");
     if let Some(logs) = &state.logs {
         let message = format!(
-            "incident of container {} resolved by {}{}",
+            "incident of container {} resolved by {by}{}",
             incident.container_name,
-            principal.name,
-            body.comment.map(|c| format!(": {c}")).unwrap_or_default()
+            comment.map(|c| format!(": {c}")).unwrap_or_default()
         );
-        logs.alert(LogEntry::healer(
-            LogLevel::Info,
-            message,
-            &incident.container_name,
-            Some(id),
-        ))
-        .await;
+        let entry = LogEntry::healer(LogLevel::Info, message, &incident.container_name, Some(id));
+        logs.alert(entry).await;
     }
-    Ok(axum::Json(IncidentView::from(incident)))
+    Ok(incident)
+}
+
+/// A path's `{id}`: not a UUID is a malformed request (400).
+pub(crate) fn incident_id(raw: &str) -> Result<IncidentId, ApiError> {
+    raw.parse()
+        .map_err(|e| ApiError::InvalidParameter(format!("path parameter `id` must be a UUID: {e}")))
 }

@@ -75,6 +75,7 @@ pub(crate) struct ProblemDoc {
         crate::incidents::show,
         crate::incidents::resolve,
         crate::logs::logs,
+        crate::logs::stream,
         crate::health::healthz,
         crate::health::readyz,
         openapi_json,

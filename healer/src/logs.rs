@@ -5,6 +5,7 @@
 
 use crate::incidents::IncidentId;
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -33,6 +34,17 @@ pub enum LogLevel {
     Warn,
     /// Something needs a human.
     Error,
+}
+
+impl LogLevel {
+    /// The level as entries spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
 }
 
 /// One entry of the log.
@@ -75,6 +87,7 @@ impl LogEntry {
 /// The log's list and channel in Redis, connected on first use (and reconnected as needed).
 #[derive(Clone)]
 pub struct LogSink {
+    client: redis::Client,
     connection: ConnectionManager,
     key: String,
 }
@@ -92,9 +105,10 @@ impl LogSink {
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_number_of_retries(1);
-        let connection =
-            ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
+        let client = redis::Client::open(url)?;
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self {
+            client,
             connection,
             key: format!("{queue}:logs"),
         })
@@ -140,6 +154,20 @@ impl LogSink {
         if let Err(e) = self.push(&entry).await {
             tracing::warn!(error = %e, "alert not written to the log");
         }
+    }
+
+    /// Entries as they are published on the channel, from now on (entries that are not JSON of
+    /// this shape are skipped). The stream ends when the subscription's connection does.
+    pub async fn follow(&self) -> Result<impl Stream<Item = LogEntry> + Send + 'static, LogsError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(&self.key).await?;
+        Ok(pubsub.into_on_message().filter_map(|message| {
+            let entry = message
+                .get_payload::<String>()
+                .ok()
+                .and_then(|json| serde_json::from_str(&json).ok());
+            std::future::ready(entry)
+        }))
     }
 
     /// The newest `limit` entries, newest first, of `source` if given. Entries that are not

@@ -338,16 +338,17 @@ impl Healer {
             .docker
             .history(&facts.id, finished - STOP_GRACE)
             .await?;
+        // The history comes oldest first: the last lifecycle event before the finish decides.
         let last = history
             .iter()
+            .rev()
             .filter(|e| {
                 e.time_nano
                     .map(DateTime::from_timestamp_nanos)
                     .is_some_and(|at| at <= limit)
             })
             .filter_map(|e| e.action.as_deref())
-            .filter(|action| matches!(*action, "kill" | "stop" | "start"))
-            .last();
+            .find(|action| matches!(*action, "kill" | "stop" | "start"));
         Ok(last.is_some_and(|action| action != "start"))
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use hypercode_engine::{
     Context, InputProblem, ResultExt, RetryPolicy, Step, StepError, Workflow, WorkflowResult,
 };
-use hypercode_healer::docker::{Health, RunState};
+use hypercode_healer::docker::{ContainerFacts, DockerHandle, Health, RunState};
 use hypercode_healer::{HealOrder, LogEntry, LogLevel, Toolkit, HEAL_WORKFLOW};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -66,6 +66,17 @@ impl HealWorkflow {
             toolkit: deps.healer.clone(),
         }
     }
+
+    /// Log what this heal did.
+    async fn alert(&self, order: &HealOrder, message: String) {
+        let entry = LogEntry::healer(
+            LogLevel::Info,
+            message,
+            &order.container_name,
+            Some(order.incident),
+        );
+        self.toolkit.logs.alert(entry).await;
+    }
 }
 
 #[async_trait]
@@ -94,10 +105,7 @@ impl Workflow for HealWorkflow {
         let inspect = Step::new("inspect").input(&order)?.retry(DOCKER_RETRY);
         let inspected: Inspected = ctx
             .step(inspect, || async {
-                let facts =
-                    docker.inspect(id).await.retryable()?.ok_or_else(|| {
-                        StepError::fatal(format!("container {id} no longer exists"))
-                    })?;
+                let facts = existing(docker, id).await?;
                 let up =
                     facts.state == RunState::Running && facts.health != Some(Health::Unhealthy);
                 Ok::<_, StepError>(Inspected { up })
@@ -115,13 +123,7 @@ impl Workflow for HealWorkflow {
                     "restarted container {} (heal {})",
                     order.container_name, order.attempt
                 );
-                let entry = LogEntry::healer(
-                    LogLevel::Info,
-                    message,
-                    &order.container_name,
-                    Some(order.incident),
-                );
-                self.toolkit.logs.alert(entry).await;
+                self.alert(&order, message).await;
                 Ok::<_, StepError>(())
             })
             .await?;
@@ -145,13 +147,7 @@ impl Workflow for HealWorkflow {
                         "container {} is running again: healed",
                         order.container_name
                     );
-                    let entry = LogEntry::healer(
-                        LogLevel::Info,
-                        message,
-                        &order.container_name,
-                        Some(order.incident),
-                    );
-                    self.toolkit.logs.alert(entry).await;
+                    self.alert(&order, message).await;
                 }
                 Ok::<_, StepError>(healed)
             })
@@ -163,17 +159,22 @@ impl Workflow for HealWorkflow {
     }
 }
 
+/// Inspect a container; one that no longer exists fails the heal for good, Docker out of
+/// reach is retried.
+async fn existing(docker: &DockerHandle, id: &str) -> Result<ContainerFacts, StepError> {
+    docker
+        .inspect(id)
+        .await
+        .retryable()?
+        .ok_or_else(|| StepError::fatal(format!("container {id} no longer exists")))
+}
+
 /// Poll until the container runs (and is healthy, with a healthcheck), for at most
 /// [`WAIT_LIMIT`]; a container that does not is a fatal failure of the heal.
 async fn wait_until_running(toolkit: &Toolkit, id: &str) -> Result<Running, StepError> {
     let started = tokio::time::Instant::now();
     loop {
-        let facts = toolkit
-            .docker
-            .inspect(id)
-            .await
-            .retryable()?
-            .ok_or_else(|| StepError::fatal(format!("container {id} no longer exists")))?;
+        let facts = existing(&toolkit.docker, id).await?;
         let after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if facts.state == RunState::Running {
             match facts.health {

@@ -13,7 +13,8 @@
 //!
 //! Modules: `session` (sign-in, cookie, CSRF), `missions` (the list), `mission` (one mission,
 //! its timeline and its actions), `timeline` (the Gantt layout, computed from the history),
-//! `approvals` (the inbox), `workers` (workers and queues), `submit` (the plan editor),
+//! `approvals` (the inbox), `workers` (workers and queues), `incidents` (the healer's
+//! incidents and the live log), `submit` (the plan editor),
 //! `format` (times, durations, JSON for people), `assets` (the stylesheet and the script).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles from this
@@ -22,6 +23,7 @@
 mod approvals;
 mod assets;
 mod format;
+mod incidents;
 mod mission;
 mod missions;
 pub(crate) mod session;
@@ -55,6 +57,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/missions/{id}/{action}", post(mission::act))
         .route("/approvals", get(approvals::inbox))
         .route("/workers", get(workers::page))
+        .route("/incidents", get(incidents::page))
+        .route("/incidents/{id}/resolve", post(incidents::resolve))
         .route("/submit", get(submit::page).post(submit::submit))
         .route("/submit/check", post(submit::check))
         .route("/assets/{file}", get(assets::serve))
