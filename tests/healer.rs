@@ -27,19 +27,17 @@ async fn healer(lab: &Lab, sweep_s: u64, extra: &[(&'static str, &str)]) -> Harn
     .await
 }
 
+/// GET `path` (asserting 200) and return the array under `field`.
+async fn list(h: &Harness, path: &str, field: &str) -> Vec<Value> {
+    let reply = h.send(h.request(Method::GET, path)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body[field].as_array().cloned().unwrap_or_default()
+}
+
 /// `GET /api/v1/incidents?container=<name>`.
 async fn incidents(h: &Harness, container: &Container) -> Vec<Value> {
-    let reply = h
-        .send(h.request(
-            Method::GET,
-            &format!("/api/v1/incidents?container={}", container.name),
-        ))
-        .await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    reply.body["incidents"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let path = format!("/api/v1/incidents?container={}", container.name);
+    list(h, &path, "incidents").await
 }
 
 /// Wait until the container's newest incident satisfies `pred`; returns it.
@@ -69,14 +67,8 @@ async fn wait_incident(
 
 /// The log entries about `container`, newest first.
 async fn log_of(h: &Harness, container: &Container) -> Vec<Value> {
-    let reply = h
-        .send(h.request(Method::GET, "/api/v1/logs?limit=1000&source=healer"))
-        .await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    reply.body["entries"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let entries = list(h, "/api/v1/logs?limit=1000&source=healer", "entries").await;
+    entries
         .into_iter()
         .filter(|e| e["container"] == container.name.as_str())
         .collect()
@@ -84,14 +76,7 @@ async fn log_of(h: &Harness, container: &Container) -> Vec<Value> {
 
 /// Every heal mission of the deployment.
 async fn heal_missions(h: &Harness) -> Vec<Value> {
-    let reply = h
-        .send(h.request(Method::GET, "/api/v1/missions?workflow=heal&limit=500"))
-        .await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    reply.body["missions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    list(h, "/api/v1/missions?workflow=heal&limit=500", "missions").await
 }
 
 #[tokio::test]
@@ -181,10 +166,15 @@ async fn wait_for_log(h: &Harness, text: &str) {
 async fn a_failure_the_healer_missed_is_healed_by_the_sweep_through_a_tcp_socket() {
     let lab = Lab::new();
     let api = lab.run("api", true, &[], SLEEPER);
+    let stopped = lab.run("stopped", true, &[], SLEEPER);
     api.wait_status("running", Duration::from_secs(10)).await;
+    stopped
+        .wait_status("running", Duration::from_secs(10))
+        .await;
     let before = api.started_at();
-    // It dies while no healer watches.
+    // One dies, one is stopped through the API, while no healer watches.
     api.kill_from_host();
+    docker_lab::must(&["stop", "-t", "1", &stopped.id]);
     api.wait_status("exited", Duration::from_secs(10)).await;
     // Docker over TCP, as through a socket proxy.
     let proxy = unix_socket_proxy().await;
@@ -197,6 +187,10 @@ async fn a_failure_the_healer_missed_is_healed_by_the_sweep_through_a_tcp_socket
     .await;
     assert_eq!(incident["attempts"], 1);
     assert_eq!(heal_missions(&h).await.len(), 1);
+    // Docker's event history shows the other one was stopped on purpose: left alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stopped.status(), "exited");
+    assert!(incidents(&h, &stopped).await.is_empty());
 }
 
 /// A TCP listener on 127.0.0.1 that forwards each connection to the Docker unix socket.
