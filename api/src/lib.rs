@@ -39,6 +39,7 @@ mod missions;
 mod openapi;
 mod operations;
 pub mod rate_limit;
+mod schedules;
 mod secrets;
 mod views;
 
@@ -106,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .merge(operations::routes())
         .merge(events::routes())
         .merge(secrets::routes())
+        .merge(schedules::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.

@@ -71,6 +71,12 @@ pub(crate) struct ProblemDoc {
         crate::secrets::set,
         crate::secrets::list,
         crate::secrets::delete,
+        crate::schedules::create,
+        crate::schedules::list,
+        crate::schedules::show,
+        crate::schedules::update,
+        crate::schedules::delete,
+        crate::schedules::trigger,
         crate::health::healthz,
         crate::health::readyz,
         openapi_json,
@@ -90,6 +96,11 @@ pub(crate) struct ProblemDoc {
         views::HistoryPage,
         views::SecretView,
         views::SecretList,
+        views::ScheduleView,
+        views::ScheduleDetail,
+        views::ScheduleList,
+        views::ScheduledMissionView,
+        views::Triggered,
     )),
     security(("api_key" = []), ("bearer" = [])),
     modifiers(&SecuritySchemes, &CommonResponses),
@@ -98,6 +109,7 @@ pub(crate) struct ProblemDoc {
         (name = "operations", description = "Cross-mission views for operators"),
         (name = "events", description = "The live event stream"),
         (name = "secrets", description = "Server-side secrets that plans reference as `{{secrets.NAME}}` (admins only; values are never returned)"),
+        (name = "schedules", description = "Durable cron schedules: each tick starts one mission of a workflow"),
         (name = "meta", description = "Health and this description; no key needed"),
     ),
 )]
@@ -235,7 +247,7 @@ problem_set! {
 }
 
 /// A string schema with the given values.
-fn string_enum(values: impl IntoIterator<Item = &'static str>) -> Schema {
+pub(crate) fn string_enum(values: impl IntoIterator<Item = &'static str>) -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(values))
