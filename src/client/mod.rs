@@ -1,4 +1,4 @@
-//! `hypercode mission ...` and `hypercode secrets ...`: a command-line client of the HTTP API. It needs only the server's
+//! `hypercode mission ...`, `hypercode schedule ...` and `hypercode secrets ...`: a command-line client of the HTTP API. It needs only the server's
 //! address (`HYPERCODE_URL`) and a key (`HYPERCODE_API_KEY` or `HYPERCODE_API_KEY_FILE`), never
 //! the database.
 //!
@@ -8,8 +8,10 @@
 //! answered 5xx.
 
 mod render;
+mod schedules;
 mod secrets;
 
+pub use schedules::{run as run_schedules, ScheduleArgs};
 pub use secrets::{run as run_secrets, SecretsArgs};
 
 use clap::{Args, Subcommand};
