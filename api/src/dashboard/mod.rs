@@ -13,7 +13,8 @@
 //!
 //! Modules: `session` (sign-in, cookie, CSRF), `missions` (the list), `mission` (one mission,
 //! its timeline and its actions), `timeline` (the Gantt layout, computed from the history),
-//! `approvals` (the inbox), `workers` (workers and queues), `submit` (the plan editor),
+//! `approvals` (the inbox), `workers` (workers and queues), `schedules` (cron schedules: pause,
+//! resume, trigger), `submit` (the plan editor),
 //! `format` (times, durations, JSON for people), `assets` (the stylesheet and the script).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles from this
@@ -24,6 +25,7 @@ mod assets;
 mod format;
 mod mission;
 mod missions;
+mod schedules;
 pub(crate) mod session;
 mod submit;
 mod timeline;
@@ -55,6 +57,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/missions/{id}/{action}", post(mission::act))
         .route("/approvals", get(approvals::inbox))
         .route("/workers", get(workers::page))
+        .route("/schedules", get(schedules::page))
+        .route("/schedules/{name}/{action}", post(schedules::act))
         .route("/submit", get(submit::page).post(submit::submit))
         .route("/submit/check", post(submit::check))
         .route("/assets/{file}", get(assets::serve))
@@ -74,7 +78,8 @@ pub(crate) struct Chrome {
     pub(crate) can_operate: bool,
     /// The token forms and scripts send back.
     pub(crate) csrf: String,
-    /// Which navigation entry is current (`missions`, `approvals`, `workers`, `submit`).
+    /// Which navigation entry is current (`missions`, `approvals`, `schedules`, `workers`,
+    /// `submit`).
     pub(crate) nav: &'static str,
     /// Versioned URLs of the stylesheet and the script.
     pub(crate) css: &'static str,
