@@ -236,6 +236,8 @@ problem_set! {
     MissionIdProblems { "400" => "The id is not a UUID", "404" => "No such mission" }
     /// A mission that does not exist.
     NoSuchMission { "404" => "No such mission" }
+    /// A schedule that does not exist.
+    NoSuchSchedule { "404" => "No such schedule" }
     /// A query parameter that cannot be parsed.
     ParameterProblems { "400" => "A parameter is invalid; the detail names it" }
     /// A body that is not JSON.

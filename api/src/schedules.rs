@@ -6,7 +6,9 @@
 use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
-use crate::openapi::{string_enum, BodyTooLarge, MalformedJson, NotJson, ProblemDoc};
+use crate::openapi::{
+    string_enum, BodyTooLarge, MalformedJson, NoSuchSchedule, NotJson, ProblemDoc,
+};
 use crate::views::{ScheduleDetail, ScheduleList, ScheduleView, ScheduledMissionView, Triggered};
 use crate::AppState;
 use axum::extract::State;
@@ -177,7 +179,7 @@ async fn list(
     params(("name" = String, Path, description = "The schedule's name")),
     responses(
         (status = 200, description = "The schedule with its newest missions", body = ScheduleDetail),
-        (status = 404, description = "No such schedule", content_type = "application/problem+json", body = ProblemDoc),
+        NoSuchSchedule,
     ),
 )]
 /// `GET /api/v1/schedules/{name}`: the schedule, its skipped ticks and its newest missions.
@@ -208,7 +210,7 @@ async fn show(
     responses(
         (status = 200, description = "The changed schedule", body = ScheduleView),
         MalformedJson,
-        (status = 404, description = "No such schedule", content_type = "application/problem+json", body = ProblemDoc),
+        NoSuchSchedule,
         BodyTooLarge,
         NotJson,
         (status = 422, description = "A bad field (its pointer names it), or an input the workflow refuses (under `/input`)", content_type = "application/problem+json", body = ProblemDoc),
@@ -242,7 +244,7 @@ async fn update(
     params(("name" = String, Path, description = "The schedule's name")),
     responses(
         (status = 204, description = "The schedule was deleted; its missions stay"),
-        (status = 404, description = "No such schedule", content_type = "application/problem+json", body = ProblemDoc),
+        NoSuchSchedule,
     ),
 )]
 /// `DELETE /api/v1/schedules/{name}`.
@@ -264,7 +266,7 @@ async fn delete(
     params(("name" = String, Path, description = "The schedule's name")),
     responses(
         (status = 201, description = "A mission of the schedule was started now, whatever its cron, `enabled` and `overlap`", body = Triggered),
-        (status = 404, description = "No such schedule", content_type = "application/problem+json", body = ProblemDoc),
+        NoSuchSchedule,
     ),
 )]
 /// `POST /api/v1/schedules/{name}/trigger`: 201 `{"id"}` of the mission started now.
