@@ -71,6 +71,10 @@ enum Command {
     /// over the HTTP API with an admin key (HYPERCODE_URL, HYPERCODE_API_KEY).
     #[command(after_help = client::EXIT_CODES)]
     Secrets(client::SecretsArgs),
+    /// Serve the MCP gateway (tools for AI assistants) on stdin/stdout, as a client of a
+    /// running server over its HTTP API (HYPERCODE_URL, HYPERCODE_API_KEY).
+    #[command(after_help = client::EXIT_CODES)]
+    Mcp,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +112,9 @@ async fn main() -> Result<ExitCode> {
     if let Command::Secrets(args) = cli.command {
         return Ok(client::run_secrets(args).await);
     }
+    if let Command::Mcp = cli.command {
+        return Ok(client::run_mcp(shutdown_signal()).await);
+    }
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
@@ -136,7 +143,9 @@ async fn main() -> Result<ExitCode> {
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
-        Command::Mission(_) | Command::Secrets(_) => unreachable!("handled above"),
+        Command::Mission(_) | Command::Secrets(_) | Command::Mcp => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
