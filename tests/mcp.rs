@@ -126,3 +126,35 @@ async fn mcp_over_http_needs_a_key_before_any_message() {
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("mcp-session-id").is_some());
 }
+
+#[tokio::test]
+async fn mcp_requests_count_against_the_keys_rate_limit() {
+    let harness = Harness::with(Options {
+        workers: 0,
+        env: vec![("HYPERCODE_RATE_LIMIT", "1".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let mut statuses = Vec::new();
+    // A bucket of 2 refilling at 1 per second: four requests at once cannot all pass.
+    for _ in 0..4 {
+        let response = harness
+            .http
+            .post(harness.url("/mcp"))
+            .header("Accept", "application/json, text/event-stream")
+            .header("X-API-Key", &harness.key)
+            .json(&ping)
+            .send()
+            .await
+            .expect("the server answered");
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            let content_type = content_type(response.headers());
+            let body = response.bytes().await.unwrap_or_default();
+            Reply::new(429, &content_type, &body).problem(429);
+        }
+    }
+    assert!(statuses.contains(&429), "statuses: {statuses:?}");
+}

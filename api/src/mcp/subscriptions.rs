@@ -30,6 +30,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
+/// The feed sends a keep-alive every 15 s; silence for this long means the connection is dead
+/// and the feed is reopened.
+const SILENCE: Duration = Duration::from_secs(45);
+
 /// History events read per request when finding a mission's last event.
 const PAGE: u32 = 10_000;
 
@@ -128,9 +132,10 @@ impl Watch {
                     loop {
                         let chunk = tokio::select! {
                             () = stop.cancelled() => return,
-                            chunk = stream.next() => chunk,
+                            chunk = tokio::time::timeout(SILENCE, stream.next()) => chunk,
                         };
-                        let Some(Ok(chunk)) = chunk else { break };
+                        // An error, the end of the stream, or silence: reopen it.
+                        let Ok(Some(Ok(chunk))) = chunk else { break };
                         for message in parser.push(&chunk) {
                             if let Some(id) = message.id.as_deref().and_then(|i| i.parse().ok()) {
                                 position = Some(id);
