@@ -1,6 +1,6 @@
 //! The `hypercode` binary: migrations, the API server, the workers and key management, wired
 //! from the library crates, and `mission ...` and `secrets ...`, clients of the HTTP API. This is the only place
-//! `anyhow` is used.
+//! `anyhow` is used. `mcp` serves the MCP gateway on stdio, also as a client of the HTTP API.
 
 mod client;
 mod config;

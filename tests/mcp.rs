@@ -5,9 +5,10 @@
 //!
 //! The script initializes, lists the nine tools and their input schemas, submits a plan with
 //! an approval, sees it wait, finds it in `list_approvals`, approves it, is notified through its
-//! resource subscription when it succeeds, reads its history; sends a signal and cancels a
-//! mission; gets `isError` results for a viewer's submission and for unknown missions; and, over
-//! HTTP, is refused with a bad key. The HTTP status of an unauthenticated `/mcp` request is
+//! resource subscription when it succeeds, reads its history; sends a signal (and is notified
+//! through a subscription to that mission's history) and cancels a mission; gets `isError`
+//! results for a viewer's submission and for unknown missions; and, over HTTP, is refused with a
+//! bad key. The HTTP status of an unauthenticated `/mcp` request is
 //! checked here too, below the SDK.
 
 mod common;

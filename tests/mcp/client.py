@@ -210,11 +210,15 @@ async def approval_flow(client, updates, label):
     return mission_id
 
 
-async def signal_and_cancel(client):
+async def signal_and_cancel(client, updates):
     steps = [{"name": "paid", "signal": {"timeout_s": 3600}}]
     signalled = ok(
         await client.call_tool("submit_mission", {"workflow": "plan", "input": {"steps": steps}}), "submit_mission"
     )
+    await mission_in(client, signalled["id"], "waiting")
+    history_uri = f"hypercode://missions/{signalled['id']}/history"
+    await client.subscribe_resource(history_uri)
+    updates.uris.clear()
     sent = ok(
         await client.call_tool("send_signal", {"id": signalled["id"], "name": "paid", "payload": {"amount": 5}}),
         "send_signal",
@@ -223,6 +227,11 @@ async def signal_and_cancel(client):
     done = await mission_in(client, signalled["id"], "succeeded", "failed")
     assert done["status"] == "succeeded", done
     assert done["steps"][0]["output"] == {"payload": {"amount": 5}}, done
+
+    async def told():
+        return True if history_uri in updates.uris else None
+
+    await until(f"a notifications/resources/updated for {history_uri}", told)
 
     steps = [{"name": "never", "approval": {"message": "Wait forever?"}}]
     lane = f"mcp-{uuid.uuid4()}"
@@ -238,7 +247,7 @@ async def signal_and_cancel(client):
     await mission_in(client, doomed["id"], "waiting")
     ok(await client.call_tool("cancel_mission", {"id": doomed["id"]}), "cancel_mission")
     await mission_in(client, doomed["id"], "cancelled")
-    log("a signal was delivered and a cancellation ran")
+    log("a signal was delivered, the history subscription was told, and a cancellation ran")
 
 
 async def refusals(client, viewer, mission_id):
@@ -295,7 +304,7 @@ async def main(transport):
         log(f"initialized over {transport} (protocol {version})")
         await check_tools(client)
         mission_id = await approval_flow(client, updates, transport)
-        await signal_and_cancel(client)
+        await signal_and_cancel(client, updates)
         templates = await client.list_resource_templates()
         assert {t.uri_template for t in templates.resource_templates} == {
             "hypercode://missions/{id}",
