@@ -1,6 +1,6 @@
 //! The `hypercode` binary: migrations, the API server, the workers and key management, wired
 //! from the library crates, and `mission ...` and `secrets ...`, clients of the HTTP API. This is the only place
-//! `anyhow` is used.
+//! `anyhow` is used. `mcp` serves the MCP gateway on stdio, also as a client of the HTTP API.
 
 mod client;
 mod config;
@@ -75,6 +75,10 @@ enum Command {
     /// (HYPERCODE_URL, HYPERCODE_API_KEY).
     #[command(after_help = client::EXIT_CODES)]
     Schedule(client::ScheduleArgs),
+    /// Serve the MCP gateway (tools for AI assistants) on stdin/stdout, as a client of a
+    /// running server over its HTTP API (HYPERCODE_URL, HYPERCODE_API_KEY).
+    #[command(after_help = client::EXIT_CODES)]
+    Mcp,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +119,9 @@ async fn main() -> Result<ExitCode> {
     if let Command::Schedule(args) = cli.command {
         return Ok(client::run_schedules(args).await);
     }
+    if let Command::Mcp = cli.command {
+        return Ok(client::run_mcp(shutdown_signal()).await);
+    }
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
@@ -143,7 +150,7 @@ async fn main() -> Result<ExitCode> {
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
-        Command::Mission(_) | Command::Secrets(_) | Command::Schedule(_) => {
+        Command::Mission(_) | Command::Secrets(_) | Command::Schedule(_) | Command::Mcp => {
             unreachable!("handled above")
         }
     }

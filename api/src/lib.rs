@@ -22,6 +22,8 @@
 //! - `body`: the middleware that reads every request body first, with its size limit (413) and
 //!   idle timeout (408).
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
+//! - [`mcp`]: the MCP gateway, `/mcp` (streamable HTTP) and the stdio server of `hypercode mcp`,
+//!   whose tools call the REST handlers.
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
 //! routes and wrong methods, is `application/problem+json`.
@@ -35,6 +37,7 @@ mod events;
 mod extract;
 mod health;
 pub mod keys;
+pub mod mcp;
 mod missions;
 mod openapi;
 mod operations;
@@ -108,6 +111,7 @@ pub fn app(state: AppState) -> Router {
         .merge(events::routes())
         .merge(secrets::routes())
         .merge(schedules::routes())
+        .merge(mcp::routes(&state))
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.
