@@ -92,6 +92,8 @@ pub struct Settings {
     pub max_payload_bytes: usize,
     /// `HYPERCODE_TICK_MS`: the reconciler's scan interval.
     pub tick: Duration,
+    /// `HYPERCODE_SCHEDULE_TICK_MS`: how often `serve` looks for due schedule ticks.
+    pub schedule_tick: Duration,
     /// `HYPERCODE_REDELIVER_AFTER_MS`.
     pub redeliver_after: Duration,
     /// `HYPERCODE_DB_POOL`: connections per process.
@@ -123,6 +125,13 @@ impl Settings {
             lease_ttl: Duration::from_millis(number("HYPERCODE_LEASE_TTL_MS", 30_000)?.max(300)),
             max_payload_bytes: number("HYPERCODE_MAX_PAYLOAD_BYTES", 1024 * 1024)? as usize,
             tick: Duration::from_millis(number("HYPERCODE_TICK_MS", 100)?.max(5)),
+            schedule_tick: Duration::from_millis(
+                number(
+                    "HYPERCODE_SCHEDULE_TICK_MS",
+                    hypercode_engine::TICK_INTERVAL.as_millis() as u64,
+                )?
+                .max(10),
+            ),
             redeliver_after: Duration::from_millis(number("HYPERCODE_REDELIVER_AFTER_MS", 10_000)?),
             db_pool: number("HYPERCODE_DB_POOL", 16)? as u32,
             db_acquire_timeout: optional_ms("HYPERCODE_DB_ACQUIRE_TIMEOUT_MS")?,

@@ -1,6 +1,6 @@
 //! The `hypercode` binary: migrations, the API server, the workers and key management, wired
 //! from the library crates, and `mission ...` and `secrets ...`, clients of the HTTP API. This is the only place
-//! `anyhow` is used.
+//! `anyhow` is used. `mcp` serves the MCP gateway on stdio, also as a client of the HTTP API.
 
 mod client;
 mod config;
@@ -38,7 +38,7 @@ struct Cli {
 enum Command {
     /// Apply the database migrations to DATABASE_URL (idempotent).
     Migrate,
-    /// Serve the HTTP API; also runs the reconciler and timers.
+    /// Serve the HTTP API; also runs the reconciler, timers and schedules.
     Serve {
         /// Also execute missions in this process (a worker pool beside the API).
         #[arg(long)]
@@ -72,6 +72,14 @@ enum Command {
     /// over the HTTP API with an admin key (HYPERCODE_URL, HYPERCODE_API_KEY).
     #[command(after_help = client::EXIT_CODES)]
     Secrets(client::SecretsArgs),
+    /// List, create, show, pause, resume, trigger and delete cron schedules over the HTTP API
+    /// (HYPERCODE_URL, HYPERCODE_API_KEY).
+    #[command(after_help = client::EXIT_CODES)]
+    Schedule(client::ScheduleArgs),
+    /// Serve the MCP gateway (tools for AI assistants) on stdin/stdout, as a client of a
+    /// running server over its HTTP API (HYPERCODE_URL, HYPERCODE_API_KEY).
+    #[command(after_help = client::EXIT_CODES)]
+    Mcp,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +117,12 @@ async fn main() -> Result<ExitCode> {
     if let Command::Secrets(args) = cli.command {
         return Ok(client::run_secrets(args).await);
     }
+    if let Command::Schedule(args) = cli.command {
+        return Ok(client::run_schedules(args).await);
+    }
+    if let Command::Mcp = cli.command {
+        return Ok(client::run_mcp(shutdown_signal()).await);
+    }
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
@@ -137,7 +151,9 @@ async fn main() -> Result<ExitCode> {
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
-        Command::Mission(_) | Command::Secrets(_) => unreachable!("handled above"),
+        Command::Mission(_) | Command::Secrets(_) | Command::Schedule(_) | Command::Mcp => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -264,6 +280,14 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     tasks.spawn(async move {
         reconciler::run(reconciler_engine, reconcile, reconciler_stop).await;
         Ok::<(), anyhow::Error>(())
+    });
+    let (ticker_engine, ticker_stop) = (engine.clone(), shutdown.clone());
+    let schedule_tick = settings.schedule_tick;
+    tasks.spawn(async move {
+        ticker_engine
+            .run_schedules(schedule_tick, ticker_stop)
+            .await;
+        Ok(())
     });
     if let Some(concurrency) = worker {
         let (worker_engine, worker_stop) = (engine.clone(), shutdown.clone());

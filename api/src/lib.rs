@@ -24,6 +24,8 @@
 //! - `incidents` and `logs`: the healer's incidents (`/api/v1/incidents`) and the log list
 //!   (`/api/v1/logs`), with their views in `incident_views`.
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
+//! - [`mcp`]: the MCP gateway, `/mcp` (streamable HTTP) and the stdio server of `hypercode mcp`,
+//!   whose tools call the REST handlers.
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
 //! routes and wrong methods, is `application/problem+json`.
@@ -40,10 +42,12 @@ mod incident_views;
 mod incidents;
 pub mod keys;
 mod logs;
+pub mod mcp;
 mod missions;
 mod openapi;
 mod operations;
 pub mod rate_limit;
+mod schedules;
 mod secrets;
 mod views;
 
@@ -122,6 +126,8 @@ pub fn app(state: AppState) -> Router {
         .merge(secrets::routes())
         .merge(incidents::routes())
         .merge(logs::routes())
+        .merge(schedules::routes())
+        .merge(mcp::routes(&state))
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.

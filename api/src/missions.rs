@@ -155,6 +155,7 @@ pub(crate) struct ListParams {
     pub(crate) status: Option<String>,
     pub(crate) workflow: Option<String>,
     pub(crate) concurrency_key: Option<String>,
+    pub(crate) schedule: Option<String>,
     pub(crate) limit: Option<String>,
     pub(crate) cursor: Option<String>,
     pub(crate) created_after: Option<String>,
@@ -170,6 +171,7 @@ pub(crate) struct ListParams {
         ("status" = Option<String>, Query, description = "Only missions in this status: pending, running, waiting, succeeded, failed or cancelled"),
         ("workflow" = Option<String>, Query, description = "Only missions of this workflow"),
         ("concurrency_key" = Option<String>, Query, description = "Only missions with this concurrency key"),
+        ("schedule" = Option<String>, Query, description = "Only missions fired by this schedule"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("created_after" = Option<String>, Query, format = DateTime, description = "Created at or after this RFC 3339 time"),
@@ -224,6 +226,7 @@ pub(crate) async fn list_page(
             status,
             workflow: non_empty(params.workflow),
             concurrency_key: non_empty(params.concurrency_key),
+            schedule: non_empty(params.schedule),
             created_after: time_param("created_after", params.created_after)?,
             created_before: time_param("created_before", params.created_before)?,
             search: non_empty(params.q),
@@ -242,7 +245,17 @@ pub(crate) async fn list_page(
 }
 
 /// An approver's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Verdict {
     /// Let the mission go on.

@@ -76,6 +76,12 @@ pub(crate) struct ProblemDoc {
         crate::incidents::resolve,
         crate::logs::logs,
         crate::logs::stream,
+        crate::schedules::create,
+        crate::schedules::list,
+        crate::schedules::show,
+        crate::schedules::update,
+        crate::schedules::delete,
+        crate::schedules::trigger,
         crate::health::healthz,
         crate::health::readyz,
         openapi_json,
@@ -99,6 +105,11 @@ pub(crate) struct ProblemDoc {
         crate::incident_views::IncidentList,
         crate::incident_views::LogList,
         crate::incidents::ResolveBody,
+        views::ScheduleView,
+        views::ScheduleDetail,
+        views::ScheduleList,
+        views::ScheduledMissionView,
+        views::Triggered,
     )),
     security(("api_key" = []), ("bearer" = [])),
     modifiers(&SecuritySchemes, &CommonResponses),
@@ -108,6 +119,7 @@ pub(crate) struct ProblemDoc {
         (name = "events", description = "The live event stream"),
         (name = "secrets", description = "Server-side secrets that plans reference as `{{secrets.NAME}}` (admins only; values are never returned)"),
         (name = "healer", description = "Incidents of the self-healing of labelled containers, and the log"),
+        (name = "schedules", description = "Durable cron schedules: each tick starts one mission of a workflow"),
         (name = "meta", description = "Health and this description; no key needed"),
     ),
 )]
@@ -234,6 +246,8 @@ problem_set! {
     MissionIdProblems { "400" => "The id is not a UUID", "404" => "No such mission" }
     /// A mission that does not exist.
     NoSuchMission { "404" => "No such mission" }
+    /// A schedule that does not exist.
+    NoSuchSchedule { "404" => "No such schedule" }
     /// A query parameter that cannot be parsed.
     ParameterProblems { "400" => "A parameter is invalid; the detail names it" }
     /// A body that is not JSON.
@@ -245,7 +259,7 @@ problem_set! {
 }
 
 /// A string schema with the given values.
-fn string_enum(values: impl IntoIterator<Item = &'static str>) -> Schema {
+pub(crate) fn string_enum(values: impl IntoIterator<Item = &'static str>) -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(values))

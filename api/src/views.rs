@@ -6,7 +6,10 @@
 //! `[redacted]`), for every role. The stored records keep the real values, which workers need.
 
 use chrono::{DateTime, Utc};
-use hypercode_engine::store::{MissionRecord, SecretInfo, StepRecord, WaitingApproval};
+use hypercode_engine::schedule::{Catchup, Overlap};
+use hypercode_engine::store::{
+    MissionRecord, ScheduleRecord, ScheduledMission, SecretInfo, StepRecord, WaitingApproval,
+};
 use hypercode_engine::{redact, Event, EventType, MissionId, MissionStatus, StepKind, StepStatus};
 use serde::Serialize;
 use serde_json::Value;
@@ -33,6 +36,10 @@ pub struct MissionView {
     pub idempotency_key: Option<String>,
     /// Its concurrency key: it runs only after every earlier live mission of the key finished.
     pub concurrency_key: Option<String>,
+    /// The schedule that fired it, if one did.
+    pub schedule: Option<String>,
+    /// The schedule tick it was fired for (the trigger time of a manual trigger).
+    pub fire_at: Option<DateTime<Utc>>,
     /// Whether cancellation was requested.
     pub cancel_requested: bool,
     /// When it was submitted.
@@ -52,6 +59,8 @@ impl From<MissionRecord> for MissionView {
             error: m.error.map(redacted),
             idempotency_key: m.idempotency_key,
             concurrency_key: m.concurrency_key,
+            schedule: m.schedule,
+            fire_at: m.fire_at,
             cancel_requested: m.cancel_requested,
             created_at: m.created_at,
             updated_at: m.updated_at,
@@ -231,6 +240,108 @@ pub struct SecretList {
     pub secrets: Vec<SecretView>,
 }
 
+/// A schedule.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduleView {
+    /// Its unique name.
+    pub name: String,
+    /// Its cron expression, as written.
+    pub cron: String,
+    /// The IANA time zone the expression is read in.
+    pub timezone: String,
+    /// The workflow each tick starts.
+    pub workflow: String,
+    /// That workflow's input.
+    pub input: Value,
+    /// What a tick does while an earlier mission of the schedule is live.
+    #[schema(schema_with = crate::schedules::overlap_schema)]
+    pub overlap: Overlap,
+    /// What happens to ticks missed while no server ran.
+    #[schema(schema_with = crate::schedules::catchup_schema)]
+    pub catchup: Catchup,
+    /// Whether it fires (`false`: paused).
+    pub enabled: bool,
+    /// The next tick; null while paused or when the expression never fires again.
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// The latest tick that started a mission.
+    pub last_fire_at: Option<DateTime<Utc>>,
+    /// Ticks not fired because an earlier mission was still live (`overlap: skip`).
+    pub skipped: i64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ScheduleRecord> for ScheduleView {
+    fn from(s: ScheduleRecord) -> Self {
+        let spec = s.spec;
+        Self {
+            name: spec.name.into(),
+            cron: spec.cron.into(),
+            timezone: spec.timezone.into(),
+            workflow: spec.workflow,
+            input: redacted(spec.input),
+            overlap: spec.overlap,
+            catchup: spec.catchup,
+            enabled: spec.enabled,
+            next_fire_at: s.next_fire_at,
+            last_fire_at: s.last_fire_at,
+            skipped: s.skipped,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// A mission a schedule started.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduledMissionView {
+    /// The mission's id.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: MissionId,
+    /// Where it is.
+    #[schema(schema_with = crate::openapi::mission_status)]
+    pub status: MissionStatus,
+    /// The tick it was fired for (the trigger time of a manual trigger).
+    pub fire_at: DateTime<Utc>,
+}
+
+impl From<ScheduledMission> for ScheduledMissionView {
+    fn from(m: ScheduledMission) -> Self {
+        Self {
+            id: m.id,
+            status: m.status,
+            fire_at: m.fire_at,
+        }
+    }
+}
+
+/// A schedule with its newest missions.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduleDetail {
+    /// The schedule's own fields.
+    #[serde(flatten)]
+    pub schedule: ScheduleView,
+    /// Its newest missions, newest tick first.
+    pub recent_missions: Vec<ScheduledMissionView>,
+}
+
+/// Every schedule.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduleList {
+    /// Sorted by name.
+    pub schedules: Vec<ScheduleView>,
+}
+
+/// The mission a manual trigger started.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Triggered {
+    /// The mission's id.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: MissionId,
+}
+
 /// One history event.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventView {
@@ -312,6 +423,8 @@ mod tests {
             error: Some(json!({"message": "boom"})),
             idempotency_key: None,
             concurrency_key: None,
+            schedule: None,
+            fire_at: None,
             cancel_requested: false,
             wake_at: None,
             created_at: now,
@@ -335,10 +448,12 @@ mod tests {
                 "concurrency_key",
                 "created_at",
                 "error",
+                "fire_at",
                 "id",
                 "idempotency_key",
                 "input",
                 "output",
+                "schedule",
                 "status",
                 "steps",
                 "updated_at",
@@ -367,6 +482,8 @@ mod tests {
             error: Some(json!({ "message": "GET http://u:p@h/ answered 400" })),
             idempotency_key: Some("key-1".into()),
             concurrency_key: None,
+            schedule: None,
+            fire_at: None,
             cancel_requested: false,
             wake_at: None,
             created_at: now,

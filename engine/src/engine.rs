@@ -259,6 +259,7 @@ impl Engine {
                 input,
                 idempotency_key,
                 concurrency_key,
+                tick: None,
             })
             .await?;
         if submitted.created {
@@ -305,7 +306,11 @@ impl Engine {
 
     /// Refuse an input that references a server-side secret that does not exist, at each
     /// string that names it. (One deleted later fails its step when the step runs.)
-    async fn check_secrets(&self, workflow: &str, input: &Value) -> Result<(), SubmitError> {
+    pub(crate) async fn check_secrets(
+        &self,
+        workflow: &str,
+        input: &Value,
+    ) -> Result<(), SubmitError> {
         let Some(definition) = self.registry.get(workflow) else {
             return Ok(());
         };

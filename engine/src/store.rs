@@ -4,6 +4,8 @@
 use crate::error::{MissionError, StoreResult};
 use crate::event::{Event, NewEvent};
 use crate::ids::{LeaseToken, MissionId, WorkerId};
+use crate::schedule::cron::CronExpr;
+use crate::schedule::{Catchup, Overlap, ScheduleName, Zone};
 use crate::status::{MissionStatus, StepKind, StepStatus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,6 +27,17 @@ pub struct NewMission {
     pub idempotency_key: Option<String>,
     /// Missions sharing a key run one at a time, in submission order.
     pub concurrency_key: Option<String>,
+    /// The schedule tick it is fired for, if a schedule started it.
+    pub tick: Option<Tick>,
+}
+
+/// The tick of a schedule a mission is fired for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    /// The schedule.
+    pub schedule: ScheduleName,
+    /// The tick's time (the trigger time of a manual trigger).
+    pub fire_at: DateTime<Utc>,
 }
 
 /// The outcome of a submission.
@@ -55,6 +68,10 @@ pub struct MissionRecord {
     pub idempotency_key: Option<String>,
     /// Its concurrency key: it runs only once every earlier live mission of the key finished.
     pub concurrency_key: Option<String>,
+    /// The schedule that fired it, if one did.
+    pub schedule: Option<String>,
+    /// The tick it was fired for (the trigger time of a manual trigger).
+    pub fire_at: Option<DateTime<Utc>>,
     /// Whether someone asked to cancel it.
     pub cancel_requested: bool,
     /// When a waiting mission becomes runnable.
@@ -257,6 +274,8 @@ pub struct MissionQuery {
     pub workflow: Option<String>,
     /// Only missions with this concurrency key.
     pub concurrency_key: Option<String>,
+    /// Only missions fired by this schedule.
+    pub schedule: Option<String>,
     /// Only missions created at or after this instant.
     pub created_after: Option<DateTime<Utc>>,
     /// Only missions created strictly before this instant.
@@ -383,11 +402,17 @@ pub trait JournalStore: Send + Sync + 'static {
 
 /// A complete storage backend.
 pub trait Store:
-    MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore + SignalStore
+    MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore + SignalStore + ScheduleStore
 {
 }
 impl<T> Store for T where
-    T: MissionStore + JournalStore + EventFeed + WorkerRegistry + SecretStore + SignalStore
+    T: MissionStore
+        + JournalStore
+        + EventFeed
+        + WorkerRegistry
+        + SecretStore
+        + SignalStore
+        + ScheduleStore
 {
 }
 
@@ -597,6 +622,125 @@ pub trait SignalStore: Send + Sync + 'static {
     /// there; returns whether it did. A wait calls this right after parking, so a signal sent
     /// while the wait was being recorded (and found no waiting step) is not left unseen.
     async fn wake_if_signalled(&self, mission: MissionId, name: &str) -> StoreResult<bool>;
+}
+
+/// What a schedule is made of: everything a client writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSchedule {
+    /// Its unique name.
+    pub name: ScheduleName,
+    /// When it fires.
+    pub cron: CronExpr,
+    /// The zone `cron` is read in.
+    pub timezone: Zone,
+    /// The workflow each tick starts (an internal one too).
+    pub workflow: String,
+    /// That workflow's input.
+    pub input: Value,
+    /// What a tick does while an earlier mission of the schedule is live.
+    pub overlap: Overlap,
+    /// What happens to ticks missed while no `serve` ran.
+    pub catchup: Catchup,
+    /// Whether it fires.
+    pub enabled: bool,
+}
+
+/// A change to a schedule: the fields given are replaced. Its name and workflow stay.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleChange {
+    /// A new expression.
+    pub cron: Option<CronExpr>,
+    /// A new zone.
+    pub timezone: Option<Zone>,
+    /// A new input (checked against the workflow by the engine first).
+    pub input: Option<Value>,
+    /// A new overlap policy.
+    pub overlap: Option<Overlap>,
+    /// A new catch-up policy.
+    pub catchup: Option<Catchup>,
+    /// Pause (`false`) or resume (`true`). A resumed schedule fires from its next tick on:
+    /// ticks passed while paused are not caught up.
+    pub enabled: Option<bool>,
+}
+
+/// A stored schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    /// What was written.
+    pub spec: NewSchedule,
+    /// The tick it waits for; `None` while paused or when `cron` never fires again.
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// The latest tick that started a mission.
+    pub last_fire_at: Option<DateTime<Utc>>,
+    /// Ticks not fired because an earlier mission was live (`overlap: skip`).
+    pub skipped: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A mission a schedule started, as its schedule lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledMission {
+    /// The mission.
+    pub id: MissionId,
+    /// Where it is.
+    pub status: MissionStatus,
+    /// The tick it was fired for.
+    pub fire_at: DateTime<Utc>,
+}
+
+/// What one firing pass did: the missions to wake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fired {
+    /// How many due schedules the pass handled.
+    pub schedules: usize,
+    /// Missions started for due ticks.
+    pub started: Vec<MissionId>,
+    /// Live missions asked to cancel (`overlap: cancel_previous`) that are now runnable.
+    pub cancelled: Vec<MissionId>,
+}
+
+/// Durable cron schedules and the firing of their ticks.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
+    /// Store a new schedule waiting for `next_fire_at`. `Conflict` when the name is taken.
+    async fn create_schedule(
+        &self,
+        schedule: NewSchedule,
+        next_fire_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<ScheduleRecord>;
+    /// Every schedule, by name.
+    async fn schedules(&self) -> StoreResult<Vec<ScheduleRecord>>;
+    /// One schedule.
+    async fn schedule(&self, name: &ScheduleName) -> StoreResult<Option<ScheduleRecord>>;
+    /// Apply a change; a new expression, zone or a resume moves the next tick to the first one
+    /// after now. `NotFound` for an unknown name.
+    async fn update_schedule(
+        &self,
+        name: &ScheduleName,
+        change: ScheduleChange,
+    ) -> StoreResult<ScheduleRecord>;
+    /// Remove a schedule (its missions stay). `NotFound` for an unknown name.
+    async fn delete_schedule(&self, name: &ScheduleName) -> StoreResult<()>;
+    /// The schedule's newest missions, newest tick first.
+    async fn schedule_missions(
+        &self,
+        name: &ScheduleName,
+        limit: i64,
+    ) -> StoreResult<Vec<ScheduledMission>>;
+    /// Start one mission of the schedule now, outside its cron, `enabled` and `overlap`.
+    /// `NotFound` for an unknown name.
+    async fn trigger_schedule(
+        &self,
+        name: &ScheduleName,
+        id: MissionId,
+    ) -> StoreResult<MissionRecord>;
+    /// Fire the due ticks of up to `limit` schedules that no other caller is firing: start their
+    /// missions, apply `overlap` and `catchup`, and move each schedule to its next tick, in one
+    /// transaction.
+    async fn fire_schedules(&self, limit: i64) -> StoreResult<Fired>;
 }
 
 #[cfg(test)]

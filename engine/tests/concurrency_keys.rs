@@ -25,6 +25,7 @@ async fn submit(store: &PgStore, key: Option<&str>) -> MissionId {
             input: json!({}),
             idempotency_key: None,
             concurrency_key: key.map(str::to_owned),
+            tick: None,
         })
         .await
         .expect("submit");
@@ -215,6 +216,7 @@ async fn the_database_refuses_an_empty_or_overlong_key(pool: PgPool) {
                 input: json!({}),
                 idempotency_key: None,
                 concurrency_key: Some(bad.clone()),
+                tick: None,
             })
             .await;
         assert!(refused.is_err(), "a {}-character key was stored", bad.len());

@@ -19,6 +19,7 @@ async fn submitted(store: &PgStore) -> MissionId {
             input: json!({}),
             idempotency_key: None,
             concurrency_key: None,
+            tick: None,
         })
         .await
         .unwrap();

@@ -141,6 +141,7 @@ async fn submitted(store: &PgStore) -> MissionId {
         input: json!({}),
         idempotency_key: None,
         concurrency_key: None,
+        tick: None,
     };
     store.submit(mission).await.unwrap();
     id

@@ -51,6 +51,7 @@ async fn submitted(store: &PgStore, workflow: &str) -> MissionId {
             input: json!({}),
             idempotency_key: None,
             concurrency_key: None,
+            tick: None,
         })
         .await
         .expect("submit");

@@ -1,4 +1,4 @@
-//! `hypercode mission ...` and `hypercode secrets ...`: a command-line client of the HTTP API. It needs only the server's
+//! `hypercode mission ...`, `hypercode schedule ...` and `hypercode secrets ...`: a command-line client of the HTTP API. It needs only the server's
 //! address (`HYPERCODE_URL`) and a key (`HYPERCODE_API_KEY` or `HYPERCODE_API_KEY_FILE`), never
 //! the database.
 //!
@@ -7,13 +7,18 @@
 //! or non-JSON submission file, a misconfigured key); 3 the server could not be reached or
 //! answered 5xx.
 
+mod mcp;
 mod render;
+mod schedules;
 mod secrets;
 
+pub use mcp::run as run_mcp;
+pub use schedules::{run as run_schedules, ScheduleArgs};
 pub use secrets::{run as run_secrets, SecretsArgs};
 
 use clap::{Args, Subcommand};
 use futures::StreamExt as _;
+use hypercode_api::mcp::{encode_segment, mission_path, SseParser};
 use hypercode_engine::{EventType, MissionStatus};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -492,25 +497,6 @@ fn emit(json: bool, value: &Value, human: impl FnOnce() -> String) {
     }
 }
 
-/// `/api/v1/missions/{id}{rest}`.
-fn mission_path(id: &str, rest: &str) -> String {
-    format!("/api/v1/missions/{}{rest}", encode_segment(id.trim()))
-}
-
-/// Percent-encode a path segment (ids and step names are plain, but a typo should reach the
-/// server as the same typo, not as another route).
-fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// The text of FILE, or of stdin for `-`.
 fn read_input(file: &str) -> Outcome<String> {
     if file == "-" {
@@ -556,85 +542,9 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// One dispatched SSE message.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct SseMessage {
-    id: Option<String>,
-    event: Option<String>,
-    data: Option<String>,
-}
-
-/// An incremental parser of `text/event-stream` (fields `id`, `event`, `data`; comments and
-/// other fields ignored; a blank line dispatches).
-#[derive(Debug, Default)]
-struct SseParser {
-    buffer: Vec<u8>,
-    current: SseMessage,
-}
-
-impl SseParser {
-    /// Feed bytes; returns the messages completed by them.
-    fn push(&mut self, bytes: &[u8]) -> Vec<SseMessage> {
-        self.buffer.extend_from_slice(bytes);
-        let mut done = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches('\n').trim_end_matches('\r');
-            if line.is_empty() {
-                let message = std::mem::take(&mut self.current);
-                if message != SseMessage::default() {
-                    done.push(message);
-                }
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-                None => (line, ""),
-            };
-            match field {
-                "id" => self.current.id = Some(value.to_owned()),
-                "event" => self.current.event = Some(value.to_owned()),
-                "data" => match &mut self.current.data {
-                    Some(data) => {
-                        data.push('\n');
-                        data.push_str(value);
-                    }
-                    None => self.current.data = Some(value.to_owned()),
-                },
-                _ => {}
-            }
-        }
-        done
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_messages_are_parsed_across_chunks() {
-        let mut parser = SseParser::default();
-        assert!(parser
-            .push(b": keep-alive\n\nid: 4\nevent: step_")
-            .is_empty());
-        let messages = parser.push(b"started\r\ndata: {\"a\":\ndata: 1}\n\nid: 5\n");
-        assert_eq!(
-            messages,
-            [SseMessage {
-                id: Some("4".into()),
-                event: Some("step_started".into()),
-                data: Some("{\"a\":\n1}".into()),
-            }]
-        );
-        let messages = parser.push(b"data:x\n\n");
-        assert_eq!(messages[0].id.as_deref(), Some("5"));
-        assert_eq!(messages[0].data.as_deref(), Some("x"));
-    }
 
     #[test]
     fn bare_plans_are_wrapped_for_the_plan_workflow() {
@@ -650,11 +560,5 @@ mod tests {
         );
         assert!(matches!(submission("[1]"), Err(Failure::Usage(_))));
         assert!(matches!(submission("{"), Err(Failure::Usage(_))));
-    }
-
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(encode_segment("sign-off_2"), "sign-off_2");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
     }
 }

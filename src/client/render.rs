@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 const SHORT: usize = 100;
 
 /// A string field, or `-`.
-fn text(value: &Value) -> String {
+pub fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_owned(),
@@ -209,6 +209,70 @@ pub fn secret_list(list: &Value) -> String {
     )
 }
 
+/// `schedule list`: one row per schedule.
+pub fn schedule_list(list: &Value) -> String {
+    listing(
+        &list["schedules"],
+        "no schedules\n",
+        &["NAME", "CRON", "TIMEZONE", "WORKFLOW", "STATE", "NEXT FIRE"],
+        |s| {
+            vec![
+                text(&s["name"]),
+                text(&s["cron"]),
+                text(&s["timezone"]),
+                text(&s["workflow"]),
+                schedule_state(s).to_owned(),
+                time(&s["next_fire_at"]),
+            ]
+        },
+    )
+}
+
+fn schedule_state(schedule: &Value) -> &'static str {
+    match schedule["enabled"].as_bool() {
+        Some(false) => "paused",
+        _ => "enabled",
+    }
+}
+
+/// `schedule show` (and what create, pause and resume answer): the schedule, then its newest
+/// missions when the answer has them.
+pub fn schedule(schedule: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "schedule   {}", text(&schedule["name"]));
+    let _ = writeln!(
+        out,
+        "cron       {} ({})",
+        text(&schedule["cron"]),
+        text(&schedule["timezone"])
+    );
+    let _ = writeln!(out, "workflow   {}", text(&schedule["workflow"]));
+    let _ = writeln!(out, "state      {}", schedule_state(schedule));
+    let _ = writeln!(
+        out,
+        "overlap    {} (skipped ticks: {})",
+        text(&schedule["overlap"]),
+        text(&schedule["skipped"])
+    );
+    let _ = writeln!(out, "catchup    {}", text(&schedule["catchup"]));
+    let _ = writeln!(out, "next fire  {}", time(&schedule["next_fire_at"]));
+    let _ = writeln!(out, "last fire  {}", time(&schedule["last_fire_at"]));
+    let input = short(&schedule["input"]);
+    if !input.is_empty() {
+        let _ = writeln!(out, "input      {input}");
+    }
+    if let Some(missions) = schedule["recent_missions"].as_array() {
+        out.push('\n');
+        out.push_str(&listing(
+            &Value::Array(missions.clone()),
+            "no missions yet\n",
+            &["FIRE AT", "STATUS", "MISSION"],
+            |m| vec![time(&m["fire_at"]), text(&m["status"]), text(&m["id"])],
+        ));
+    }
+    out
+}
+
 /// `show`: the mission, then its steps.
 pub fn mission(mission: &Value) -> String {
     let mut out = String::new();
@@ -223,6 +287,13 @@ pub fn mission(mission: &Value) -> String {
     let _ = writeln!(out, "updated    {}", time(&mission["updated_at"]));
     if let Some(key) = mission["idempotency_key"].as_str() {
         let _ = writeln!(out, "key        {key}");
+    }
+    if let Some(schedule) = mission["schedule"].as_str() {
+        let _ = writeln!(
+            out,
+            "schedule   {schedule} (tick {})",
+            time(&mission["fire_at"])
+        );
     }
     if !mission["error"].is_null() {
         let _ = writeln!(out, "error      {}", short(&mission["error"]));

@@ -648,6 +648,21 @@ impl Harness {
         stdout
     }
 
+    /// The binary as an API client of this deployment (`HYPERCODE_URL`, the admin key, no
+    /// database), its output captured.
+    pub fn client(&self, args: &[&str]) -> Command {
+        let mut command = self.command(args);
+        command
+            .env_remove("DATABASE_URL")
+            .env_remove("HYPERCODE_REDIS_URL")
+            .env_remove("HYPERCODE_API_KEY_FILE")
+            .env("HYPERCODE_URL", &self.base)
+            .env("HYPERCODE_API_KEY", &self.key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
     /// Create an API key and return it (the last line of the command's stdout).
     pub async fn create_key(&self, name: &str, role: &str) -> String {
         let stdout = self

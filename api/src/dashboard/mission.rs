@@ -103,6 +103,8 @@ pub(crate) struct MissionView {
     cancel_requested: bool,
     idempotency_key: Option<String>,
     concurrency_key: Option<String>,
+    /// The schedule that fired it, if one did.
+    schedule: Option<String>,
     input: String,
     output: Option<String>,
     error: Option<String>,
@@ -202,6 +204,7 @@ pub(crate) async fn show(
         cancel_requested: mission.cancel_requested,
         idempotency_key: mission.idempotency_key.clone(),
         concurrency_key: mission.concurrency_key.clone(),
+        schedule: mission.schedule.clone(),
         input: format::json(&mission.input),
         output: mission.output.as_ref().map(format::json),
         error: mission.error.as_ref().map(format::json),

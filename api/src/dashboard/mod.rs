@@ -13,8 +13,9 @@
 //!
 //! Modules: `session` (sign-in, cookie, CSRF), `missions` (the list), `mission` (one mission,
 //! its timeline and its actions), `timeline` (the Gantt layout, computed from the history),
-//! `approvals` (the inbox), `workers` (workers and queues), `incidents` (the healer's
-//! incidents and the live log), `submit` (the plan editor),
+//! `approvals` (the inbox), `workers` (workers and queues), `schedules` (cron schedules: pause,
+//! resume, trigger), `incidents` (the healer's incidents and the live log), `submit` (the plan
+//! editor),
 //! `format` (times, durations, JSON for people), `assets` (the stylesheet and the script).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles from this
@@ -26,6 +27,7 @@ mod format;
 mod incidents;
 mod mission;
 mod missions;
+mod schedules;
 pub(crate) mod session;
 mod submit;
 mod timeline;
@@ -59,6 +61,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/workers", get(workers::page))
         .route("/incidents", get(incidents::page))
         .route("/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/schedules", get(schedules::page))
+        .route("/schedules/{name}/{action}", post(schedules::act))
         .route("/submit", get(submit::page).post(submit::submit))
         .route("/submit/check", post(submit::check))
         .route("/assets/{file}", get(assets::serve))
@@ -78,7 +82,8 @@ pub(crate) struct Chrome {
     pub(crate) can_operate: bool,
     /// The token forms and scripts send back.
     pub(crate) csrf: String,
-    /// Which navigation entry is current (`missions`, `approvals`, `workers`, `submit`).
+    /// Which navigation entry is current (`missions`, `approvals`, `schedules`, `workers`,
+    /// `submit`).
     pub(crate) nav: &'static str,
     /// Versioned URLs of the stylesheet and the script.
     pub(crate) css: &'static str,

@@ -94,8 +94,8 @@ pub(super) async fn waiting(
     let rows = sqlx::query!(
         r#"
         select m.id as "id: MissionId", m.workflow, m.status as "status: MissionStatus",
-               m.input, m.output, m.error, m.idempotency_key, m.concurrency_key, m.cancel_requested,
-               m.wake_at as mission_wake_at, m.created_at, m.updated_at,
+               m.input, m.output, m.error, m.idempotency_key, m.concurrency_key, m.schedule,
+               m.fire_at, m.cancel_requested, m.wake_at as mission_wake_at, m.created_at, m.updated_at,
                s.name as step, s.position,
                left(s.input ->> 'message', $2) as message,
                coalesce(length(s.input ->> 'message') > $2, false) as "message_truncated!",
@@ -129,6 +129,8 @@ pub(super) async fn waiting(
                 error: r.error,
                 idempotency_key: r.idempotency_key,
                 concurrency_key: r.concurrency_key,
+                schedule: r.schedule,
+                fire_at: r.fire_at,
                 cancel_requested: r.cancel_requested,
                 wake_at: r.mission_wake_at,
                 created_at: r.created_at,

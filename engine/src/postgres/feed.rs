@@ -382,6 +382,7 @@ mod tests {
                 input: serde_json::json!({}),
                 idempotency_key: None,
                 concurrency_key: None,
+                tick: None,
             })
             .await
             .expect("submit");

@@ -68,8 +68,8 @@ impl JournalStore for PgStore {
                 from claimed
             )
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at,
-                   created_at, updated_at,
+                   output, error, idempotency_key, concurrency_key, schedule, fire_at,
+                   cancel_requested, wake_at, created_at, updated_at,
                    lease_token, retry_generation,
                    (select coalesce(jsonb_agg(to_jsonb(s) order by s.position), '[]')
                     from steps s where s.mission_id = claimed.id) as "journal!"
@@ -105,6 +105,8 @@ impl JournalStore for PgStore {
                 error: row.error,
                 idempotency_key: row.idempotency_key,
                 concurrency_key: row.concurrency_key,
+                schedule: row.schedule,
+                fire_at: row.fire_at,
                 cancel_requested: row.cancel_requested,
                 wake_at: row.wake_at,
                 created_at: row.created_at,

@@ -14,37 +14,12 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use serde_json::json;
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, Postgres, Transaction};
 
 #[async_trait]
 impl MissionStore for PgStore {
     async fn submit(&self, new: NewMission) -> StoreResult<Submitted> {
-        let inserted = sqlx::query_as!(
-            MissionRecord,
-            r#"
-            with ins as (
-                insert into missions (id, workflow, input, idempotency_key, concurrency_key,
-                                      last_seq, enqueued_at)
-                values ($1, $2, $3, $4, $5, 1, now())
-                on conflict (idempotency_key) do nothing
-                returning *
-            ), ev as (
-                insert into events (mission_id, seq, type, data)
-                select id, 1, 'mission_submitted', jsonb_build_object('workflow', workflow) from ins
-            )
-            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at,
-                   created_at, updated_at
-            from ins
-            "#,
-            new.id as MissionId,
-            new.workflow,
-            new.input,
-            new.idempotency_key,
-            new.concurrency_key,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+        let inserted = insert(&self.pool, &new).await?;
         if let Some(mission) = inserted {
             return Ok(Submitted {
                 mission,
@@ -91,8 +66,8 @@ impl MissionStore for PgStore {
             MissionRecord,
             r#"
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
-                   output, error, idempotency_key, concurrency_key, cancel_requested, wake_at,
-                   created_at, updated_at
+                   output, error, idempotency_key, concurrency_key, schedule, fire_at,
+                   cancel_requested, wake_at, created_at, updated_at
             from missions
             where ($1::mission_status is null or status = $1)
               and ($2::text is null or workflow = $2)
@@ -101,6 +76,7 @@ impl MissionStore for PgStore {
               and ($7::timestamptz is null or created_at < $7)
               and ($8::text is null or input::text ilike '%' || $8 || '%' escape '\')
               and ($9::text is null or concurrency_key = $9)
+              and ($10::text is null or schedule = $10)
             order by created_at desc, id desc
             limit $5
             "#,
@@ -113,6 +89,7 @@ impl MissionStore for PgStore {
             query.created_before,
             search,
             query.concurrency_key,
+            query.schedule,
         )
         .fetch_all(&self.pool)
         .await?)
@@ -142,42 +119,9 @@ impl MissionStore for PgStore {
 
     async fn request_cancel(&self, id: MissionId, by: &str) -> StoreResult<MissionStatus> {
         let mut tx = self.pool.begin().await?;
-        let (status, already) = sqlx::query!(
-            r#"select status as "status: MissionStatus", cancel_requested from missions where id = $1 for update"#,
-            id as MissionId,
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| (r.status, r.cancel_requested))
-        .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))?;
-        if status.is_terminal() {
-            return Err(StoreError::Conflict(format!(
-                "mission {id} is already {}",
-                status.as_str()
-            )));
-        }
-        if already {
-            return Ok(status);
-        }
-        // A parked mission is made runnable so a worker can run its compensations now; a running
-        // one learns of the request from its next write or lease renewal.
-        let row = sqlx::query!(
-            r#"
-            update missions set cancel_requested = true,
-                   status = case when status = 'waiting' then 'pending' else status end,
-                   wake_at = case when status = 'waiting' then null else wake_at end,
-                   enqueued_at = case when status = 'waiting' then now() else enqueued_at end,
-                   last_seq = last_seq + 1, updated_at = now()
-            where id = $1 returning status as "status: MissionStatus", last_seq
-            "#,
-            id as MissionId,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let event = NewEvent::mission(EventType::MissionCancelRequested, json!({ "by": by }));
-        insert_event(&mut tx, id, row.last_seq, &event).await?;
+        let status = request_cancel(&mut tx, id, by).await?;
         tx.commit().await?;
-        Ok(row.status)
+        Ok(status)
     }
 
     async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, String)>> {
@@ -211,6 +155,93 @@ impl MissionStore for PgStore {
     }
 }
 
+/// Ask a live mission to cancel within `tx`; its status after the request (`pending` when a
+/// parked mission was made runnable to compensate: wake it after the commit). `Conflict` for
+/// a finished mission.
+pub(super) async fn request_cancel(
+    tx: &mut Transaction<'_, Postgres>,
+    id: MissionId,
+    by: &str,
+) -> StoreResult<MissionStatus> {
+    let (status, already) = sqlx::query!(
+        r#"select status as "status: MissionStatus", cancel_requested from missions where id = $1 for update"#,
+        id as MissionId,
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|r| (r.status, r.cancel_requested))
+    .ok_or_else(|| StoreError::NotFound(format!("mission {id}")))?;
+    if status.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "mission {id} is already {}",
+            status.as_str()
+        )));
+    }
+    if already {
+        return Ok(status);
+    }
+    // A parked mission is made runnable so a worker can run its compensations now; a running
+    // one learns of the request from its next write or lease renewal.
+    let row = sqlx::query!(
+        r#"
+        update missions set cancel_requested = true,
+               status = case when status = 'waiting' then 'pending' else status end,
+               wake_at = case when status = 'waiting' then null else wake_at end,
+               enqueued_at = case when status = 'waiting' then now() else enqueued_at end,
+               last_seq = last_seq + 1, updated_at = now()
+        where id = $1 returning status as "status: MissionStatus", last_seq
+        "#,
+        id as MissionId,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let event = NewEvent::mission(EventType::MissionCancelRequested, json!({ "by": by }));
+    insert_event(tx, id, row.last_seq, &event).await?;
+    Ok(row.status)
+}
+
+/// Insert a mission and its `mission_submitted` event; `None` when its idempotency key is taken.
+pub(super) async fn insert(
+    db: impl PgExecutor<'_>,
+    new: &NewMission,
+) -> StoreResult<Option<MissionRecord>> {
+    let (schedule, fire_at) = match &new.tick {
+        Some(tick) => (Some(tick.schedule.as_str()), Some(tick.fire_at)),
+        None => (None, None),
+    };
+    Ok(sqlx::query_as!(
+        MissionRecord,
+        r#"
+        with ins as (
+            insert into missions (id, workflow, input, idempotency_key, concurrency_key, schedule,
+                                  fire_at, last_seq, enqueued_at)
+            values ($1, $2, $3, $4, $5, $6, $7, 1, now())
+            on conflict (idempotency_key) do nothing
+            returning *
+        ), ev as (
+            insert into events (mission_id, seq, type, data)
+            select id, 1, 'mission_submitted',
+                   jsonb_strip_nulls(jsonb_build_object('workflow', workflow, 'schedule', schedule,
+                                                        'fire_at', fire_at))
+            from ins
+        )
+        select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+               output, error, idempotency_key, concurrency_key, schedule, fire_at,
+               cancel_requested, wake_at, created_at, updated_at
+        from ins
+        "#,
+        new.id as MissionId,
+        new.workflow,
+        new.input,
+        new.idempotency_key,
+        new.concurrency_key,
+        schedule,
+        fire_at,
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
 /// The mission with this id or this idempotency key (pass one): one statement, so the column
 /// list of a [`MissionRecord`] is written once for both lookups.
 async fn find(
@@ -222,8 +253,8 @@ async fn find(
         MissionRecord,
         r#"
         select id as "id: MissionId", workflow, status as "status: MissionStatus", input, output,
-               error, idempotency_key, concurrency_key, cancel_requested, wake_at, created_at,
-               updated_at
+               error, idempotency_key, concurrency_key, schedule, fire_at, cancel_requested,
+               wake_at, created_at, updated_at
         from missions where id = $1 or idempotency_key = $2
         "#,
         id as Option<MissionId>,

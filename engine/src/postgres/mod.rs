@@ -4,8 +4,9 @@
 //! One module per concept: [`missions`] (submitting, reading and cancelling missions),
 //! [`approvals`] (decisions and the inbox), [`retry`] (a failed mission's manual retry),
 //! [`journal`] (leases and the journal a worker advances), [`group_commit`] (the batched
-//! journal writes), [`signals`], [`feed`], [`workers`] and [`secrets`]. This file holds the [`PgStore`] and
-//! the transaction helpers they share.
+//! journal writes), [`schedules`] (cron schedules and the firing of their ticks), [`signals`],
+//! [`feed`], [`workers`] and [`secrets`]. This file holds the [`PgStore`] and the transaction
+//! helpers they share.
 
 use crate::error::{StoreError, StoreResult};
 use crate::event::NewEvent;
@@ -20,6 +21,7 @@ mod group_commit;
 mod journal;
 mod missions;
 mod retry;
+mod schedules;
 mod secrets;
 mod signals;
 mod workers;

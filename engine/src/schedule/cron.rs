@@ -18,7 +18,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A parsed cron expression, as written (5 or 6 fields, or a macro such as `@daily`).
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct CronExpr {
     written: String,
     schedule: cron::Schedule,
@@ -143,6 +144,20 @@ impl CronExpr {
             }
         }
         fires.into()
+    }
+}
+
+impl TryFrom<String> for CronExpr {
+    type Error = CronError;
+
+    fn try_from(written: String) -> Result<Self, Self::Error> {
+        written.parse()
+    }
+}
+
+impl From<CronExpr> for String {
+    fn from(expr: CronExpr) -> Self {
+        expr.written
     }
 }
 

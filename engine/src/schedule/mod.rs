@@ -81,7 +81,8 @@ impl fmt::Display for ScheduleName {
 }
 
 /// What a tick does while an earlier mission of the same schedule is still live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "schedule_overlap", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
     /// Fire nothing; the tick is counted as skipped.
@@ -94,7 +95,8 @@ pub enum Overlap {
 }
 
 /// What happens to ticks missed while no `serve` ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "schedule_catchup", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Catchup {
     /// One mission, for the latest missed tick.
@@ -104,6 +106,34 @@ pub enum Catchup {
     Skip,
     /// One mission per missed tick, the latest [`MAX_CATCHUP`] of them.
     All,
+}
+
+impl Overlap {
+    /// Every policy.
+    pub const ALL: [Self; 3] = [Self::Skip, Self::Allow, Self::CancelPrevious];
+
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Allow => "allow",
+            Self::CancelPrevious => "cancel_previous",
+        }
+    }
+}
+
+impl Catchup {
+    /// Every policy.
+    pub const ALL: [Self; 3] = [Self::Once, Self::Skip, Self::All];
+
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Once => "once",
+            Self::Skip => "skip",
+            Self::All => "all",
+        }
+    }
 }
 
 /// An IANA time zone, written by name (`Europe/Berlin`, `UTC`).
@@ -240,6 +270,16 @@ mod tests {
             tick_key(&name, utc("2026-12-01T02:00:00.250+00:00")),
             "schedule:nightly:2026-12-01T02:00:00Z"
         );
+    }
+
+    #[test]
+    fn policy_names_are_their_wire_names() {
+        for overlap in Overlap::ALL {
+            assert_eq!(serde_json::json!(overlap), overlap.as_str());
+        }
+        for catchup in Catchup::ALL {
+            assert_eq!(serde_json::json!(catchup), catchup.as_str());
+        }
     }
 
     #[test]
