@@ -107,3 +107,52 @@ async fn a_mission_waiting_its_turn_can_be_cancelled() {
         page.body
     );
 }
+
+/// The missions' statuses, in order.
+async fn statuses(h: &Harness, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(h.get(id).await["status"].as_str().unwrap_or_default().to_owned());
+    }
+    out
+}
+
+/// Three approval-gated missions of one key: the first waits for its approval, the others stay
+/// `pending` behind it; approving the first lets the second start (and wait), the third still
+/// waits its turn.
+#[tokio::test]
+async fn approval_gated_missions_of_one_key_wait_in_line() {
+    let h = Harness::with(Options {
+        workers: 2,
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let reply = h
+            .submit_body(&json!({
+                "workflow": "plan",
+                "input": { "steps": [{ "name": "gate", "approval": { "message": "go?" } }] },
+                "concurrency_key": "release",
+            }))
+            .await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        ids.push(id_of(&reply.body));
+    }
+    h.wait_status(&ids[0], "waiting", secs(15)).await;
+    // Long enough for both workers to have been offered the others many times over.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        statuses(&h, &ids).await,
+        ["waiting", "pending", "pending"]
+    );
+
+    let approved = h.decide(&ids[0], "gate", "approve", "first").await;
+    assert_eq!(approved.status, 200, "{approved:?}");
+    h.wait_terminal(&ids[0], "succeeded", secs(15)).await;
+    h.wait_status(&ids[1], "waiting", secs(15)).await;
+    assert_eq!(
+        statuses(&h, &ids).await,
+        ["succeeded", "waiting", "pending"]
+    );
+}

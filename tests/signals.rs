@@ -114,3 +114,31 @@ async fn a_wait_that_times_out_fails_and_compensates() {
     let late = send_signal(&h, &id, "paid", &json!({})).await;
     assert_eq!(late.status, 409, "{late:?}");
 }
+
+#[tokio::test]
+async fn a_worker_killed_while_a_mission_waits_for_a_signal_loses_nothing() {
+    let mut h = Harness::start().await;
+    let id = id_of(&h.submit(steps(&h, 600.0)).await);
+    h.wait_until(
+        &id,
+        "waiting for the signal",
+        |m| m["status"] == "waiting" && step_is(m, "paid", "waiting"),
+        secs(15),
+    )
+    .await;
+    // SIGKILL: nothing of the worker's runs on after this, not even a shutdown hook.
+    h.workers[0].kill().await;
+    let reply = send_signal(&h, &id, "paid", &json!({ "reference": "pay_7" })).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    h.start_worker().await;
+
+    let mission = h.wait_terminal(&id, "succeeded", secs(30)).await;
+    assert_eq!(
+        step(&mission, "paid")["output"],
+        json!({ "payload": { "reference": "pay_7" } })
+    );
+    assert_eq!(h.callee.to_path("/ok").len(), 1, "step a ran once");
+    let receipts = h.callee.to_path("/items/receipt");
+    assert_eq!(receipts.len(), 1, "{}", h.callee.describe());
+    assert_eq!(receipts[0].body, json!({ "reference": "pay_7" }));
+}
