@@ -10,6 +10,13 @@
 //! journal rows or events and is answered `LeaseLost`. A batch that fails as a whole is retried
 //! one transition at a time, so one bad transition cannot fail its neighbours.
 //!
+//! Journal entries already in the table are updated and new ones inserted, by two plain
+//! statements rather than one `insert … on conflict do update`: an upsert writes a speculative
+//! insertion's confirmation, or a row lock before its update, to the WAL for every entry. Which
+//! entries exist is read from the statement's snapshot, which is exact here: only the lease
+//! holder writes a mission's entries, one transition at a time, and the holder's row lock on the
+//! mission (taken by the statement's first step) orders it after any earlier holder's write.
+//!
 //! This module is the one place that knows the columns of a transition's row: [`TransitionRow`]
 //! serializes them, and the statement in [`write`] reads them back with the same names.
 
@@ -290,6 +297,15 @@ async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32,
             where missions.id = t.mission_id and missions.lease_token = t.token
               and missions.status = 'running'
             returning t.i, missions.id, missions.last_seq, missions.cancel_requested, t.steps, t.events
+        ), u as (
+            update steps set
+                status = r.status, attempts = r.attempts, input = r.input, output = r.output,
+                error = r.error, wake_at = r.wake_at, started_at = r.started_at,
+                finished_at = r.finished_at, updated_at = now()
+            from m, jsonb_to_recordset(m.steps) as r(
+                position int, status step_status, attempts int, input jsonb, output jsonb,
+                error jsonb, wake_at timestamptz, started_at timestamptz, finished_at timestamptz)
+            where steps.mission_id = m.id and steps.position = r.position
         ), s as (
             insert into steps (mission_id, position, name, kind, status, attempts, input, output,
                                error, wake_at, started_at, finished_at)
@@ -299,11 +315,8 @@ async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32,
                 position int, name text, kind step_kind, status step_status, attempts int,
                 input jsonb, output jsonb, error jsonb, wake_at timestamptz,
                 started_at timestamptz, finished_at timestamptz)
-            on conflict (mission_id, position) do update set
-                status = excluded.status, attempts = excluded.attempts, input = excluded.input,
-                output = excluded.output, error = excluded.error, wake_at = excluded.wake_at,
-                started_at = excluded.started_at, finished_at = excluded.finished_at,
-                updated_at = now()
+            where not exists (select 1 from steps x
+                              where x.mission_id = m.id and x.position = r.position)
         ), e as (
             insert into events (mission_id, seq, type, step, attempt, data)
             select m.id, m.last_seq - jsonb_array_length(m.events) + r.ord, r.type, r.step,
