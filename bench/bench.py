@@ -349,6 +349,9 @@ def cost_run(cfg, key, pgss, kind, body):
         sql("select pg_stat_statements_reset()")
     queue = f"bench-cost-{kind}-{int(time.time())}"
     data_directory = sql("show data_directory")[0][0]
+    # Every run starts right after a checkpoint, so each writes the same full-page images
+    # (the first change of each page after a checkpoint logs the whole page).
+    sql("checkpoint", fetch=False)
     before = counters(pgss, data_directory)
     server, url = start_server(HYPERCODE_QUEUE=queue)
     w = start_worker(cfg.concurrency, HYPERCODE_QUEUE=queue)
