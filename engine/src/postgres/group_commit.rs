@@ -177,8 +177,12 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Batches in flight at once per process.
-    pub(super) const WRITERS: usize = 4;
+    /// Batches in flight at once per process. Fewer writers make larger batches under load
+    /// (transitions queue while both are busy) and cost nothing when idle (a lone transition
+    /// is written at once). Measured with 500 three-step HTTP missions at 64 in flight: 4
+    /// writers 2.74 transactions and 1.86 WAL fsyncs per step, 2 writers 2.09 and 1.46, 1
+    /// writer 1.75 and 1.12 but a single backend doing every write.
+    pub(super) const WRITERS: usize = 2;
     /// Most transitions in one statement.
     pub(super) const MAX_BATCH: usize = 256;
 
