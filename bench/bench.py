@@ -310,6 +310,24 @@ STATEMENTS = """
     where dbid = (select oid from pg_database where datname = current_database())"""
 
 
+WAL_BY_RELATION = """
+    select coalesce(pg_filenode_relation(0, substring(block_ref from 'rel \\d+/\\d+/(\\d+)')::oid)::text,
+                    case when block_ref is null then resource_manager else 'other' end),
+           resource_manager || '/' || record_type, count(*), sum(record_length)
+    from pg_get_wal_records_info(%s, %s)
+    group by 1, 2 order by 3 desc"""
+
+
+def wal_by_relation(start, end, steps):
+    """WAL records and bytes per step by relation and record type (pg_walinspect), largest first;
+    None where the extension is not available."""
+    if not sql("select 1 from pg_available_extensions where name = 'pg_walinspect'"):
+        return None
+    sql("create extension if not exists pg_walinspect", fetch=False)
+    return [{"relation": rel, "record": rec, "records_per_step": n / steps, "bytes_per_step": float(b) / steps}
+            for rel, rec, n, b in sql(WAL_BY_RELATION, (start, end))]
+
+
 def counters(pgss, data_directory):
     """PostgreSQL's cumulative counters now (read in one or two transactions of the bench's own)."""
     row = sql(COUNTERS)[0]
@@ -353,6 +371,7 @@ def cost_run(cfg, key, pgss, kind, body):
     # (the first change of each page after a checkpoint logs the whole page).
     sql("checkpoint", fetch=False)
     before = counters(pgss, data_directory)
+    (start_lsn,), = sql("select pg_current_wal_insert_lsn()::text")
     server, url = start_server(HYPERCODE_QUEUE=queue)
     w = start_worker(cfg.concurrency, HYPERCODE_QUEUE=queue)
     time.sleep(1.0)
@@ -365,6 +384,7 @@ def cost_run(cfg, key, pgss, kind, body):
     stop(w, server)
     time.sleep(0.5)
     after = counters(pgss, data_directory)
+    (end_lsn,), = sql("select pg_current_wal_flush_lsn()::text")
     (steps,), = sql("select count(*) from events where type = 'step_succeeded'")
     (ok,), = sql("select count(*) from missions where status = 'succeeded'")
     delta = {k: after[k] - before[k] for k in after if after[k] is not None}
@@ -377,8 +397,10 @@ def cost_run(cfg, key, pgss, kind, body):
     per_mission = {k: v / n for k, v in delta.items()}
     per_step = {k: v / steps for k, v in delta.items()} if steps else {}
     top = statements_per_mission(n) if pgss else []
+    by_relation = wal_by_relation(start_lsn, end_lsn, steps) if steps else None
     out = {"kind": kind, "missions": n, "succeeded": ok, "steps": steps, "secs": secs,
-           "total": delta, "per_mission": per_mission, "per_step": per_step, "statements": top}
+           "total": delta, "per_mission": per_mission, "per_step": per_step, "statements": top,
+           "wal_by_relation": by_relation}
     log(f"cost {kind}: per step {per_step.get('wal_records', 0):.1f} WAL records, "
         f"{per_step.get('wal_bytes', 0):.0f} WAL bytes, {per_step.get('wal_fsyncs', 0):.2f} fsyncs, "
         f"{per_step.get('transactions', 0):.2f} transactions, {per_step.get('statements', 0):.2f} statements, "

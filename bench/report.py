@@ -243,6 +243,13 @@ def write(R, path):
             w(f"| {label} | " + " | ".join(cells) + " |")
         for kind in ("noop", "http"):
             runs = cost.get(kind, [])
+            if runs and runs[0].get("wal_by_relation"):
+                w(f"\nWAL of the first {kind} run per step, by relation and record type (`pg_walinspect`; "
+                  "between the run's first reading and its end, so the bench's own reads are in it):\n")
+                w("| relation | record | records / step | bytes / step |")
+                w("| --- | --- | ---: | ---: |")
+                for r in runs[0]["wal_by_relation"][:16]:
+                    w(f"| {r['relation']} | {r['record']} | {r['records_per_step']:.2f} | {r['bytes_per_step']:.0f} |")
             if runs and runs[0].get("statements"):
                 w(f"\nStatements of the first {kind} run, per mission:\n")
                 w("| calls / mission | DB time / mission (ms) | statement |")
