@@ -312,7 +312,7 @@ STATEMENTS = """
 
 WAL_BY_RELATION = """
     select coalesce(pg_filenode_relation(0, substring(block_ref from 'rel \\d+/\\d+/(\\d+)')::oid)::text,
-                    case when block_ref is null then resource_manager else 'other' end),
+                    case when coalesce(block_ref, '') = '' then resource_manager else 'other' end),
            resource_manager || '/' || record_type, count(*), sum(record_length)
     from pg_get_wal_records_info(%s, %s)
     group by 1, 2 order by 3 desc"""
@@ -363,13 +363,13 @@ def cost_run(cfg, key, pgss, kind, body):
     (an idle backend may hold them for up to 10 s); the window includes their start-up and the
     reconciler's ticks, a small fixed cost against the missions."""
     reset_missions()
-    if pgss:
-        sql("select pg_stat_statements_reset()")
     queue = f"bench-cost-{kind}-{int(time.time())}"
     data_directory = sql("show data_directory")[0][0]
     # Every run starts right after a checkpoint, so each writes the same full-page images
     # (the first change of each page after a checkpoint logs the whole page).
     sql("checkpoint", fetch=False)
+    if pgss:
+        sql("select pg_stat_statements_reset()")
     before = counters(pgss, data_directory)
     (start_lsn,), = sql("select pg_current_wal_insert_lsn()::text")
     server, url = start_server(HYPERCODE_QUEUE=queue)
