@@ -21,7 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+PROFILE = os.environ.get("BENCH_PROFILE", "release")
+BIN = os.path.join(ROOT, "target", PROFILE)
 PY = os.path.join(ROOT, "bench", "py")
 VENV_PY = sys.executable
 DB = os.environ["DATABASE_URL"]
@@ -148,7 +149,8 @@ def run_json(cmd, env=None, timeout=900):
 
 
 def reset_missions():
-    sql("truncate events, steps, missions", fetch=False)
+    # cascade: every table that references missions (steps, signals, ...) is emptied too.
+    sql("truncate events, steps, missions cascade", fetch=False)
 
 
 def wait_finished(n, timeout=600):
@@ -254,6 +256,173 @@ def statements_per_mission(n):
         from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
         order by total_exec_time desc limit 12""")
     return [{"calls_per_mission": c / n, "ms_per_mission": t / n, "query": q} for c, t, q in rows]
+
+
+# ---------------------------------------------------------------- 2b. cost per step (machine-independent)
+
+
+class Callee(BaseHTTPRequestHandler):
+    """The local callee of the HTTP-step missions: answers every request at once with `{}`."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def clk_tck():
+    return os.sysconf("SC_CLK_TCK")
+
+
+def pg_cpu_secs(data_directory):
+    """CPU seconds (user + system) of the bench's PostgreSQL: its live processes, plus what the
+    postmaster has collected from children that exited (backends of closed connections)."""
+    with open(os.path.join(data_directory, "postmaster.pid")) as f:
+        postmaster = int(f.readline())
+    ticks = 0
+    for pid in tree(postmaster):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is field 3 of stat(5): utime, stime = 14, 15; cutime, cstime = 16, 17.
+        ticks += int(fields[11]) + int(fields[12])
+        if pid == postmaster:
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / clk_tck()
+
+
+COUNTERS = """
+    select (select xact_commit + xact_rollback from pg_stat_database where datname = current_database()),
+           wal_records, wal_bytes, wal_sync, wal_write
+    from pg_stat_wal"""
+STATEMENTS = """
+    select coalesce(sum(calls), 0) from pg_stat_statements
+    where dbid = (select oid from pg_database where datname = current_database())"""
+
+
+WAL_BY_RELATION = """
+    select coalesce(pg_filenode_relation(0, substring(block_ref from 'rel \\d+/\\d+/(\\d+)')::oid)::text,
+                    case when coalesce(block_ref, '') = '' then resource_manager else 'other' end),
+           resource_manager || '/' || record_type, count(*), sum(record_length)
+    from pg_get_wal_records_info(%s, %s)
+    group by 1, 2 order by 3 desc"""
+
+
+def wal_by_relation(start, end, steps):
+    """WAL records and bytes per step by relation and record type (pg_walinspect), largest first;
+    None where the extension is not available."""
+    if not sql("select 1 from pg_available_extensions where name = 'pg_walinspect'"):
+        return None
+    sql("create extension if not exists pg_walinspect", fetch=False)
+    return [{"relation": rel, "record": rec, "records_per_step": n / steps, "bytes_per_step": float(b) / steps}
+            for rel, rec, n, b in sql(WAL_BY_RELATION, (start, end))]
+
+
+def counters(pgss, data_directory):
+    """PostgreSQL's cumulative counters now (read in one or two transactions of the bench's own)."""
+    row = sql(COUNTERS)[0]
+    out = dict(zip(("transactions", "wal_records", "wal_bytes", "wal_fsyncs", "wal_writes"),
+                   (float(x) for x in row)))
+    out["statements"] = float(sql(STATEMENTS)[0][0]) if pgss else None
+    out["pg_cpu_secs"] = pg_cpu_secs(data_directory)
+    return out
+
+
+class Polls:
+    """The bench's own transactions while it waits (each poll: one connection, one statement,
+    one transaction), so they can be taken out of PostgreSQL's counters."""
+
+    def __init__(self):
+        self.n = 0
+
+    def wait_finished(self, n, timeout=600):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.n += 1
+            (done,), = sql("select count(*) from missions where status in ('succeeded','failed','cancelled')")
+            if done >= n:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"only {done}/{n} missions finished in {timeout}s")
+
+
+def cost_run(cfg, key, pgss, kind, body):
+    """One run of `cfg.n_cost` 3-step missions of one kind, 64 in flight, one worker process: the
+    deltas of PostgreSQL's own counters over the run, per mission and per step. The server and
+    the worker are stopped before the second reading, so every backend has flushed its statistics
+    (an idle backend may hold them for up to 10 s); the window includes their start-up and the
+    reconciler's ticks, a small fixed cost against the missions."""
+    reset_missions()
+    queue = f"bench-cost-{kind}-{int(time.time())}"
+    data_directory = sql("show data_directory")[0][0]
+    # Every run starts right after a checkpoint, so each writes the same full-page images
+    # (the first change of each page after a checkpoint logs the whole page).
+    sql("checkpoint", fetch=False)
+    if pgss:
+        sql("select pg_stat_statements_reset()")
+    before = counters(pgss, data_directory)
+    (start_lsn,), = sql("select pg_current_wal_insert_lsn()::text")
+    server, url = start_server(HYPERCODE_QUEUE=queue)
+    w = start_worker(cfg.concurrency, HYPERCODE_QUEUE=queue)
+    time.sleep(1.0)
+    polls = Polls()
+    n = cfg.n_cost
+    t0 = time.time()
+    submit(url, key, n, concurrency=64, body=body)
+    polls.wait_finished(n)
+    secs = time.time() - t0
+    stop(w, server)
+    time.sleep(0.5)
+    after = counters(pgss, data_directory)
+    (end_lsn,), = sql("select pg_current_wal_flush_lsn()::text")
+    (steps,), = sql("select count(*) from events where type = 'step_succeeded'")
+    (ok,), = sql("select count(*) from missions where status = 'succeeded'")
+    delta = {k: after[k] - before[k] for k in after if after[k] is not None}
+    # Take out the bench's own: each poll, the transactions of the first reading (counted when
+    # they end, after their own read), and the statements read after their count was taken
+    # (the first reading's statement count, the second's pg_stat_wal read).
+    delta["transactions"] -= polls.n + (2 if pgss else 1)
+    if pgss:
+        delta["statements"] -= polls.n + 2
+    per_mission = {k: v / n for k, v in delta.items()}
+    per_step = {k: v / steps for k, v in delta.items()} if steps else {}
+    top = statements_per_mission(n) if pgss else []
+    by_relation = wal_by_relation(start_lsn, end_lsn, steps) if steps else None
+    out = {"kind": kind, "missions": n, "succeeded": ok, "steps": steps, "secs": secs,
+           "total": delta, "per_mission": per_mission, "per_step": per_step, "statements": top,
+           "wal_by_relation": by_relation}
+    log(f"cost {kind}: per step {per_step.get('wal_records', 0):.1f} WAL records, "
+        f"{per_step.get('wal_bytes', 0):.0f} WAL bytes, {per_step.get('wal_fsyncs', 0):.2f} fsyncs, "
+        f"{per_step.get('transactions', 0):.2f} transactions, {per_step.get('statements', 0):.2f} statements, "
+        f"{per_step.get('pg_cpu_secs', 0) * 1e6:.0f} µs PostgreSQL CPU")
+    return out
+
+
+def bench_cost(cfg, key, pgss):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Callee)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    callee = f"http://127.0.0.1:{srv.server_address[1]}/ok"
+    http = {"workflow": "plan", "input": {"steps": [
+        {"name": n, "http": {"method": "GET", "url": f"{callee}/{n}"}} for n in "abc"]}}
+    out = {"noop": [], "http": []}
+    try:
+        for rep in range(cfg.reps):
+            out["noop"].append(cost_run(cfg, key, pgss, "noop", THREE))
+            out["http"].append(cost_run(cfg, key, pgss, "http", http))
+    finally:
+        srv.shutdown()
+    return out
 
 
 # ---------------------------------------------------------------- 3. latency
@@ -558,7 +727,7 @@ def machine():
             "postgres": pg, "pg_settings": settings, "redis": ver(["redis-server", "--version"]),
             "dbos": md.version("dbos"), "celery": celery.__version__, "python": platform.python_version(),
             "rustc": ver(["rustc", "--version"]),
-            "commit": ver(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
+            "commit": ver(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]), "profile": PROFILE,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -573,7 +742,7 @@ def main():
         quick=q, reps=1 if q else 3, pg_secs=3 if q else 10, n_missions=300 if q else 2000,
         concurrency=16, rate=50, lat_secs=6 if q else 20, n_approvals=50 if q else 200,
         n_jobs=5000, n_celery=2000 if q else 10000, n_chains=500 if q else 3000,
-        n_dbos=300 if q else 2000, celery_procs=os.cpu_count(), list_rows=100_000 if q else 1_000_000,
+        n_dbos=300 if q else 2000, n_cost=500 if q else 1000, celery_procs=os.cpu_count(), list_rows=100_000 if q else 1_000_000,
         list_reps=20 if q else 50, recovery_reps=1 if q else 3)
     os.makedirs(OUT, exist_ok=True)
     only = set(filter(None, a.only.split(",")))
@@ -604,6 +773,9 @@ def main():
 
     def s_throughput():
         R["throughput"] = bench_throughput(cfg, key, pgss)
+
+    def s_cost():
+        R["cost"] = bench_cost(cfg, key, pgss)
 
     def s_dbos():
         R["dbos_throughput"], R["dbos_latency"] = [], []
@@ -648,16 +820,19 @@ def main():
         R["list"] = bench_list(cfg, key)
 
     for name, fn in (("pgbench", s_pgbench), ("idle", s_idle), ("throughput", s_throughput),
+                     ("cost", s_cost),
                      ("dbos", s_dbos), ("latency", s_latency), ("jobs", s_jobs),
                      ("recovery", s_recovery), ("history", s_history), ("list", s_list)):
         section(name, fn)
     R["finished"] = time.time()
     save()
     log(f"results in {OUT}/results.json ({R['finished'] - R['started']:.0f} s)")
+    import report
+    R = json.loads(json.dumps(R, default=str))
     if not a.no_write:
-        import report
-        report.write(json.loads(json.dumps(R, default=str)), os.path.join(ROOT, "BENCHMARKS.md"))
+        report.write(R, os.path.join(ROOT, "BENCHMARKS.md"))
         log("wrote BENCHMARKS.md")
+    print(report.targets_text(R))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,12 @@ async fn a_mission_waiting_its_turn_can_be_cancelled() {
 async fn statuses(h: &Harness, ids: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for id in ids {
-        out.push(h.get(id).await["status"].as_str().unwrap_or_default().to_owned());
+        out.push(
+            h.get(id).await["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
     out
 }
@@ -142,10 +147,7 @@ async fn approval_gated_missions_of_one_key_wait_in_line() {
     h.wait_status(&ids[0], "waiting", secs(15)).await;
     // Long enough for both workers to have been offered the others many times over.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    assert_eq!(
-        statuses(&h, &ids).await,
-        ["waiting", "pending", "pending"]
-    );
+    assert_eq!(statuses(&h, &ids).await, ["waiting", "pending", "pending"]);
 
     let approved = h.decide(&ids[0], "gate", "approve", "first").await;
     assert_eq!(approved.status, 200, "{approved:?}");

@@ -112,13 +112,19 @@ async fn submit(
     } else {
         StatusCode::OK
     };
-    // The mission exists now, so the answer must say so: if its steps cannot be read, it goes
-    // without them rather than as an error a client would retry into a duplicate.
-    let journal = match state.engine.store().journal(id).await {
-        Ok(journal) => journal,
-        Err(e) => {
-            tracing::warn!(mission = %id, error = %e, "answering a submission without its steps");
-            Vec::new()
+    // A new mission is answered as inserted, with no steps (a read would cost every submission
+    // a round trip). A repeated one exists already, so the answer must say so: if its steps
+    // cannot be read, it goes without them rather than as an error a client would retry into a
+    // duplicate.
+    let journal = if submitted.created {
+        Vec::new()
+    } else {
+        match state.engine.store().journal(id).await {
+            Ok(journal) => journal,
+            Err(e) => {
+                tracing::warn!(mission = %id, error = %e, "answering a submission without its steps");
+                Vec::new()
+            }
         }
     };
     Ok((

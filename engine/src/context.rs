@@ -57,9 +57,11 @@ impl Step {
     }
 
     /// Mark the step local: it has no effect outside this process (a computation, a marker),
-    /// so its start need not be durable before it runs. It is recorded in one write, on
-    /// completion, with its `step_started` and `step_succeeded` events together; a crash
-    /// before that write re-runs it, which is harmless for such a step.
+    /// so neither its start nor its result need be durable before the workflow goes on. Its
+    /// entry and its `step_started` and `step_succeeded` events are written together with the
+    /// run's next write (the next step's start, a park, or the mission's end), so a mission of
+    /// local steps costs one write; a crash before that write re-runs it, which is harmless for
+    /// such a step. A failed attempt is written at once.
     pub fn local(mut self) -> Self {
         self.local = true;
         self
@@ -164,6 +166,14 @@ struct Registered {
     retry: RetryPolicy,
 }
 
+/// How a task-like entry's success is recorded: the extra row it settles, its event, and
+/// whether it waits for the run's next write (a local step).
+struct Success {
+    also: Option<StepRecord>,
+    event: EventType,
+    local: bool,
+}
+
 /// The events that mark a task-like entry's attempts (a compensation's have names of their own).
 struct TaskEvents {
     started: EventType,
@@ -219,6 +229,19 @@ enum Slot {
     Recorded(StepRecord),
 }
 
+/// Local steps' results not written yet: they go out with the run's next write.
+#[derive(Default)]
+struct Unwritten {
+    steps: Vec<StepRecord>,
+    events: Vec<NewEvent>,
+}
+
+impl Unwritten {
+    /// Most entries held back at once: a long run of local steps is written in batches of this
+    /// size, so a crash re-runs at most this many.
+    const MAX_STEPS: usize = 64;
+}
+
 /// The handle workflow code runs through. One per run of one mission.
 pub struct Context {
     mission: MissionId,
@@ -232,6 +255,7 @@ pub struct Context {
     max_payload_bytes: usize,
     parked: bool,
     retry_generation: u32,
+    unwritten: Unwritten,
 }
 
 impl Context {
@@ -256,6 +280,7 @@ impl Context {
             signals,
             max_payload_bytes,
             parked: false,
+            unwritten: Unwritten::default(),
         }
     }
 
@@ -645,8 +670,12 @@ impl Context {
             .and_then(|output| within_limit(output, limit));
         match result {
             Ok(output) => {
-                self.record_success(started, output, also_on_success, events.succeeded)
-                    .await
+                let success = Success {
+                    also: also_on_success,
+                    event: events.succeeded,
+                    local,
+                };
+                self.record_success(started, output, success).await
             }
             Err(err) if err.retry == Retry::Retryable && retry.allows_another(attempt as u32) => {
                 let delay = retry.backoff(attempt as u32);
@@ -728,22 +757,43 @@ impl Context {
     }
 
     /// Record a successful attempt, with the extra row it settles if any; returns its output.
+    /// A local step's record waits for the run's next write.
     async fn record_success(
         &mut self,
         mut attempt: Attempt,
         output: Value,
-        also: Option<StepRecord>,
-        succeeded: EventType,
+        success: Success,
     ) -> WorkflowResult<Value> {
-        attempt.note(succeeded, json!({}));
+        attempt.note(success.event, json!({}));
         let Attempt { mut entry, events } = attempt;
         entry.status = StepStatus::Succeeded;
         entry.output = Some(output.clone());
         entry.error = None;
         entry.finished_at = Some(Utc::now());
-        let steps = std::iter::once(entry).chain(also).collect();
-        self.write(MissionChange::Keep, steps, events).await?;
+        let steps: Vec<StepRecord> = std::iter::once(entry).chain(success.also).collect();
+        if success.local {
+            self.hold_back(steps, events).await?;
+        } else {
+            self.write(MissionChange::Keep, steps, events).await?;
+        }
         Ok(output)
+    }
+
+    /// Keep a local step's record for the run's next write (written now once
+    /// [`Unwritten::MAX_STEPS`] are waiting). The in-memory journal has it at once.
+    async fn hold_back(
+        &mut self,
+        steps: Vec<StepRecord>,
+        events: Vec<NewEvent>,
+    ) -> WorkflowResult<()> {
+        self.remember(&steps);
+        self.unwritten.steps.extend(steps);
+        self.unwritten.events.extend(events);
+        if self.unwritten.steps.len() >= Unwritten::MAX_STEPS {
+            self.write(MissionChange::Keep, Vec::new(), Vec::new())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Record a failed attempt that runs again after `delay`, and park the mission until then.
@@ -889,7 +939,8 @@ impl Context {
         Err(WorkflowError::Suspended { wake_at })
     }
 
-    /// One atomic write under the lease; keeps the in-memory journal in step with it.
+    /// One atomic write under the lease, carrying the local steps' records held back so far
+    /// (before this write's own, in order); keeps the in-memory journal in step with it.
     pub(crate) async fn write(
         &mut self,
         mission: MissionChange,
@@ -899,22 +950,39 @@ impl Context {
         if self.signals.lease_lost.load(Ordering::Relaxed) {
             return Err(StoreError::LeaseLost(self.mission).into());
         }
+        let Unwritten {
+            steps: mut all_steps,
+            events: mut all_events,
+        } = std::mem::take(&mut self.unwritten);
+        for step in &steps {
+            // One row per entry in a write: a later version replaces a held-back one.
+            match all_steps.iter_mut().find(|s| s.position == step.position) {
+                Some(held) => *held = step.clone(),
+                None => all_steps.push(step.clone()),
+            }
+        }
+        all_events.extend(events);
         let transition = Transition {
             mission,
-            steps: steps.clone(),
-            events,
+            steps: all_steps,
+            events: all_events,
         };
         let state = self.store.apply(&self.lease, transition).await?;
         self.signals.set_cancel_requested(state.cancel_requested);
+        self.remember(&steps);
+        Ok(())
+    }
+
+    /// Put entries into the in-memory journal.
+    fn remember(&mut self, steps: &[StepRecord]) {
         for step in steps {
             let position = step.position as usize;
             if position < self.journal.len() {
-                self.journal[position] = step;
+                self.journal[position] = step.clone();
             } else {
-                self.journal.push(step);
+                self.journal.push(step.clone());
             }
         }
-        Ok(())
     }
 
     fn corrupt(&self, name: &str, status: StepStatus) -> WorkflowError {

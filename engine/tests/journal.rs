@@ -558,3 +558,43 @@ async fn the_retry_generation_counts_manual_retries(pool: PgPool) {
     let mission = engine.store().mission(id).await.unwrap().unwrap();
     assert_eq!(mission.output, Some(json!(2)));
 }
+
+/// A cancellation that arrives while a run is under way, and a run that then parks (at an
+/// approval, a signal or a sleep) instead of finishing: the park must not strand the request.
+/// The mission becomes runnable with no wake-up sent, so the reconciler hands it on at once.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_cancel_requested_during_a_run_that_then_parks_is_not_lost(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let id = submitted(&store).await;
+    let worker = WorkerId("w".into());
+    let claim = store
+        .claim(id, &worker, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(
+        store.request_cancel(id, "ops").await.unwrap(),
+        MissionStatus::Running,
+        "a running mission learns of the request later"
+    );
+    store
+        .apply(
+            &claim.lease,
+            Transition {
+                mission: MissionChange::Suspend { wake_at: None },
+                steps: vec![],
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+
+    let mission = store.mission(id).await.unwrap().expect("exists");
+    assert_eq!(mission.status, MissionStatus::Pending);
+    assert!(mission.cancel_requested);
+    assert_eq!(
+        store.due(10, Duration::from_secs(3600)).await.unwrap(),
+        [id],
+        "the reconciler wakes it now"
+    );
+}

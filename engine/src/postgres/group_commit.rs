@@ -10,6 +10,13 @@
 //! journal rows or events and is answered `LeaseLost`. A batch that fails as a whole is retried
 //! one transition at a time, so one bad transition cannot fail its neighbours.
 //!
+//! Journal entries already in the table are updated and new ones inserted, by two plain
+//! statements rather than one `insert … on conflict do update`: an upsert writes a speculative
+//! insertion's confirmation, or a row lock before its update, to the WAL for every entry. Which
+//! entries exist is read from the statement's snapshot, which is exact here: only the lease
+//! holder writes a mission's entries, one transition at a time, and the holder's row lock on the
+//! mission (taken by the statement's first step) orders it after any earlier holder's write.
+//!
 //! This module is the one place that knows the columns of a transition's row: [`TransitionRow`]
 //! serializes them, and the statement in [`write`] reads them back with the same names.
 
@@ -170,8 +177,12 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Batches in flight at once per process.
-    pub(super) const WRITERS: usize = 4;
+    /// Batches in flight at once per process. Fewer writers make larger batches under load
+    /// (transitions queue while both are busy) and cost nothing when idle (a lone transition
+    /// is written at once). Measured with 500 three-step HTTP missions at 64 in flight: 4
+    /// writers 2.74 transactions and 1.86 WAL fsyncs per step, 2 writers 2.09 and 1.46, 1
+    /// writer 1.75 and 1.12 but a single backend doing every write.
+    pub(super) const WRITERS: usize = 2;
     /// Most transitions in one statement.
     pub(super) const MAX_BATCH: usize = 256;
 
@@ -278,8 +289,15 @@ async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32,
             update missions set
                 last_seq = missions.last_seq + jsonb_array_length(t.events),
                 updated_at = now(),
-                status = coalesce(t.status, missions.status),
-                wake_at = case when t.keeps then missions.wake_at else t.wake_at end,
+                -- A cancellation requested while the mission ran finds it running and leaves
+                -- it to notice; if the run parks instead (an approval, a signal, a sleep), the
+                -- park becomes pending with no wake-up sent, so the reconciler hands it to a
+                -- worker at once to compensate rather than leave it waiting.
+                status = case when t.status = 'waiting' and missions.cancel_requested
+                              then 'pending' else coalesce(t.status, missions.status) end,
+                wake_at = case when t.keeps then missions.wake_at
+                               when t.status = 'waiting' and missions.cancel_requested then null
+                               else t.wake_at end,
                 output = coalesce(t.output, missions.output),
                 error = coalesce(t.error, missions.error),
                 lease_owner = case when t.keeps then missions.lease_owner end,
@@ -290,6 +308,15 @@ async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32,
             where missions.id = t.mission_id and missions.lease_token = t.token
               and missions.status = 'running'
             returning t.i, missions.id, missions.last_seq, missions.cancel_requested, t.steps, t.events
+        ), u as (
+            update steps set
+                status = r.status, attempts = r.attempts, input = r.input, output = r.output,
+                error = r.error, wake_at = r.wake_at, started_at = r.started_at,
+                finished_at = r.finished_at, updated_at = now()
+            from m, jsonb_to_recordset(m.steps) as r(
+                position int, status step_status, attempts int, input jsonb, output jsonb,
+                error jsonb, wake_at timestamptz, started_at timestamptz, finished_at timestamptz)
+            where steps.mission_id = m.id and steps.position = r.position
         ), s as (
             insert into steps (mission_id, position, name, kind, status, attempts, input, output,
                                error, wake_at, started_at, finished_at)
@@ -299,11 +326,8 @@ async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32,
                 position int, name text, kind step_kind, status step_status, attempts int,
                 input jsonb, output jsonb, error jsonb, wake_at timestamptz,
                 started_at timestamptz, finished_at timestamptz)
-            on conflict (mission_id, position) do update set
-                status = excluded.status, attempts = excluded.attempts, input = excluded.input,
-                output = excluded.output, error = excluded.error, wake_at = excluded.wake_at,
-                started_at = excluded.started_at, finished_at = excluded.finished_at,
-                updated_at = now()
+            where not exists (select 1 from steps x
+                              where x.mission_id = m.id and x.position = r.position)
         ), e as (
             insert into events (mission_id, seq, type, step, attempt, data)
             select m.id, m.last_seq - jsonb_array_length(m.events) + r.ord, r.type, r.step,

@@ -216,7 +216,7 @@ pub(super) async fn insert(
             insert into missions (id, workflow, input, idempotency_key, concurrency_key, schedule,
                                   fire_at, last_seq, enqueued_at)
             values ($1, $2, $3, $4, $5, $6, $7, 1, now())
-            on conflict (idempotency_key) do nothing
+            on conflict (idempotency_key) where idempotency_key is not null do nothing
             returning *
         ), ev as (
             insert into events (mission_id, seq, type, data)
