@@ -21,6 +21,7 @@
 //! - `error`: `ApiError`, the one place statuses are chosen and RFC 9457 bodies are rendered.
 //! - `body`: the middleware that reads every request body first, with its size limit (413) and
 //!   idle timeout (408).
+//! - `workers`: `/api/v1/workers`, the worker processes from their heartbeats.
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
@@ -41,6 +42,7 @@ mod operations;
 pub mod rate_limit;
 mod secrets;
 mod views;
+mod workers;
 
 use crate::error::{ApiError, PROBLEM_JSON};
 use axum::extract::{DefaultBodyLimit, Request};
@@ -106,6 +108,7 @@ pub fn app(state: AppState) -> Router {
         .merge(operations::routes())
         .merge(events::routes())
         .merge(secrets::routes())
+        .merge(workers::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.
