@@ -5,6 +5,7 @@
 mod client;
 mod config;
 mod database;
+mod healthcheck;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -71,6 +72,9 @@ enum Command {
     /// over the HTTP API with an admin key (HYPERCODE_URL, HYPERCODE_API_KEY).
     #[command(after_help = client::EXIT_CODES)]
     Secrets(client::SecretsArgs),
+    /// Exit 0 when this machine's server answers `/healthz` (`--ready`: `/readyz`); the
+    /// container image's healthcheck.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -108,6 +112,9 @@ async fn main() -> Result<ExitCode> {
     if let Command::Secrets(args) = cli.command {
         return Ok(client::run_secrets(args).await);
     }
+    if let Command::Healthcheck(args) = cli.command {
+        return Ok(healthcheck::run(args).await);
+    }
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
@@ -136,7 +143,9 @@ async fn main() -> Result<ExitCode> {
             let shutdown = shutdown_signal();
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
-        Command::Mission(_) | Command::Secrets(_) => unreachable!("handled above"),
+        Command::Mission(_) | Command::Secrets(_) | Command::Healthcheck(_) => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
