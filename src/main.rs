@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod database;
 mod healthcheck;
+mod metrics;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -141,6 +142,16 @@ async fn main() -> Result<ExitCode> {
             let pool = database::connect(&settings, Use::Worker).await?;
             let (engine, queue) = engine(&settings, pool, server.collect()).await?;
             let shutdown = shutdown_signal();
+            let handle = metrics::install()?;
+            if let Some(listen) = metrics::listen_address() {
+                let router = metrics::render_only(handle);
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = metrics::serve(&listen, router, stop).await {
+                        tracing::error!(error = %e, "metrics listener stopped");
+                    }
+                });
+            }
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
         Command::Mission(_) | Command::Secrets(_) | Command::Healthcheck(_) => {
@@ -277,7 +288,19 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     }
     let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
-    let app = hypercode_api::app(AppState::new(engine, pool, limiter, shutdown.clone()));
+    let state = AppState::new(engine, pool, limiter, shutdown.clone());
+    // `/metrics` on its own listener when HYPERCODE_METRICS_LISTEN is set, else on the API's.
+    let handle = metrics::install()?;
+    let state = match metrics::listen_address() {
+        Some(listen) => {
+            let router = hypercode_api::metrics::router(state.clone().with_metrics(handle));
+            let stop = shutdown.clone();
+            tasks.spawn(async move { metrics::serve(&listen, router, stop).await });
+            state
+        }
+        None => state.with_metrics(handle),
+    };
+    let app = hypercode_api::app(state);
     // Printed on stdout so scripts and tests that listen on port 0 can find the address.
     println!("listening on http://{}", listener.local_addr()?);
     let stop = shutdown.clone();

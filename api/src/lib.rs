@@ -21,6 +21,7 @@
 //! - `error`: `ApiError`, the one place statuses are chosen and RFC 9457 bodies are rendered.
 //! - `body`: the middleware that reads every request body first, with its size limit (413) and
 //!   idle timeout (408).
+//! - [`metrics`]: `/metrics` (Prometheus text, no key) and the request timing middleware.
 //! - `workers`: `/api/v1/workers`, the worker processes from their heartbeats.
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //!
@@ -36,6 +37,7 @@ mod events;
 mod extract;
 mod health;
 pub mod keys;
+pub mod metrics;
 mod missions;
 mod openapi;
 mod operations;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The event streams' process-wide feed follower, started by the first client.
     events: events::Hub,
+    /// The exporter's handle: `/metrics` is served on the API's port when it is set.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -97,7 +101,14 @@ impl AppState {
             limiter,
             shutdown,
             events: events::Hub::default(),
+            metrics: None,
         }
+    }
+
+    /// The same state with the metrics exporter's handle, so `/metrics` renders it.
+    pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 }
 
@@ -121,6 +132,11 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(if state.metrics.is_some() {
+            metrics::routes()
+        } else {
+            Router::new()
+        })
         .fallback(not_found)
         // After the routes: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
@@ -135,6 +151,7 @@ pub fn app(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(middleware::from_fn(problems_for_layer_errors))
+        .layer(middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

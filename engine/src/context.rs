@@ -12,12 +12,13 @@ use crate::error::{
 };
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
+use crate::metrics;
 use crate::redact;
 use crate::retry::RetryPolicy;
 use crate::status::{StepKind, StepStatus};
 use crate::store::{
-    to_record, ApprovalInput, ApprovalRequested, DecisionRecord, Lease, MissionChange, StepRecord,
-    Store, Transition,
+    to_record, ApprovalInput, ApprovalRequested, DecisionRecord, Lease, MissionChange,
+    MissionRecord, StepRecord, Store, Transition,
 };
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -222,6 +223,8 @@ enum Slot {
 /// The handle workflow code runs through. One per run of one mission.
 pub struct Context {
     mission: MissionId,
+    /// The mission's workflow, for the metrics of what this run journals.
+    workflow: String,
     lease: Lease,
     store: Arc<dyn Store>,
     journal: Vec<StepRecord>,
@@ -236,7 +239,7 @@ pub struct Context {
 
 impl Context {
     pub(crate) fn new(
-        mission: MissionId,
+        mission: &MissionRecord,
         lease: Lease,
         store: Arc<dyn Store>,
         journal: Vec<StepRecord>,
@@ -246,7 +249,8 @@ impl Context {
     ) -> Self {
         Self {
             retry_generation,
-            mission,
+            mission: mission.id,
+            workflow: mission.workflow.clone(),
             lease,
             store,
             journal,
@@ -899,12 +903,14 @@ impl Context {
         if self.signals.lease_lost.load(Ordering::Relaxed) {
             return Err(StoreError::LeaseLost(self.mission).into());
         }
+        let noted = metrics::noted(&events);
         let transition = Transition {
             mission,
             steps: steps.clone(),
             events,
         };
         let state = self.store.apply(&self.lease, transition).await?;
+        metrics::journaled(&self.workflow, &steps, &noted);
         self.signals.set_cancel_requested(state.cancel_requested);
         for step in steps {
             let position = step.position as usize;
