@@ -76,7 +76,7 @@ pub(crate) fn journaled(workflow: &str, steps: &[StepRecord], events: &[Noted]) 
     for (kind, step) in events {
         let entry = || {
             let name = step.as_deref()?;
-            steps.iter().find(|s| &s.name == name)
+            steps.iter().find(|s| s.name == name)
         };
         let step_outcome = match *kind {
             EventType::MissionSucceeded
