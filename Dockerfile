@@ -4,7 +4,10 @@
 #   docker run --rm -e DATABASE_URL=... -e HYPERCODE_REDIS_URL=... hypercode migrate
 #
 # The database migrations are embedded in the binary (sqlx::migrate!), so the
-# runtime image contains nothing but the binary and CA certificates.
+# runtime image contains nothing but the binary and CA certificates (on Debian's
+# slim base), run as uid 10001. Needs BuildKit (the cache mounts). Without it, or
+# without a registry, scripts/images builds an image of the same layout from a
+# binary built on the host (docker/runtime/Dockerfile).
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
@@ -19,16 +22,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -m 0755 target/release/hypercode /usr/local/bin/hypercode
 
 FROM debian:bookworm-slim AS runtime
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 hypercode \
-    && useradd --system --uid 10001 --gid hypercode --home-dir /nonexistent \
-        --no-create-home --shell /usr/sbin/nologin hypercode
+# CA certificates and the unprivileged user; scripts/images runs the same script on its base.
+COPY docker/runtime/setup.sh /tmp/setup.sh
+RUN sh /tmp/setup.sh && rm /tmp/setup.sh
 COPY --from=builder /usr/local/bin/hypercode /usr/local/bin/hypercode
 USER 10001:10001
 ENV HYPERCODE_LISTEN=0.0.0.0:8000
 EXPOSE 8000
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=5s CMD ["hypercode", "healthcheck"]
 ENTRYPOINT ["hypercode"]
 CMD ["serve"]

@@ -5,6 +5,8 @@
 mod client;
 mod config;
 mod database;
+mod healthcheck;
+mod metrics;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -80,6 +82,9 @@ enum Command {
     /// running server over its HTTP API (HYPERCODE_URL, HYPERCODE_API_KEY).
     #[command(after_help = client::EXIT_CODES)]
     Mcp,
+    /// Exit 0 when this machine's server answers `/healthz` (`--ready`: `/readyz`); the
+    /// container image's healthcheck.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -123,6 +128,9 @@ async fn main() -> Result<ExitCode> {
     if let Command::Mcp = cli.command {
         return Ok(client::run_mcp(shutdown_signal()).await);
     }
+    if let Command::Healthcheck(args) = cli.command {
+        return Ok(healthcheck::run(args).await);
+    }
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
@@ -149,9 +157,23 @@ async fn main() -> Result<ExitCode> {
             let pool = database::connect(&settings, Use::Worker).await?;
             let (engine, queue, _) = engine(&settings, pool, server.collect()).await?;
             let shutdown = shutdown_signal();
+            let handle = metrics::install()?;
+            if let Some(listen) = metrics::listen_address() {
+                let router = metrics::render_only(handle);
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = metrics::serve(&listen, router, stop).await {
+                        tracing::error!(error = %e, "metrics listener stopped");
+                    }
+                });
+            }
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
-        Command::Mission(_) | Command::Secrets(_) | Command::Schedule(_) | Command::Mcp => {
+        Command::Mission(_)
+        | Command::Secrets(_)
+        | Command::Schedule(_)
+        | Command::Mcp
+        | Command::Healthcheck(_) => {
             unreachable!("handled above")
         }
     }
@@ -308,6 +330,17 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
     let state = AppState::new(engine, pool, limiter, shutdown.clone()).with_logs(toolkit.logs);
+    // `/metrics` on its own listener when HYPERCODE_METRICS_LISTEN is set, else on the API's.
+    let handle = metrics::install()?;
+    let state = match metrics::listen_address() {
+        Some(listen) => {
+            let router = hypercode_api::metrics::router(state.clone().with_metrics(handle));
+            let stop = shutdown.clone();
+            tasks.spawn(async move { metrics::serve(&listen, router, stop).await });
+            state
+        }
+        None => state.with_metrics(handle),
+    };
     let app = hypercode_api::app(state);
     // Printed on stdout so scripts and tests that listen on port 0 can find the address.
     println!("listening on http://{}", listener.local_addr()?);

@@ -18,6 +18,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/missions/{id}/history", &["get"]),
     ("/api/v1/approvals", &["get"]),
     ("/api/v1/workflows", &["get"]),
+    ("/api/v1/workers", &["get"]),
     ("/api/v1/events", &["get"]),
     ("/api/v1/secrets", &["get"]),
     ("/api/v1/secrets/{name}", &["put", "delete"]),

@@ -460,3 +460,82 @@ async fn retry_after_a_rejection_asks_again() {
         "gate"
     );
 }
+
+/// The workers API lists the worker process (alive, its concurrency and work) and names it as
+/// the `worker` of the events that started the missions it ran; a stopped worker is `stopped`.
+/// Viewers read it, agents may not.
+#[tokio::test]
+async fn workers_are_listed_with_their_state_and_work() {
+    let mut h = Harness::with(Options {
+        worker_concurrency: Some(3),
+        ..Options::default()
+    })
+    .await;
+    let viewer = h.create_key("vera", "viewer").await;
+    let agent = h.create_key("bot", "agent").await;
+    let listed = |body: &Value| body["workers"].as_array().cloned().unwrap_or_default();
+
+    let mission = h.submit(json!([{ "name": "done", "noop": {} }])).await;
+    let id = id_of(&mission);
+    h.wait_terminal(&id, "succeeded", secs(20)).await;
+    let history = h.history(&id).await;
+    let started = events_of(&history, "mission_started");
+    let runner = started[0]["data"]["worker"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // The heartbeat after the run reports it handled.
+    let worker = poll(secs(10), || async {
+        let reply = get_as(&h, &viewer, "/api/v1/workers").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let workers = listed(&reply.body);
+        match workers.iter().find(|w| w["id"] == runner.as_str()) {
+            Some(w) if w["handled"].as_i64() >= Some(1) => Ok(w.clone()),
+            _ => Err(reply.body),
+        }
+    })
+    .await
+    .unwrap_or_else(|body| panic!("no worker {runner} with work handled: {}", pretty(&body)));
+    let mut keys: Vec<&str> = worker
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "busy",
+            "concurrency",
+            "handled",
+            "host",
+            "id",
+            "last_heartbeat",
+            "started_at",
+            "state"
+        ]
+    );
+    assert_eq!(worker["state"], "alive");
+    assert_eq!(
+        (worker["concurrency"].as_i64(), worker["busy"].as_i64()),
+        (Some(3), Some(0))
+    );
+    assert!(!worker["host"].as_str().unwrap_or_default().is_empty());
+
+    h.workers[0].terminate();
+    assert!(
+        h.workers[0].wait_timeout(secs(10)).await.is_some(),
+        "the worker did not stop"
+    );
+    let reply = get_as(&h, &viewer, "/api/v1/workers").await;
+    let after = listed(&reply.body);
+    let stopped = after.iter().find(|w| w["id"] == runner.as_str());
+    assert_eq!(
+        stopped.map(|w| &w["state"]),
+        Some(&json!("stopped")),
+        "{}",
+        pretty(&reply.body)
+    );
+
+    get_as(&h, &agent, "/api/v1/workers").await.problem(403);
+}

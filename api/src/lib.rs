@@ -23,6 +23,8 @@
 //!   idle timeout (408).
 //! - `incidents` and `logs`: the healer's incidents (`/api/v1/incidents`) and the log list
 //!   (`/api/v1/logs`), with their views in `incident_views`.
+//! - [`metrics`]: `/metrics` (Prometheus text, no key) and the request timing middleware.
+//! - `workers`: `/api/v1/workers`, the worker processes from their heartbeats.
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //! - [`mcp`]: the MCP gateway, `/mcp` (streamable HTTP) and the stdio server of `hypercode mcp`,
 //!   whose tools call the REST handlers.
@@ -43,6 +45,7 @@ mod incidents;
 pub mod keys;
 mod logs;
 pub mod mcp;
+pub mod metrics;
 mod missions;
 mod openapi;
 mod operations;
@@ -50,6 +53,7 @@ pub mod rate_limit;
 mod schedules;
 mod secrets;
 mod views;
+mod workers;
 
 use crate::error::{ApiError, PROBLEM_JSON};
 use axum::extract::{DefaultBodyLimit, Request};
@@ -90,6 +94,8 @@ pub struct AppState {
     events: events::Hub,
     /// The log list (`hypercode:logs`), read by `GET /api/v1/logs`; none: the list is empty.
     pub logs: Option<hypercode_healer::LogSink>,
+    /// The exporter's handle: `/metrics` is served on the API's port when it is set.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -107,12 +113,19 @@ impl AppState {
             shutdown,
             events: events::Hub::default(),
             logs: None,
+            metrics: None,
         }
     }
 
     /// The same state, reading and writing the log list through `logs`.
     pub fn with_logs(mut self, logs: hypercode_healer::LogSink) -> Self {
         self.logs = Some(logs);
+        self
+    }
+
+    /// The same state with the metrics exporter's handle, so `/metrics` renders it.
+    pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
         self
     }
 }
@@ -128,6 +141,7 @@ pub fn app(state: AppState) -> Router {
         .merge(logs::routes())
         .merge(schedules::routes())
         .merge(mcp::routes(&state))
+        .merge(workers::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.
@@ -140,6 +154,11 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(if state.metrics.is_some() {
+            metrics::routes()
+        } else {
+            Router::new()
+        })
         .fallback(not_found)
         // After the routes: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
@@ -154,6 +173,7 @@ pub fn app(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(middleware::from_fn(problems_for_layer_errors))
+        .layer(middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

@@ -342,6 +342,36 @@ pub struct Triggered {
     pub id: MissionId,
 }
 
+/// A worker process, as its heartbeats report it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WorkerView {
+    /// The name it claims leases under; the `worker` of the `mission_started` and
+    /// `mission_resumed` events of the missions it ran.
+    pub id: String,
+    /// The host (in a container: the container's host name).
+    pub host: String,
+    /// `alive`, `lost` (no heartbeat for five beats: killed, paused or cut off) or `stopped`
+    /// (shut down cleanly).
+    pub state: crate::workers::WorkerState,
+    /// Missions it runs at once at most.
+    pub concurrency: i32,
+    /// Missions it holds the lease of now.
+    pub busy: usize,
+    /// Wake-ups it has handled since it started.
+    pub handled: i64,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its latest heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+}
+
+/// The worker processes heard from lately.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WorkerList {
+    /// Oldest start first.
+    pub workers: Vec<WorkerView>,
+}
+
 /// One history event.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventView {

@@ -12,12 +12,13 @@ use crate::error::{
 };
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
+use crate::metrics;
 use crate::redact;
 use crate::retry::RetryPolicy;
 use crate::status::{StepKind, StepStatus};
 use crate::store::{
-    to_record, ApprovalInput, ApprovalRequested, DecisionRecord, Lease, MissionChange, StepRecord,
-    Store, Transition,
+    to_record, ApprovalInput, ApprovalRequested, DecisionRecord, Lease, MissionChange,
+    MissionRecord, StepRecord, Store, Transition,
 };
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -245,6 +246,8 @@ impl Unwritten {
 /// The handle workflow code runs through. One per run of one mission.
 pub struct Context {
     mission: MissionId,
+    /// The mission's workflow, for the metrics of what this run journals.
+    workflow: String,
     lease: Lease,
     store: Arc<dyn Store>,
     journal: Vec<StepRecord>,
@@ -260,7 +263,7 @@ pub struct Context {
 
 impl Context {
     pub(crate) fn new(
-        mission: MissionId,
+        mission: &MissionRecord,
         lease: Lease,
         store: Arc<dyn Store>,
         journal: Vec<StepRecord>,
@@ -270,7 +273,8 @@ impl Context {
     ) -> Self {
         Self {
             retry_generation,
-            mission,
+            mission: mission.id,
+            workflow: mission.workflow.clone(),
             lease,
             store,
             journal,
@@ -962,12 +966,15 @@ impl Context {
             }
         }
         all_events.extend(events);
+        let noted = metrics::noted(&all_events);
+        let written = all_steps.clone();
         let transition = Transition {
             mission,
             steps: all_steps,
             events: all_events,
         };
         let state = self.store.apply(&self.lease, transition).await?;
+        metrics::journaled(&self.workflow, &written, &noted);
         self.signals.set_cancel_requested(state.cancel_requested);
         self.remember(&steps);
         Ok(())

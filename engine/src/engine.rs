@@ -264,6 +264,7 @@ impl Engine {
             .await?;
         if submitted.created {
             tracing::info!(mission = %submitted.mission.id, workflow, "mission submitted");
+            crate::metrics::submitted(workflow);
             self.wake(submitted.mission.id).await;
         }
         Ok(submitted)

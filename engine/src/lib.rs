@@ -104,6 +104,7 @@ mod engine;
 mod error;
 mod event;
 mod ids;
+pub mod metrics;
 pub mod postgres;
 pub mod redact;
 mod retry;

@@ -65,7 +65,7 @@ impl Engine {
             signals.clone(),
         )));
         let mut ctx = Context::new(
-            mission.id,
+            &mission,
             lease,
             self.store().clone(),
             journal,

@@ -6,19 +6,16 @@
 use super::format::{self, Moment};
 use super::session::SignedIn;
 use super::{page_or_fragment, Chrome, Fragment, PageError};
+use crate::workers::{WorkerState, REMEMBER};
 use crate::AppState;
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use hypercode_engine::store::{ThroughputBucket, WorkerRecord};
 use hypercode_engine::WORKER_HEARTBEAT;
 use std::time::Duration;
 
-/// A worker whose last heartbeat is older than this (five missed beats) is shown as lost.
-const ALIVE_WITHIN: TimeDelta = TimeDelta::milliseconds(WORKER_HEARTBEAT.as_millis() as i64 * 5);
-/// Gone workers stay listed this long, so a crash is visible after the fact.
-const REMEMBER: Duration = Duration::from_secs(15 * 60);
 /// The chart's window and bar width.
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 const BUCKET: Duration = Duration::from_secs(60);
@@ -35,41 +32,6 @@ pub(crate) struct Held {
     workflow: String,
     step: Option<String>,
     since: Moment,
-}
-
-/// Whether a worker process is beating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WorkerState {
-    /// Its last heartbeat is recent.
-    Alive,
-    /// No heartbeat lately: killed, paused or cut off.
-    Lost,
-    /// Shut down cleanly.
-    Stopped,
-}
-
-impl WorkerState {
-    /// Its state at `now`, from whether it stopped and when it last beat.
-    fn of(worker: &WorkerRecord, now: chrono::DateTime<Utc>) -> Self {
-        if worker.stopped_at.is_some() {
-            Self::Stopped
-        } else if now - worker.heartbeat_at > ALIVE_WITHIN {
-            Self::Lost
-        } else {
-            Self::Alive
-        }
-    }
-}
-
-/// The page's name for it (`alive`, `lost`, `stopped`), also its badge's `data-status`.
-impl std::fmt::Display for WorkerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Alive => "alive",
-            Self::Lost => "lost",
-            Self::Stopped => "stopped",
-        })
-    }
 }
 
 /// One worker process.
@@ -270,6 +232,7 @@ pub(crate) async fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
 
     #[test]
     fn the_chart_scales_to_the_busiest_minute() {

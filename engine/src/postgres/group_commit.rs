@@ -234,8 +234,12 @@ async fn writer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Request>>>, max
             }
             batch
         };
+        let began = std::time::Instant::now();
         match write(&pool, &numbered(&batch)).await {
-            Ok(applied) => answer(batch, &applied),
+            Ok(applied) => {
+                crate::metrics::journal_batch(batch.len(), began.elapsed());
+                answer(batch, &applied)
+            }
             Err(e) if batch.len() == 1 => {
                 let request = batch.into_iter().next().expect("one request");
                 let _ = request.reply.send(Err(e));
