@@ -44,6 +44,16 @@ async fn migrate_is_idempotent_and_keys_print_alone_on_the_last_line() {
     let unknown_role =
         output(harness.command(&["keys", "create", "--name", "x", "--role", "emperor"])).await;
     assert!(!unknown_role.status.success());
+
+    // Logged to a pipe, not a terminal: plain text, no colour codes.
+    let logged =
+        output(harness.command(&["keys", "create", "--name", "ops3", "--role", "viewer"])).await;
+    let stderr = String::from_utf8_lossy(&logged.stderr);
+    assert!(stderr.contains("API key created"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a piped log: {stderr:?}"
+    );
 }
 
 #[tokio::test]
