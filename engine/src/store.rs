@@ -730,6 +730,8 @@ pub trait ScheduleStore: Send + Sync + 'static {
         name: &ScheduleName,
         limit: i64,
     ) -> StoreResult<Vec<ScheduledMission>>;
+    /// Every schedule's newest mission, by schedule name (one query for a whole list).
+    async fn latest_scheduled_missions(&self) -> StoreResult<Vec<(String, ScheduledMission)>>;
     /// Start one mission of the schedule now, outside its cron, `enabled` and `overlap`.
     /// `NotFound` for an unknown name.
     async fn trigger_schedule(

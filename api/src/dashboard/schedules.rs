@@ -14,6 +14,7 @@ use chrono::Utc;
 use hypercode_engine::schedule::ScheduleName;
 use hypercode_engine::store::{ScheduleChange, ScheduleRecord, ScheduledMission};
 use serde::Deserialize;
+use std::collections::HashMap;
 
 /// One schedule, as listed.
 pub(crate) struct Row {
@@ -73,11 +74,16 @@ pub(crate) async fn page(
 ) -> Result<Response, PageError> {
     let store = state.engine.store();
     let now = Utc::now();
-    let mut rows = Vec::new();
-    for record in store.schedules().await? {
-        let last = store.schedule_missions(&record.spec.name, 1).await?.pop();
-        rows.push(Row::new(record, last, now));
-    }
+    let (schedules, latest) =
+        tokio::try_join!(store.schedules(), store.latest_scheduled_missions())?;
+    let mut latest: HashMap<String, ScheduledMission> = latest.into_iter().collect();
+    let rows: Vec<Row> = schedules
+        .into_iter()
+        .map(|record| {
+            let last = latest.remove(record.spec.name.as_str());
+            Row::new(record, last, now)
+        })
+        .collect();
     let chrome = Chrome::new(&session, "Schedules", "schedules");
     page_or_fragment(
         fragment,

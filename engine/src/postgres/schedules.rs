@@ -242,6 +242,30 @@ impl ScheduleStore for PgStore {
         .await?)
     }
 
+    async fn latest_scheduled_missions(&self) -> StoreResult<Vec<(String, ScheduledMission)>> {
+        let rows = sqlx::query!(
+            r#"
+            select distinct on (schedule) schedule as "schedule!", id as "id: MissionId",
+                   status as "status: MissionStatus", fire_at as "fire_at!"
+            from missions where schedule is not null
+            order by schedule, fire_at desc, id desc
+            "#,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mission = ScheduledMission {
+                    id: r.id,
+                    status: r.status,
+                    fire_at: r.fire_at,
+                };
+                (r.schedule, mission)
+            })
+            .collect())
+    }
+
     async fn trigger_schedule(
         &self,
         name: &ScheduleName,
