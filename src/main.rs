@@ -7,6 +7,7 @@ mod config;
 mod database;
 mod healthcheck;
 mod metrics;
+mod telemetry;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -113,8 +114,14 @@ enum KeysCommand {
 
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
-    init_tracing();
-    let cli = Cli::parse();
+    let telemetry = telemetry::init()?;
+    let result = run(Cli::parse()).await;
+    // The spans of the last requests and steps are exported before the process ends.
+    tokio::task::block_in_place(|| telemetry.shutdown());
+    result
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
     // The client talks to a server over HTTP: it must not need the server's settings.
     if let Command::Mission(args) = cli.command {
         return Ok(client::run(args).await);
@@ -220,22 +227,6 @@ async fn manage_keys(settings: &Settings, command: KeysCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HYPERCODE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    // Colour codes only for a person at a terminal: in a log file or a collector they are noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if std::env::var("HYPERCODE_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 /// The engine on `pool`, whose plans may not call the API server at `server` (its listen

@@ -31,6 +31,7 @@ pub fn install() -> Result<PrometheusHandle> {
         .context("installing the metrics recorder")?;
     hypercode_engine::metrics::describe();
     hypercode_api::metrics::describe();
+    hypercode_healer::metrics::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP);

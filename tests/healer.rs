@@ -5,7 +5,7 @@
 mod common;
 mod docker_lab;
 
-use common::{poll, Harness, Options};
+use common::{metric_value, poll, Harness, Options};
 use docker_lab::{Container, Lab};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -74,6 +74,22 @@ async fn log_of(h: &Harness, container: &Container) -> Vec<Value> {
         .collect()
 }
 
+/// `hypercode_heal_actions_total{action, outcome}` on the server's `/metrics` (0 when absent).
+async fn heal_actions(h: &Harness, action: &str, outcome: &str) -> f64 {
+    let text = reqwest::get(h.url("/metrics"))
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    let labels = [
+        format!("action=\"{action}\""),
+        format!("outcome=\"{outcome}\""),
+    ];
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    metric_value(&text, "hypercode_heal_actions_total", &labels).unwrap_or(0.0)
+}
+
 /// Every heal mission of the deployment.
 async fn heal_missions(h: &Harness) -> Vec<Value> {
     list(h, "/api/v1/missions?workflow=heal&limit=500", "missions").await
@@ -115,6 +131,19 @@ async fn a_container_killed_from_the_host_is_restarted_through_events_and_healed
     assert_eq!(steps, ["inspect", "restart", "wait", "record"]);
     let key = mission["idempotency_key"].as_str().unwrap_or_default();
     assert!(key.starts_with(&format!("heal:{}:", web.id)), "{key}");
+    // Counted: one heal started and succeeded, through one Docker restart.
+    for (action, outcome, count) in [
+        ("heal", "started", 1.0),
+        ("restart", "succeeded", 1.0),
+        ("heal", "succeeded", 1.0),
+        ("restart", "failed", 0.0),
+    ] {
+        assert_eq!(
+            heal_actions(&h, action, outcome).await,
+            count,
+            "{action} {outcome}"
+        );
+    }
     // The single incident is readable by id, and the log tells the story, newest first.
     let shown = h
         .send(h.request(
@@ -276,6 +305,8 @@ async fn a_crash_loop_backs_off_then_escalates_until_resolved() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(flaky.started_at(), before, "restarted while escalated");
     assert_eq!(heal_missions(&h).await.len(), 5);
+    assert_eq!(heal_actions(&h, "escalate", "escalated").await, 1.0);
+    assert_eq!(heal_actions(&h, "heal", "started").await, 5.0);
     let escalations = log_of(&h, &flaky).await;
     assert_eq!(escalations[0]["level"], "error", "{escalations:#?}");
     assert!(escalations[0]["message"]

@@ -25,6 +25,8 @@
 //!   (`/api/v1/logs`), with their views in `incident_views`.
 //! - [`metrics`]: `/metrics` (Prometheus text, no key) and the request timing middleware.
 //! - `workers`: `/api/v1/workers`, the worker processes from their heartbeats.
+//! - `trace`: the span of every request, named by its route, continuing the caller's W3C
+//!   trace context (`traceparent`).
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //! - [`mcp`]: the MCP gateway, `/mcp` (streamable HTTP) and the stdio server of `hypercode mcp`,
 //!   whose tools call the REST handlers.
@@ -52,6 +54,7 @@ mod operations;
 pub mod rate_limit;
 mod schedules;
 mod secrets;
+mod trace;
 mod views;
 mod workers;
 
@@ -62,13 +65,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hypercode_engine::{Engine, MissionId};
+use hypercode_engine::Engine;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 /// Longest a request may take before it is answered with 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,19 +178,8 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let span = tracing::info_span!(
-                        "http",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        mission = tracing::field::Empty,
-                    );
-                    if let Some(id) = mission_in_path(request.uri().path()) {
-                        span.record("mission", tracing::field::display(id));
-                    }
-                    span
-                })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .make_span_with(trace::request_span)
+                .on_response(trace::on_response),
         )
 }
 
@@ -215,37 +206,4 @@ async fn problems_for_layer_errors(request: Request, next: Next) -> Response {
         return ApiError::Timeout.into_response();
     }
     response
-}
-
-/// The mission id in a `/api/v1/missions/{id}/...` path, for the request span.
-fn mission_in_path(path: &str) -> Option<MissionId> {
-    path.strip_prefix("/api/v1/missions/")?
-        .split('/')
-        .next()?
-        .parse()
-        .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mission_ids_are_found_in_paths() {
-        let id = "0190a7c4-7bde-7cc2-9a5e-3f1b2c3d4e5f";
-        for path in [
-            format!("/api/v1/missions/{id}"),
-            format!("/api/v1/missions/{id}/history"),
-            format!("/api/v1/missions/{id}/approvals/deploy"),
-        ] {
-            assert_eq!(
-                mission_in_path(&path).map(|m| m.to_string()).as_deref(),
-                Some(id)
-            );
-        }
-        assert_eq!(mission_in_path("/api/v1/missions"), None);
-        assert_eq!(mission_in_path("/api/v1/missions/"), None);
-        assert_eq!(mission_in_path("/api/v1/missions/nope"), None);
-        assert_eq!(mission_in_path("/healthz"), None);
-    }
 }

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the process's metrics in the Prometheus text format, without a key (on the
 //! API's port, or on `HYPERCODE_METRICS_LISTEN` alone), and the middleware that times every
 //! request by route and status. The fleet's gauges (queue depth, workers alive, live missions
-//! by status) are read when scraped, from Redis and PostgreSQL, so every api replica reports
+//! by status, approvals waiting) are read when scraped, from Redis and PostgreSQL, so every api replica reports
 //! the same numbers whichever worker did the work; the counters of the work itself come from
 //! the processes that did it (see `hypercode_engine::metrics`).
 
@@ -24,6 +24,8 @@ pub const QUEUE_DEPTH: &str = "hypercode_queue_depth";
 pub const WORKERS_ALIVE: &str = "hypercode_workers_alive";
 /// Missions not finished, by status (`pending`, `running`, `waiting`).
 pub const MISSIONS_LIVE: &str = "hypercode_missions_live";
+/// Approval steps waiting for a person's decision.
+pub const APPROVALS_WAITING: &str = "hypercode_approvals_waiting";
 
 /// The Prometheus text format's content type.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -39,6 +41,7 @@ pub fn describe() {
     describe_gauge!(QUEUE_DEPTH, "Wake-ups waiting in Redis");
     describe_gauge!(WORKERS_ALIVE, "Worker processes with a recent heartbeat");
     describe_gauge!(MISSIONS_LIVE, "Missions not finished, by status");
+    describe_gauge!(APPROVALS_WAITING, "Approval steps waiting for a decision");
 }
 
 /// `/metrics` alone, for a listener of its own (`HYPERCODE_METRICS_LISTEN`).
@@ -81,6 +84,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             ] {
                 metrics::gauge!(MISSIONS_LIVE, "status" => status).set(count as f64);
             }
+            metrics::gauge!(APPROVALS_WAITING).set(backlog.approvals as f64);
         }
         Err(e) => tracing::warn!(error = %e, "backlog unreadable for /metrics"),
     }

@@ -666,12 +666,24 @@ impl Context {
         } = options;
         let started = self.start_attempt(entry, events.started, local).await?;
         let attempt = started.entry.attempts;
-        let span = tracing::info_span!("step", step = name, attempt);
+        let span = tracing::info_span!(
+            "step",
+            step = name,
+            attempt,
+            kind = kind.as_str(),
+            otel.name = format!("step {name}"),
+            otel.status_code = tracing::field::Empty,
+        );
         let limit = self.max_payload_bytes;
         let result = f()
-            .instrument(span)
+            .instrument(span.clone())
             .await
             .and_then(|output| within_limit(output, limit));
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        // The step's span ends with its work, before the journal write that records it.
+        drop(span);
         match result {
             Ok(output) => {
                 let success = Success {

@@ -43,7 +43,16 @@ impl Engine {
         else {
             return Ok(RunOutcome::NotClaimed);
         };
-        let span = tracing::info_span!("mission", mission = %id, workflow = %claim.mission.workflow, lease = claim.lease.token.0);
+        // A trace of its own per run: the steps are its children, and the worker that ran it is
+        // named (the history's `mission_started`/`mission_resumed` events name it too).
+        let span = tracing::info_span!(
+            "mission",
+            mission = %id,
+            workflow = %claim.mission.workflow,
+            lease = claim.lease.token.0,
+            worker = self.worker_id().0.as_str(),
+            otel.name = format!("mission {}", claim.mission.workflow),
+        );
         self.run_claimed(claim).instrument(span).await
     }
 
@@ -58,12 +67,15 @@ impl Engine {
         // Aborted when this future ends or is dropped (a panic, or a caller giving up on the
         // run): a detached heartbeat would renew the lease of a mission nobody runs any more,
         // so it could neither be taken over nor cancelled.
-        let heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat(
-            self.store().clone(),
-            lease,
-            self.config().lease_ttl,
-            signals.clone(),
-        )));
+        let heartbeat = AbortOnDropHandle::new(tokio::spawn(
+            heartbeat(
+                self.store().clone(),
+                lease,
+                self.config().lease_ttl,
+                signals.clone(),
+            )
+            .in_current_span(),
+        ));
         let mut ctx = Context::new(
             &mission,
             lease,

@@ -576,6 +576,8 @@ pub struct Backlog {
     /// Pending or waiting missions whose `wake_at` has passed: timers and backoffs that are due
     /// but not yet picked up.
     pub due: i64,
+    /// Approval steps waiting for a person's decision.
+    pub approvals: i64,
 }
 
 /// Worker heartbeats and the numbers an operator watches the fleet by. What a worker is running

@@ -358,6 +358,7 @@ async fn the_backlog_counts_live_missions_by_status(pool: PgPool) {
         running: 0,
         waiting: 0,
         due: 0,
+        approvals: 0,
     };
     assert_eq!(store.backlog().await.unwrap(), zero);
 
@@ -399,6 +400,7 @@ async fn the_backlog_counts_live_missions_by_status(pool: PgPool) {
             running: 1,
             waiting: 3,
             due: 1,
+            approvals: 0,
         }
     );
 }

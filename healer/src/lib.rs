@@ -8,6 +8,7 @@
 //! - [`incidents`]: the incident store in PostgreSQL; recording a failure is one transaction
 //!   that decides, under a per-container lock, whether to heal, continue or escalate.
 //! - [`logs`]: the alert log, the Redis list and channel `<queue>:logs` (`hypercode:logs`).
+//! - [`metrics`]: `hypercode_heal_actions_total`, what the watcher and the heal missions did.
 //! - [`watcher`]: the two detection paths (the event stream and the periodic sweep), which
 //!   record failures and start heal missions with per-failure idempotency keys.
 //!
@@ -16,6 +17,7 @@
 pub mod docker;
 pub mod incidents;
 pub mod logs;
+pub mod metrics;
 pub mod policy;
 pub mod watcher;
 

@@ -17,6 +17,7 @@
 use crate::docker::{ContainerFacts, DockerError, Health, RunState};
 use crate::incidents::{Cause, Failure, IncidentStore, Verdict};
 use crate::logs::{LogEntry, LogLevel};
+use crate::metrics::{self, Action, Outcome};
 use crate::policy::HealPolicy;
 use crate::{HealOrder, Toolkit, HEAL_WORKFLOW};
 use bollard::models::EventMessage;
@@ -299,9 +300,13 @@ impl Healer {
                 incidents
                     .attach_mission(&failure.key(), submitted.mission.id)
                     .await?;
+                if submitted.created {
+                    metrics::record(Action::Heal, Outcome::Started);
+                }
             }
             Verdict::Escalated { incident, now } => {
                 if now {
+                    metrics::record(Action::Escalate, Outcome::Escalated);
                     let message = format!(
                         "container {} keeps failing ({}) after {} heals: escalated; no more restarts until the incident is resolved",
                         facts.name,

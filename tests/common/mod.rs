@@ -125,6 +125,8 @@ pub struct Recorded {
     pub path: String,
     /// The `Idempotency-Key` header, if any.
     pub key: Option<String>,
+    /// The W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
     /// The body parsed as JSON (`Null` when empty, a string when not JSON).
     pub body: Value,
     /// When it arrived, relative to the callee's start.
@@ -254,10 +256,13 @@ impl Drop for Callee {
 }
 
 fn record(state: &Shared, method: &Method, path: String, headers: &HeaderMap, body: &[u8]) {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (key, traceparent) = (header("idempotency-key"), header("traceparent"));
     let body = if body.is_empty() {
         Value::Null
     } else {
@@ -269,6 +274,7 @@ fn record(state: &Shared, method: &Method, path: String, headers: &HeaderMap, bo
         method: method.to_string(),
         path,
         key,
+        traceparent,
         body,
         at,
     });
@@ -1459,6 +1465,23 @@ pub fn compensable_step(callee: &Callee, name: &str, method: &str, path: &str) -
         "http": { "method": method, "url": callee.url(path) },
         "compensate": { "http": { "method": "DELETE", "url": callee.url(&format!("/undo/{name}")) } }
     })
+}
+
+/// In a Prometheus text exposition, the value of the series `name` whose labels include every one of `labels` (`key="value"`),
+/// summed over the series that match.
+pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|label| rest.contains(label)))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Seconds, for timeouts.

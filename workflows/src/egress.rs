@@ -19,13 +19,16 @@
 //! resolves to any refused address is refused without a connection); an IP-literal host never
 //! reaches the resolver, so callers check every URL with [`EgressPolicy::check_url`] too. This
 //! module never follows redirects: the plan's HTTP action does, checking every hop here.
+//! It also hands the plans' calls the current step's W3C trace context (`trace_headers`).
 
+use opentelemetry_http::HeaderInjector;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use url::{Host, Url};
 
 /// Metadata endpoints outside link-local space (the link-local ones, such as AWS, GCP and
@@ -421,6 +424,18 @@ impl EgressClient {
     pub(crate) fn policy(&self) -> &EgressPolicy {
         &self.policy
     }
+}
+
+/// The W3C trace-context headers (`traceparent`, and `tracestate` when there is one) of the
+/// current span, a step's, so the callee joins the step's trace. Empty when spans are not
+/// exported (no propagator is installed then).
+pub(crate) fn trace_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(&mut headers));
+    });
+    headers
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use hypercode_engine::{
     Context, InputProblem, ResultExt, RetryPolicy, Step, StepError, Workflow, WorkflowResult,
 };
 use hypercode_healer::docker::{ContainerFacts, DockerHandle, Health, RunState};
+use hypercode_healer::metrics::{self, Action, Outcome};
 use hypercode_healer::{HealOrder, LogEntry, LogLevel, Toolkit, HEAL_WORKFLOW};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -108,6 +109,10 @@ impl Workflow for HealWorkflow {
                 let facts = existing(docker, id).await?;
                 let up =
                     facts.state == RunState::Running && facts.health != Some(Health::Unhealthy);
+                if up {
+                    // Counted where it is seen, not on every replay of the recorded answer.
+                    metrics::record(Action::Restart, Outcome::Skipped);
+                }
                 Ok::<_, StepError>(Inspected { up })
             })
             .await?;
@@ -118,7 +123,13 @@ impl Workflow for HealWorkflow {
             }
             let restart = Step::new("restart").retry(DOCKER_RETRY);
             ctx.step(restart, || async {
-                docker.restart(id).await.retryable()?;
+                let restarted = docker.restart(id).await;
+                let outcome = match restarted {
+                    Ok(()) => Outcome::Succeeded,
+                    Err(_) => Outcome::Failed,
+                };
+                metrics::record(Action::Restart, outcome);
+                restarted.retryable()?;
                 let message = format!(
                     "restarted container {} (heal {})",
                     order.container_name, order.attempt
@@ -143,6 +154,7 @@ impl Workflow for HealWorkflow {
                     .await
                     .retryable()?;
                 if healed {
+                    metrics::record(Action::Heal, Outcome::Succeeded);
                     let message = format!(
                         "container {} is running again: healed",
                         order.container_name

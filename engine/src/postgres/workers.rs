@@ -190,7 +190,11 @@ impl WorkerRegistry for PgStore {
                    count(*) filter (where status = 'running') as "running!",
                    count(*) filter (where status = 'waiting') as "waiting!",
                    count(*) filter (where status in ('pending', 'waiting') and wake_at <= now())
-                       as "due!"
+                       as "due!",
+                   -- A waiting approval parks its mission: only waiting missions are looked at.
+                   (select count(*) from steps s join missions w on w.id = s.mission_id
+                    where w.status = 'waiting' and s.kind = 'approval' and s.status = 'waiting')
+                       as "approvals!"
             from missions
             where status in ('pending', 'running', 'waiting')
             "#,

@@ -16,6 +16,9 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Redirects one attempt follows before it fails for good.
 const MAX_REDIRECTS: usize = 10;
 
+/// The W3C trace-context header every hop carries (the step's span), unless the plan sets it.
+const TRACEPARENT: &str = "traceparent";
+
 /// Make one attempt. 2xx succeeds with `{"status", "body"}`; 5xx, 408, 429, timeouts and
 /// connection errors are retryable; other statuses, invalid requests and destinations the
 /// egress policy refuses fail at once. Every request carries `Idempotency-Key: <key>` so the
@@ -170,6 +173,15 @@ async fn send(
         .request(hop.method.clone(), hop.url.clone())
         .timeout(remaining)
         .header("Idempotency-Key", key);
+    // A plan that sets its own trace context keeps it; otherwise the callee joins the step's.
+    let plan_traces = hop.plan_origin
+        && request
+            .headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case(TRACEPARENT));
+    if !plan_traces {
+        builder = builder.headers(egress::trace_headers());
+    }
     if hop.plan_origin {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
