@@ -16,6 +16,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use serde_json::{Map, Value};
 use std::fmt;
+use std::time::Duration;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
@@ -38,6 +39,10 @@ const TRACED: [&str; 6] = [
 /// The service name when `OTEL_SERVICE_NAME` does not give one.
 const SERVICE: &str = "hypercode";
 
+/// How long the last export may hold up the process's exit (a collector out of reach must
+/// not eat a container's stop grace period).
+const FLUSH: Duration = Duration::from_secs(3);
+
 /// Flushes the spans not yet exported when the process ends.
 pub struct Telemetry {
     traces: Option<SdkTracerProvider>,
@@ -48,7 +53,7 @@ impl Telemetry {
     /// exporter's thread, so it is called once, on the way out.
     pub fn shutdown(self) {
         if let Some(provider) = self.traces {
-            if let Err(e) = provider.shutdown() {
+            if let Err(e) = provider.shutdown_with_timeout(FLUSH) {
                 eprintln!("exporting the last spans failed: {e}");
             }
         }

@@ -126,6 +126,10 @@ async fn requests_missions_and_steps_are_traced_and_http_steps_pass_the_trace_on
     })
     .await;
 
+    // Probes make no traces.
+    let probe = h.send(h.request(reqwest::Method::GET, "/healthz")).await;
+    assert_eq!(probe.status, 200);
+
     // The client's own trace: the API's request span continues it.
     let (client_trace, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let reply = h
@@ -155,6 +159,14 @@ async fn requests_missions_and_steps_are_traced_and_http_steps_pass_the_trace_on
     assert_eq!(
         attribute(&request.span, "http.route").as_deref(),
         Some("/api/v1/missions")
+    );
+
+    assert!(
+        receiver
+            .spans()
+            .iter()
+            .all(|s| !s.span.name.ends_with("/healthz")),
+        "a probe was traced"
     );
 
     let mission = receiver

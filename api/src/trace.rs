@@ -13,23 +13,39 @@ use tower_http::trace::{DefaultOnResponse, OnResponse as _};
 use tracing::{field, Level, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+/// Routes whose requests are not traced.
+const UNTRACED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 /// The span of `request`.
 pub(crate) fn request_span(request: &Request) -> Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    let span = tracing::info_span!(
-        "http",
-        method = %request.method(),
-        path = %request.uri().path(),
-        mission = field::Empty,
-        otel.name = format!("{} {route}", request.method()),
-        otel.kind = "server",
-        http.route = route,
-        http.response.status_code = field::Empty,
-        otel.status_code = field::Empty,
-    );
+    // One field list for both levels (a span's level must be a constant at its call site).
+    macro_rules! span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "http",
+                method = %request.method(),
+                path = %request.uri().path(),
+                mission = field::Empty,
+                otel.name = format!("{} {route}", request.method()),
+                otel.kind = "server",
+                http.route = route,
+                http.response.status_code = field::Empty,
+                otel.status_code = field::Empty,
+            )
+        };
+    }
+    // Probes and scrapes arrive every few seconds from machines, not people: their spans are
+    // debug-level, below what is exported, so they make no traces of their own.
+    let span = if UNTRACED.contains(&route) {
+        span!(Level::DEBUG)
+    } else {
+        span!(Level::INFO)
+    };
     if let Some(id) = mission_in_path(request.uri().path()) {
         span.record("mission", field::display(id));
     }
