@@ -280,6 +280,25 @@ async fn steps_are_routed_by_capability_and_fail_over_when_an_agent_dies() {
         .any(|e| e.to_string().contains("agent `shouter`"));
     assert!(failed_over, "{}", describe_history(&history));
     assert_eq!(listed(&h, "shouter").await["live"], true);
+
+    // An agent's key reads the missions its agent answered, and no others.
+    let loud = agent_key(&h, "loud").await;
+    for path in [
+        format!("/api/v1/missions/{id}"),
+        format!("/api/v1/missions/{id}/history"),
+    ] {
+        let read = h
+            .send(h.request_as(reqwest::Method::GET, &path, &loud))
+            .await;
+        assert_eq!(read.status, 200, "{path}: {read:?}");
+        let stranger = agent_key(&h, "stranger").await;
+        h.send(h.request_as(reqwest::Method::GET, &path, &stranger))
+            .await
+            .problem(404);
+    }
+    h.send(h.request_as(reqwest::Method::GET, "/api/v1/missions", &loud))
+        .await
+        .problem(403);
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! `/api/v1/agents`: the agent registry (admins register and deregister, readers list) and the
 //! agents' heartbeats. A heartbeat comes from a key of role `agent` bound to the agent's name
 //! (`hypercode keys create --role agent --agent NAME`), which can beat for that agent only;
-//! admins may beat for any. The call secret goes in and never comes out.
+//! admins may beat for any; it may also read the missions its agent answered a step of
+//! ([`check_own`]). The call secret goes in and never comes out.
 
 use crate::auth::{Admin, Heartbeater, Reader};
 use crate::error::{ApiError, FieldError};
@@ -14,6 +15,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use hypercode_agents::{valid_capability, valid_name, AgentRegistry, NewAgent};
+use hypercode_engine::MissionId;
 use serde::Deserialize;
 
 /// Largest accepted call secret, in bytes.
@@ -61,6 +63,30 @@ fn registry(state: &AppState) -> Result<&AgentRegistry, ApiError> {
         .agents
         .as_ref()
         .ok_or_else(|| ApiError::NotFound("this server has no agent registry".to_owned()))
+}
+
+/// For an agent key (`agent` is its agent): 404 unless that agent answered a step of mission
+/// `id` (a step's output names it), as if the mission did not exist; readers pass.
+pub(crate) async fn check_own(
+    state: &AppState,
+    id: MissionId,
+    agent: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(agent) = agent else {
+        return Ok(());
+    };
+    let answered = sqlx::query_scalar!(
+        r#"select exists (select 1 from steps where mission_id = $1 and output->>'agent' = $2)
+           as "answered!""#,
+        id.0,
+        agent,
+    )
+    .fetch_one(&state.pool)
+    .await?;
+    match answered {
+        true => Ok(()),
+        false => Err(ApiError::NotFound(format!("mission {id} not found"))),
+    }
 }
 
 /// `name` if it is a valid agent name, else a 422 pointing at it.

@@ -18,8 +18,8 @@
 //! | viewer   | yes                                       | no                            | no             |
 //!
 //! Agents are automated callers: a key of role `agent` bound to an agent name (`keys create
-//! --agent NAME`) may send that agent's heartbeats and signals to missions; no other mission
-//! route, not even a read, is open to it.
+//! --agent NAME`) may send that agent's heartbeats and signals to missions, and read (`GET` a
+//! mission and its history) the missions its agent answered a step of; nothing else.
 //!
 //! A client address that keeps presenting wrong keys is refused with 429 before its keys are
 //! looked up, until its failed-authentication bucket refills (see [`crate::rate_limit`]); the
@@ -63,6 +63,11 @@ pub struct Admin(pub Principal);
 #[derive(Debug, Clone)]
 pub struct Signaller(pub Principal);
 
+/// A caller allowed to read one mission: any reader, or an agent key for the missions its agent
+/// answered a step of (`Some(agent)`: the handler checks that).
+#[derive(Debug, Clone)]
+pub struct MissionReader(pub Option<String>);
+
 /// A caller allowed to send agent heartbeats: agent keys (for the agent they are bound to,
 /// which the handler checks) and admins.
 #[derive(Debug, Clone)]
@@ -82,6 +87,8 @@ pub(crate) enum Access {
     Signal,
     /// Report an agent's heartbeat.
     Heartbeat,
+    /// Read one mission: readers any, agent keys their own.
+    ReadOwn,
 }
 
 impl Access {
@@ -93,6 +100,7 @@ impl Access {
             Self::Administer => role == Role::Admin,
             Self::Signal => matches!(role, Role::Admin | Role::Operator | Role::Agent),
             Self::Heartbeat => matches!(role, Role::Admin | Role::Agent),
+            Self::ReadOwn => true,
         }
     }
 
@@ -104,6 +112,7 @@ impl Access {
             Self::Administer => "admin",
             Self::Signal => "operator, admin or agent",
             Self::Heartbeat => "agent or admin",
+            Self::ReadOwn => "viewer, operator, admin or agent",
         }
     }
 }
@@ -137,6 +146,26 @@ impl FromRequestParts<AppState> for Signaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authorize(parts, state, Access::Signal).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for MissionReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = authorize(parts, state, Access::ReadOwn).await?;
+        if Access::Read.allows(principal.role) {
+            return Ok(Self(None));
+        }
+        match principal.agent {
+            Some(agent) => Ok(Self(Some(agent))),
+            None => Err(ApiError::Forbidden(format!(
+                "this action requires the {} role, or an agent key bound to an agent; key `{}` has the {} role",
+                Access::Read.required(),
+                principal.name,
+                principal.role
+            ))),
+        }
     }
 }
 
