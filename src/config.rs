@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use hypercode_api::rate_limit::{RateLimits, DEFAULT_AUTH_FAIL_RATE, DEFAULT_RATE};
+use hypercode_workflows::agent_command::CommandRouting;
 use hypercode_workflows::egress::{self, Rule};
 use std::time::Duration;
 
@@ -113,6 +114,13 @@ pub struct Settings {
     pub egress_allow: Vec<Rule>,
     /// `HYPERCODE_EGRESS_DENY`: destinations plans may not call, whatever else says.
     pub egress_deny: Vec<Rule>,
+    /// `HYPERCODE_AGENTS_PREFIX` (the heartbeat keys' prefix, default `agents`) and
+    /// `HYPERCODE_AGENT_HEARTBEAT_TTL_S` (how long a heartbeat keeps an agent live, 30).
+    pub agents: hypercode_agents::RegistryConfig,
+    /// `HYPERCODE_AGENT_ROUTES` (`word=capability,...`, default
+    /// `deploy=devops,echo=echo,upper=upper`) and `HYPERCODE_AGENT_APPROVAL_PATTERNS`
+    /// (default `deploy,delete,drop,payment`): how `agent_command` routes a command.
+    pub agent_routing: hypercode_workflows::agent_command::CommandRouting,
 }
 
 impl Settings {
@@ -144,6 +152,12 @@ impl Settings {
             rate_limits: rate_limits()?,
             egress_allow: egress_rules("HYPERCODE_EGRESS_ALLOW")?,
             egress_deny: egress_rules("HYPERCODE_EGRESS_DENY")?,
+            agents: hypercode_agents::RegistryConfig {
+                prefix: std::env::var("HYPERCODE_AGENTS_PREFIX")
+                    .unwrap_or_else(|_| "agents".to_owned()),
+                ttl: Duration::from_secs(number("HYPERCODE_AGENT_HEARTBEAT_TTL_S", 30)?.max(1)),
+            },
+            agent_routing: agent_routing()?,
         })
     }
 
@@ -153,6 +167,20 @@ impl Settings {
             .as_deref()
             .context("HYPERCODE_REDIS_URL (or HYPERCODE_REDIS_URL_FILE) must be set")
     }
+}
+
+/// `HYPERCODE_AGENT_ROUTES` and `HYPERCODE_AGENT_APPROVAL_PATTERNS`, each replacing its default
+/// when set.
+fn agent_routing() -> Result<CommandRouting> {
+    let mut routing = CommandRouting::default();
+    if let Ok(list) = std::env::var("HYPERCODE_AGENT_ROUTES") {
+        routing.prefixes = CommandRouting::parse_prefixes(&list)
+            .map_err(|e| anyhow::anyhow!("HYPERCODE_AGENT_ROUTES: {e}"))?;
+    }
+    if let Ok(list) = std::env::var("HYPERCODE_AGENT_APPROVAL_PATTERNS") {
+        routing.approval_patterns = CommandRouting::parse_patterns(&list);
+    }
+    Ok(routing)
 }
 
 /// The healer's settings when `HYPERCODE_HEALER=on` (`None` when it is off, the default):

@@ -1,7 +1,9 @@
 //! The `hypercode` binary: migrations, the API server, the workers and key management, wired
 //! from the library crates, and `mission ...` and `secrets ...`, clients of the HTTP API. This is the only place
-//! `anyhow` is used. `mcp` serves the MCP gateway on stdio, also as a client of the HTTP API.
+//! `anyhow` is used. `mcp` serves the MCP gateway on stdio, also as a client of the HTTP API;
+//! `agent serve` is the reference agent.
 
+mod agent;
 mod client;
 mod config;
 mod database;
@@ -13,6 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use config::Settings;
 use database::Use;
+use hypercode_agents::AgentRegistry;
 use hypercode_api::rate_limit::RateLimiter;
 use hypercode_api::{keys, AppState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
@@ -83,6 +86,9 @@ enum Command {
     /// running server over its HTTP API (HYPERCODE_URL, HYPERCODE_API_KEY).
     #[command(after_help = client::EXIT_CODES)]
     Mcp,
+    /// The reference agent: an HTTP service that missions' agent steps call
+    /// (`POST /execute`, `GET /health`), heartbeating to a server when given `--register`.
+    Agent(agent::AgentArgs),
     /// Exit 0 when this machine's server answers `/healthz` (`--ready`: `/readyz`); the
     /// container image's healthcheck.
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -98,6 +104,9 @@ enum KeysCommand {
         /// admin, operator, agent or viewer.
         #[arg(long)]
         role: keys::Role,
+        /// With `--role agent`: the agent the key heartbeats for (it may beat for no other).
+        #[arg(long)]
+        agent: Option<String>,
     },
     /// List every key: id, name, role, creation time, whether revoked (never the secrets).
     List {
@@ -138,6 +147,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Healthcheck(args) = cli.command {
         return Ok(healthcheck::run(args).await);
     }
+    if let Command::Agent(args) = cli.command {
+        agent::run(args, shutdown_signal()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Migrate => {
@@ -162,7 +175,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await
                 .with_context(|| format!("resolving HYPERCODE_LISTEN={server_address}"))?;
             let pool = database::connect(&settings, Use::Worker).await?;
-            let (engine, queue, _) = engine(&settings, pool, server.collect()).await?;
+            let (engine, queue, _, _) = engine(&settings, pool, server.collect()).await?;
             let shutdown = shutdown_signal();
             let handle = metrics::install()?;
             if let Some(listen) = metrics::listen_address() {
@@ -180,6 +193,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Secrets(_)
         | Command::Schedule(_)
         | Command::Mcp
+        | Command::Agent(_)
         | Command::Healthcheck(_) => {
             unreachable!("handled above")
         }
@@ -190,8 +204,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn manage_keys(settings: &Settings, command: KeysCommand) -> Result<()> {
     let pool = database::connect(settings, Use::Command).await?;
     match command {
-        KeysCommand::Create { name, role } => {
-            let created = keys::create(&pool, &name, role).await?;
+        KeysCommand::Create { name, role, agent } => {
+            let created = keys::create_bound(&pool, &name, role, agent.as_deref()).await?;
             println!(
                 "created {} key `{}` ({})",
                 created.role.as_str(),
@@ -235,7 +249,7 @@ async fn engine(
     settings: &Settings,
     pool: sqlx::PgPool,
     server: Vec<SocketAddr>,
-) -> Result<(Engine, queue::QueueConfig, Toolkit)> {
+) -> Result<(Engine, queue::QueueConfig, Toolkit, AgentRegistry)> {
     let queue = queue::QueueConfig {
         redis_url: settings.redis_url()?.to_owned(),
         queue: settings.queue.clone(),
@@ -257,12 +271,16 @@ async fn engine(
         max_payload_bytes: settings.max_payload_bytes,
     };
     let store = Arc::new(PgStore::new(pool.clone()));
+    let agents = AgentRegistry::new(pool.clone(), &queue.redis_url, settings.agents.clone())
+        .context("HYPERCODE_REDIS_URL, for the agent heartbeats")?;
     // What workflows call outside the engine, built once; each takes what it needs.
     let deps = Dependencies {
         http,
         secrets: store.clone(),
         healer: Toolkit::new(pool, &queue.redis_url, &queue.queue)
             .context("HYPERCODE_REDIS_URL, for the log list")?,
+        agents: Arc::new(agents.clone()),
+        agent_routing: settings.agent_routing.clone(),
     };
     let engine = Engine::new(
         store,
@@ -270,7 +288,7 @@ async fn engine(
         Arc::new(wake),
         config,
     );
-    Ok((engine, queue, deps.healer))
+    Ok((engine, queue, deps.healer, agents))
 }
 
 async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Result<()> {
@@ -281,7 +299,7 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     // One pool for the engine and the API's own tables (keys, sessions): HYPERCODE_DB_POOL is
     // what the process may open, which the startup check compares with the server's limit.
     let pool = database::connect(&settings, Use::Serve).await?;
-    let (engine, queue, toolkit) =
+    let (engine, queue, toolkit, agents) =
         engine(&settings, pool.clone(), vec![listener.local_addr()?]).await?;
     let healer = config::healer()?;
     let shutdown = shutdown_signal();
@@ -322,7 +340,9 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     }
     let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
-    let state = AppState::new(engine, pool, limiter, shutdown.clone()).with_logs(toolkit.logs);
+    let state = AppState::new(engine, pool, limiter, shutdown.clone())
+        .with_logs(toolkit.logs)
+        .with_agents(agents);
     // `/metrics` on its own listener when HYPERCODE_METRICS_LISTEN is set, else on the API's.
     let handle = metrics::install()?;
     let state = match metrics::listen_address() {

@@ -272,9 +272,10 @@ async fn workflows_are_listed_with_their_input_schema() {
     );
     assert_eq!(schema["required"], json!(["steps"]));
     let step = &schema["$defs"]["step"];
-    assert_eq!(step["oneOf"].as_array().map(Vec::len), Some(5), "{step}");
+    assert_eq!(step["oneOf"].as_array().map(Vec::len), Some(6), "{step}");
     for key in [
         "http",
+        "agent",
         "approval",
         "signal",
         "sleep",

@@ -6,6 +6,8 @@
 // - in-place actions: approve, reject, cancel and retry post with `HC-Fragment: 1` (204 on
 //   success) and the page updates itself; errors show in a toast;
 // - the plan editor's validation as you type;
+// - the command panel: commands over the CognitiveUplink WebSocket, with their progress, an
+//   inline approval prompt and the agent's answer;
 // - relative times kept current (the exact time stays in the tooltip).
 "use strict";
 
@@ -279,4 +281,112 @@
   }
 
   if (main) connect();
+
+  // ---- the command panel (CognitiveUplink) -----------------------------------------------
+  const uplinkLog = document.getElementById("uplink-log");
+  const uplinkForm = document.getElementById("uplink-form");
+  if (uplinkLog) {
+    const state = document.getElementById("uplink-state");
+    const entries = new Map();
+    let socket;
+    let pending = [];
+    const line = (parent, kind, text) => {
+      const item = document.createElement("div");
+      item.className = "uplink-" + kind;
+      item.textContent = text;
+      parent.append(item);
+      uplinkLog.scrollTop = uplinkLog.scrollHeight;
+      return item;
+    };
+    const entryFor = (mission) => {
+      let entry = entries.get(mission);
+      if (!entry) {
+        entry = document.createElement("li");
+        entry.dataset.mission = mission;
+        uplinkLog.append(entry);
+        entries.set(mission, entry);
+      }
+      return entry;
+    };
+    const approvalPrompt = (entry, mission, step, message) => {
+      const box = line(entry, "approval", message || "Approve this command?");
+      for (const decision of ["approve", "reject"]) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = decision === "approve" ? "Approve" : "Reject";
+        button.dataset.decision = decision;
+        button.addEventListener("click", async () => {
+          box.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+          const response = await fetch("/api/v1/missions/" + mission + "/approvals/" + step, {
+            method: "POST", credentials: "same-origin",
+            headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+            body: JSON.stringify({ decision }),
+          });
+          if (!response.ok) toast(await problemOf(response), "error");
+        });
+        box.append(" ", button);
+      }
+    };
+    const show = (frame) => {
+      if (frame.type === "accepted") {
+        const entry = pending.shift() || entryFor(frame.mission);
+        entry.dataset.mission = frame.mission;
+        entries.set(frame.mission, entry);
+        const link = document.createElement("a");
+        link.href = "/missions/" + frame.mission;
+        link.textContent = "mission " + frame.mission.slice(0, 8);
+        line(entry, "accepted", "accepted: ").append(link);
+      } else if (frame.type === "progress") {
+        const entry = entryFor(frame.mission);
+        const event = frame.event;
+        line(entry, "progress", event.type + (event.step ? " · " + event.step : ""));
+        if (event.type === "approval_requested") {
+          approvalPrompt(entry, frame.mission, event.step, event.data && event.data.message);
+        }
+      } else if (frame.type === "response") {
+        line(entryFor(frame.mission), "response", JSON.stringify(frame.payload));
+      } else if (frame.type === "error") {
+        const entry = frame.mission ? entryFor(frame.mission) : (pending.shift() || uplinkLog);
+        line(entry, "error", frame.data);
+      }
+    };
+    const open = () => {
+      const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      socket = new WebSocket(scheme + location.host + "/ws/uplink");
+      socket.onopen = () => {
+        if (state) { state.textContent = "connected"; state.dataset.state = "open"; }
+        // Follow again what this page was following before a reconnect.
+        for (const mission of entries.keys()) {
+          entries.get(mission).querySelectorAll("div").forEach((d) => d.remove());
+          socket.send(JSON.stringify({ type: "follow", mission }));
+        }
+      };
+      socket.onclose = () => {
+        if (state) { state.textContent = "reconnecting"; state.dataset.state = "closed"; }
+        setTimeout(open, 2000);
+      };
+      socket.onmessage = (message) => {
+        let frame;
+        try { frame = JSON.parse(message.data); } catch (_) { return; }
+        show(frame);
+      };
+    };
+    open();
+    if (uplinkForm) {
+      uplinkForm.addEventListener("submit", (e) => {
+        e.preventDefault();
+        const command = uplinkForm.elements.command.value.trim();
+        if (!command || !socket || socket.readyState !== WebSocket.OPEN) return;
+        const payload = { command };
+        const capability = uplinkForm.elements.capability.value;
+        if (capability) payload.capability = capability;
+        const entry = document.createElement("li");
+        line(entry, "command", "› " + command);
+        uplinkLog.append(entry);
+        pending.push(entry);
+        socket.send(JSON.stringify({ type: "execute", payload }));
+        uplinkForm.elements.command.value = "";
+      });
+    }
+  }
 })();

@@ -17,8 +17,9 @@
 //! | agent    | no                                        | no                            | no             |
 //! | viewer   | yes                                       | no                            | no             |
 //!
-//! Agents are automated callers meant for the agent endpoints and heartbeats only; no mission
-//! route, not even a read, is open to them.
+//! Agents are automated callers: a key of role `agent` bound to an agent name (`keys create
+//! --agent NAME`) may send that agent's heartbeats and signals to missions, and read (`GET` a
+//! mission and its history) the missions its agent answered a step of; nothing else.
 //!
 //! A client address that keeps presenting wrong keys is refused with 429 before its keys are
 //! looked up, until its failed-authentication bucket refills (see [`crate::rate_limit`]); the
@@ -62,6 +63,16 @@ pub struct Admin(pub Principal);
 #[derive(Debug, Clone)]
 pub struct Signaller(pub Principal);
 
+/// A caller allowed to read one mission: any reader, or an agent key for the missions its agent
+/// answered a step of (`Some(agent)`: the handler checks that).
+#[derive(Debug, Clone)]
+pub struct MissionReader(pub Option<String>);
+
+/// A caller allowed to send agent heartbeats: agent keys (for the agent they are bound to,
+/// which the handler checks) and admins.
+#[derive(Debug, Clone)]
+pub struct Heartbeater(pub Principal);
+
 /// What a route does, for the role check: the one place that says which role may do what,
 /// for API keys and the dashboard's sessions alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +85,10 @@ pub(crate) enum Access {
     Administer,
     /// Send signals to missions.
     Signal,
+    /// Report an agent's heartbeat.
+    Heartbeat,
+    /// Read one mission: readers any, agent keys their own.
+    ReadOwn,
 }
 
 impl Access {
@@ -84,6 +99,8 @@ impl Access {
             Self::Operate => matches!(role, Role::Admin | Role::Operator),
             Self::Administer => role == Role::Admin,
             Self::Signal => matches!(role, Role::Admin | Role::Operator | Role::Agent),
+            Self::Heartbeat => matches!(role, Role::Admin | Role::Agent),
+            Self::ReadOwn => true,
         }
     }
 
@@ -94,6 +111,8 @@ impl Access {
             Self::Operate => "operator or admin",
             Self::Administer => "admin",
             Self::Signal => "operator, admin or agent",
+            Self::Heartbeat => "agent or admin",
+            Self::ReadOwn => "viewer, operator, admin or agent",
         }
     }
 }
@@ -127,6 +146,34 @@ impl FromRequestParts<AppState> for Signaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authorize(parts, state, Access::Signal).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for MissionReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = authorize(parts, state, Access::ReadOwn).await?;
+        if Access::Read.allows(principal.role) {
+            return Ok(Self(None));
+        }
+        match principal.agent {
+            Some(agent) => Ok(Self(Some(agent))),
+            None => Err(ApiError::Forbidden(format!(
+                "this action requires the {} role, or an agent key bound to an agent; key `{}` has the {} role",
+                Access::Read.required(),
+                principal.name,
+                principal.role
+            ))),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Heartbeater {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Access::Heartbeat).await.map(Self)
     }
 }
 
@@ -178,6 +225,51 @@ async fn admit(
     };
     rate_limit(state, &principal).await?;
     Ok(principal)
+}
+
+/// Who opens a WebSocket (`/ws/uplink`), judged before the upgrade: a key in `X-API-Key` or
+/// `Authorization: Bearer`, or else the dashboard session's cookie, which is accepted only with
+/// an `Origin` of this server (browsers always send one on a WebSocket handshake, and a page of
+/// another origin must not ride on the cookie). The caller must be allowed to read missions, and
+/// is rate-limited like any request.
+pub(crate) async fn handshake(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> Result<Principal, ApiError> {
+    let principal = match presented_key(headers).transpose() {
+        Some(presented) => key_principal(state, client, presented).await?,
+        None => {
+            let session = session::from_headers(&state.pool, headers)
+                .await?
+                .ok_or(ApiError::Unauthorized(
+                    "an API key or a dashboard session is required; send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
+                ))?;
+            if !headers.contains_key(header::ORIGIN) {
+                return Err(ApiError::Forbidden(
+                    "a WebSocket opened with the dashboard's session must carry an Origin"
+                        .to_owned(),
+                ));
+            }
+            session::check_origin(headers)?;
+            session.principal
+        }
+    };
+    rate_limit(state, &principal).await?;
+    if !Access::Read.allows(principal.role) {
+        return Err(ApiError::Forbidden(format!(
+            "the uplink requires the {} role; key `{}` has the {} role",
+            Access::Read.required(),
+            principal.name,
+            principal.role
+        )));
+    }
+    Ok(principal)
+}
+
+/// Whether `principal` may submit missions (an uplink `execute`).
+pub(crate) fn may_operate(principal: &Principal) -> bool {
+    Access::Operate.allows(principal.role)
 }
 
 /// The live key presented (or why the credentials are malformed), if `client` may try; a

@@ -76,6 +76,9 @@ pub enum ApiError {
     /// the path parameter, `/value` the body's member).
     #[error("the secret was refused")]
     InvalidSecret(Vec<FieldError>),
+    /// An agent registration is not acceptable; `errors` locates each problem.
+    #[error("the agent was refused")]
+    InvalidAgent(Vec<FieldError>),
     /// The body (or the mission input in it) is over a size limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -203,6 +206,11 @@ impl ApiError {
                 "invalid-secret",
                 "Invalid secret",
             ),
+            Self::InvalidAgent(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-agent",
+                "Invalid agent",
+            ),
             Self::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -281,7 +289,8 @@ impl ApiError {
         match self {
             Self::InvalidBody(errors)
             | Self::InvalidInput(errors)
-            | Self::InvalidSecret(errors) => Some(errors.clone()),
+            | Self::InvalidSecret(errors)
+            | Self::InvalidAgent(errors) => Some(errors.clone()),
             Self::UnknownWorkflow(name) => Some(vec![FieldError::new(
                 "/workflow",
                 format!("no workflow is registered under `{name}`"),
@@ -372,6 +381,19 @@ impl From<SubmitError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         StoreError::from(error).into()
+    }
+}
+
+impl From<hypercode_agents::AgentError> for ApiError {
+    fn from(error: hypercode_agents::AgentError) -> Self {
+        match error {
+            hypercode_agents::AgentError::Database(e) => e.into(),
+            // Liveness is in Redis: without it the registry cannot answer for now, which is
+            // an outage (503 with Retry-After) like a database out of reach, not a bug.
+            hypercode_agents::AgentError::Redis(e) => Self::Unavailable(DatabaseError::from(
+                sqlx::Error::Io(std::io::Error::other(e)),
+            )),
+        }
     }
 }
 

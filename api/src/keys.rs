@@ -124,6 +124,8 @@ pub struct Principal {
     pub name: String,
     /// The key's role.
     pub role: Role,
+    /// The agent an `agent` key is bound to: it heartbeats for that agent only.
+    pub agent: Option<String>,
 }
 
 /// Why a key operation failed.
@@ -132,6 +134,12 @@ pub enum KeyError {
     /// A key needs a non-blank name: it is how people tell keys apart and how decisions are signed.
     #[error("a key's name must not be blank")]
     BlankName,
+    /// Only a key of role `agent` can be bound to an agent.
+    #[error("only a key of role `agent` can be bound to an agent (--agent)")]
+    AgentNeedsAgentRole,
+    /// Not a valid agent name.
+    #[error("`{0}` is not a valid agent name (a letter or digit, then up to 62 letters, digits, `_` or `-`)")]
+    BadAgentName(String),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -139,22 +147,42 @@ pub enum KeyError {
 
 /// Create a key with a fresh secret.
 pub async fn create(pool: &PgPool, name: &str, role: Role) -> Result<CreatedKey, KeyError> {
+    create_bound(pool, name, role, None).await
+}
+
+/// Create a key with a fresh secret, of role `agent` bound to the agent named `agent` when one
+/// is given (the agent need not be registered yet).
+pub async fn create_bound(
+    pool: &PgPool,
+    name: &str,
+    role: Role,
+    agent: Option<&str>,
+) -> Result<CreatedKey, KeyError> {
     let name = name.trim();
     if name.is_empty() {
         return Err(KeyError::BlankName);
     }
+    if let Some(agent) = agent {
+        if role != Role::Agent {
+            return Err(KeyError::AgentNeedsAgentRole);
+        }
+        if !hypercode_agents::valid_name(agent) {
+            return Err(KeyError::BadAgentName(agent.to_owned()));
+        }
+    }
     let id = Uuid::now_v7();
     let key = generate();
     sqlx::query!(
-        "insert into api_keys (id, name, role, key_hash) values ($1, $2, $3, $4)",
+        "insert into api_keys (id, name, role, key_hash, agent) values ($1, $2, $3, $4, $5)",
         id,
         name,
         role as Role,
         &hash(&key)[..],
+        agent,
     )
     .execute(pool)
     .await?;
-    tracing::info!(key_id = %id, name, role = %role, "API key created");
+    tracing::info!(key_id = %id, name, role = %role, agent, "API key created");
     Ok(CreatedKey {
         id,
         name: name.to_owned(),
@@ -278,7 +306,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
     let digest = hash(presented);
     let row = sqlx::query!(
         r#"
-        select id, name, role as "role: Role", key_hash
+        select id, name, role as "role: Role", key_hash, agent
         from api_keys where key_hash = $1 and revoked_at is null
         "#,
         &digest[..],
@@ -293,6 +321,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
             key_id: row.id,
             name: row.name,
             role: row.role,
+            agent: row.agent,
         }))
 }
 

@@ -21,12 +21,15 @@
 //! - `error`: `ApiError`, the one place statuses are chosen and RFC 9457 bodies are rendered.
 //! - `body`: the middleware that reads every request body first, with its size limit (413) and
 //!   idle timeout (408).
+//! - `agents`: `/api/v1/agents`, the agent registry and the agents' heartbeats.
 //! - `incidents` and `logs`: the healer's incidents (`/api/v1/incidents`) and the log list
 //!   (`/api/v1/logs`), with their views in `incident_views`.
 //! - [`metrics`]: `/metrics` (Prometheus text, no key) and the request timing middleware.
 //! - `workers`: `/api/v1/workers`, the worker processes from their heartbeats.
 //! - `trace`: the span of every request, named by its route, continuing the caller's W3C
 //!   trace context (`traceparent`).
+//! - `uplink`: `/ws/uplink`, the CognitiveUplink WebSocket: commands to the agents as
+//!   `agent_command` missions, followed to their answers.
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //! - [`mcp`]: the MCP gateway, `/mcp` (streamable HTTP) and the stdio server of `hypercode mcp`,
 //!   whose tools call the REST handlers.
@@ -34,6 +37,7 @@
 //! Every error response, including those of the middleware (body limit, timeout), unknown
 //! routes and wrong methods, is `application/problem+json`.
 
+mod agents;
 mod auth;
 mod body;
 mod cursor;
@@ -55,6 +59,7 @@ pub mod rate_limit;
 mod schedules;
 mod secrets;
 mod trace;
+mod uplink;
 mod views;
 mod workers;
 
@@ -98,6 +103,8 @@ pub struct AppState {
     pub logs: Option<hypercode_healer::LogSink>,
     /// The exporter's handle: `/metrics` is served on the API's port when it is set.
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The agent registry (`/api/v1/agents`); none: those routes answer 404.
+    pub agents: Option<hypercode_agents::AgentRegistry>,
 }
 
 impl AppState {
@@ -116,7 +123,14 @@ impl AppState {
             events: events::Hub::default(),
             logs: None,
             metrics: None,
+            agents: None,
         }
+    }
+
+    /// The same state with the agent registry.
+    pub fn with_agents(mut self, agents: hypercode_agents::AgentRegistry) -> Self {
+        self.agents = Some(agents);
+        self
     }
 
     /// The same state, reading and writing the log list through `logs`.
@@ -139,6 +153,7 @@ pub fn app(state: AppState) -> Router {
         .merge(operations::routes())
         .merge(events::routes())
         .merge(secrets::routes())
+        .merge(agents::routes())
         .merge(incidents::routes())
         .merge(logs::routes())
         .merge(schedules::routes())
@@ -153,6 +168,8 @@ pub fn app(state: AppState) -> Router {
         ))
         // The dashboard authenticates with its session cookie (or sends people to sign in).
         .merge(dashboard::routes())
+        // The uplink authenticates its handshake itself: a session cookie needs an Origin.
+        .merge(uplink::routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))

@@ -4,7 +4,7 @@
 //! valid input is, when a decision or a cancellation is allowed) lives in the engine, whose
 //! errors become problem responses through `From` conversions.
 
-use crate::auth::{Operator, Reader, Signaller};
+use crate::auth::{MissionReader, Operator, Reader, Signaller};
 use crate::cursor::{trim_page, Cursor};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
@@ -147,12 +147,14 @@ async fn submit(
     ),
 )]
 async fn show(
-    _: Reader,
+    MissionReader(agent): MissionReader,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<MissionDetail>, ApiError> {
     let id = mission_id(&id)?;
-    Ok(axum::Json(detail(&state, find(&state, id).await?).await?))
+    let mission = find(&state, id).await?;
+    crate::agents::check_own(&state, id, agent.as_deref()).await?;
+    Ok(axum::Json(detail(&state, mission).await?))
 }
 
 /// The list's query string; values are parsed by hand so errors name the parameter.
@@ -448,12 +450,13 @@ struct HistoryParams {
 )]
 /// `GET /api/v1/missions/{id}/history`: events with `seq > after`, in order.
 async fn history(
-    _: Reader,
+    MissionReader(agent): MissionReader,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HistoryParams>,
 ) -> Result<axum::Json<HistoryPage>, ApiError> {
     let id = mission_id(&id)?;
+    crate::agents::check_own(&state, id, agent.as_deref()).await?;
     let limit = limit_param(params.limit, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX)?;
     let after = match non_empty(params.after) {
         None => 0,

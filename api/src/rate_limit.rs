@@ -337,6 +337,7 @@ mod tests {
             key_id: Uuid::now_v7(),
             name: "test".to_owned(),
             role,
+            agent: None,
         }
     }
 

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod agents;
 mod shared;
 
 pub use shared::*;
@@ -452,6 +453,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A child spawned by a test itself (e.g. `hypercode agent serve`), killed on drop.
+    pub fn from_child(name: String, log: PathBuf, child: Child) -> Proc {
+        Proc { name, log, child }
+    }
+
     /// The OS process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the process is still running")

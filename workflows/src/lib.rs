@@ -3,17 +3,19 @@
 //!
 //! Workflows here never touch SQL or Redis: they only call the engine's [`Context`] and the
 //! clients handed to them in [`Dependencies`] (the egress-checked HTTP client, the engine's
-//! [`SecretStore`] contract).
+//! [`SecretStore`] contract, the agent directory).
 //!
 //! [`SecretStore`]: hypercode_engine::store::SecretStore
 //!
 //! [`Context`]: hypercode_engine::Context
 
+pub mod agent_command;
 pub mod egress;
 pub mod heal;
 pub mod plan;
 
 use egress::EgressClient;
+use hypercode_agents::AgentDirectory;
 use hypercode_engine::store::SecretStore;
 use hypercode_engine::Registry;
 use std::sync::Arc;
@@ -29,6 +31,10 @@ pub struct Dependencies {
     pub secrets: Arc<dyn SecretStore>,
     /// Docker, the incident store and the alert log, for the `heal` workflow.
     pub healer: hypercode_healer::Toolkit,
+    /// The live agents plan steps of kind `agent` and `agent_command` missions are routed to.
+    pub agents: Arc<dyn AgentDirectory>,
+    /// How `agent_command` routes a command without a capability, and which need approval.
+    pub agent_routing: agent_command::CommandRouting,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -44,4 +50,5 @@ pub fn registry(deps: &Dependencies) -> Registry {
     Registry::new()
         .register(plan::PlanWorkflow::new(deps))
         .register(heal::HealWorkflow::new(deps))
+        .register(agent_command::AgentCommandWorkflow::new(deps))
 }

@@ -15,7 +15,7 @@
 //! its timeline and its actions), `timeline` (the Gantt layout, computed from the history),
 //! `approvals` (the inbox), `workers` (workers and queues), `schedules` (cron schedules: pause,
 //! resume, trigger), `incidents` (the healer's incidents and the live log), `submit` (the plan
-//! editor),
+//! editor), `command` (the command panel on the CognitiveUplink),
 //! `format` (times, durations, JSON for people), `assets` (the stylesheet and the script).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles from this
@@ -23,6 +23,7 @@
 
 mod approvals;
 mod assets;
+mod command;
 mod format;
 mod incidents;
 mod mission;
@@ -64,6 +65,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/{action}", post(schedules::act))
         .route("/submit", get(submit::page).post(submit::submit))
+        .route("/command", get(command::page))
         .route("/submit/check", post(submit::check))
         .route("/assets/{file}", get(assets::serve))
         .layer(middleware::from_fn(security_headers))

@@ -112,7 +112,7 @@ async fn open(pool: &PgPool, principal: Principal) -> Result<(String, Session), 
 async fn find(pool: &PgPool, token: &str) -> Result<Option<Session>, sqlx::Error> {
     let row = sqlx::query!(
         r#"
-        select k.id, k.name, k.role as "role: Role", s.csrf
+        select k.id, k.name, k.role as "role: Role", k.agent, s.csrf
         from sessions s join api_keys k on k.id = s.key_id
         where s.token_hash = $1 and s.expires_at > now() and k.revoked_at is null
         "#,
@@ -125,6 +125,7 @@ async fn find(pool: &PgPool, token: &str) -> Result<Option<Session>, sqlx::Error
             key_id: row.id,
             name: row.name,
             role: row.role,
+            agent: row.agent,
         },
         csrf: row.csrf,
     }))
@@ -440,6 +441,7 @@ mod tests {
                 key_id: uuid::Uuid::nil(),
                 name: "k".into(),
                 role: Role::Viewer,
+                agent: None,
             },
             csrf: "abc".into(),
         };

@@ -70,6 +70,18 @@ pub async fn state(pool: PgPool, queue: &str) -> AppState {
             secrets: store,
             healer: hypercode_healer::Toolkit::new(pool.clone(), &queue.redis_url, &queue.queue)
                 .expect("a valid Redis URL"),
+            agents: Arc::new(
+                hypercode_agents::AgentRegistry::new(
+                    pool.clone(),
+                    &queue.redis_url,
+                    hypercode_agents::RegistryConfig {
+                        prefix: format!("{}:agents", queue.queue),
+                        ..Default::default()
+                    },
+                )
+                .expect("a valid Redis URL"),
+            ),
+            agent_routing: Default::default(),
         })
         .register(EngineOnly),
         Arc::new(wake),

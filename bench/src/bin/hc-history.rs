@@ -99,6 +99,12 @@ async fn main() -> Result<()> {
             secrets: store.clone(),
             // Never used: the bench runs plans only.
             healer: hypercode_healer::Toolkit::new(pool.clone(), "redis://127.0.0.1/", "bench")?,
+            agents: Arc::new(hypercode_agents::AgentRegistry::new(
+                pool.clone(),
+                "redis://127.0.0.1/",
+                Default::default(),
+            )?),
+            agent_routing: Default::default(),
         }),
         Arc::new(NoWake),
         EngineConfig::default(),

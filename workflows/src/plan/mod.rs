@@ -1,5 +1,5 @@
 //! The `plan` workflow: a declarative mission submitted as JSON. Its steps run in order; each
-//! is an HTTP call, an approval gate, a wait for a signal, a durable sleep or a no-op, and an
+//! is an HTTP call, a call to a live agent with a capability (see `agent`), an approval gate, a wait for a signal, a durable sleep or a no-op, and an
 //! HTTP step may register an HTTP compensation. Strings in a request may reference earlier outputs with `{{steps.a.output...}}`
 //! and server-side secrets with `{{secrets.NAME}}`.
 //!
@@ -15,9 +15,13 @@
 //! appended, `<mission>:<step>:rN`, so a callee that caches answers per key (Stripe does, for a
 //! day) runs the call again instead of replaying the failure the retry means to get past.
 
+mod agent;
 mod http;
 mod spec;
 mod template;
+
+pub(crate) use agent::AgentCaller;
+pub use agent::AgentSpec;
 
 pub use spec::{
     Action, ApprovalSpec, Compensate, HttpRequest, Method, Plan, PlanSpec, PlanStep, SleepSpec,
@@ -36,13 +40,15 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use template::{Scope, Secrets};
+pub(crate) use template::Scope;
+use template::Secrets;
 
 /// The `plan` workflow.
 #[derive(Clone)]
 pub struct PlanWorkflow {
     http: EgressClient,
     secrets: Arc<dyn SecretStore>,
+    agents: AgentCaller,
 }
 
 impl PlanWorkflow {
@@ -52,6 +58,7 @@ impl PlanWorkflow {
         Self {
             http: deps.http.clone(),
             secrets: deps.secrets.clone(),
+            agents: AgentCaller::new(deps.agents.clone()),
         }
     }
 
@@ -139,6 +146,10 @@ impl Workflow for PlanWorkflow {
                     )
                     .await?
                 }
+                Action::Agent(spec) => {
+                    let retry = step.retry.unwrap_or_default();
+                    run_agent_step(ctx, &self.agents, &scope, &name, &spec, retry).await?
+                }
                 Action::Approval { message, timeout_s } => {
                     let timeout = timeout_s.map(Duration::from_secs_f64);
                     ctx.approval(&name, Approval { message, timeout }).await?
@@ -163,6 +174,36 @@ impl Workflow for PlanWorkflow {
         }
         Ok(json!({ "steps": scope.into_outputs().collect::<Map<String, Value>>() }))
     }
+}
+
+/// Run an agent step: its templates resolved in `scope` and recorded as its input, then
+/// routed to a live agent on each attempt. Shared with the `agent_command` workflow.
+pub(crate) async fn run_agent_step(
+    ctx: &mut Context,
+    agents: &AgentCaller,
+    scope: &Scope,
+    name: &str,
+    spec: &AgentSpec,
+    retry: RetryPolicy,
+) -> WorkflowResult<Value> {
+    let resolved = AgentSpec {
+        command: match scope.resolve(&Value::String(spec.command.clone())) {
+            Ok(Value::String(text)) => text,
+            Ok(other) => other.to_string(),
+            Err(e) => return Err(WorkflowError::failed(format!("step `{name}`: {e}"))),
+        },
+        input: scope
+            .resolve(&spec.input)
+            .map_err(|e| WorkflowError::failed(format!("step `{name}`: {e}")))?,
+        ..spec.clone()
+    };
+    let options = Step::new(name).input(&resolved)?.retry(retry);
+    let key = idempotency_key(ctx, name);
+    let mission = ctx.mission_id().to_string();
+    ctx.step(options, || async {
+        agents.call(&resolved, &mission, name, &key).await
+    })
+    .await
 }
 
 /// The `Idempotency-Key` of `call` (a step's name, or `compensate:<step>`) in this run.

@@ -4,6 +4,7 @@
 //! reports every problem with a JSON pointer into the input, so a client can show each one next
 //! to the field it concerns.
 
+use super::agent::{AgentSpec, MAX_AGENT_TIMEOUT_S};
 use super::template;
 use hypercode_engine::{Approval, InputProblem, RetryPolicy};
 use reqwest::header::{HeaderName, HeaderValue};
@@ -22,7 +23,7 @@ const MAX_WAIT_MS: u64 = MAX_WAIT_S as u64 * 1000;
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "plan",
-    description = "A declarative mission: steps run in order, each with exactly one action (http, approval, signal, sleep or noop).",
+    description = "A declarative mission: steps run in order, each with exactly one action (http, agent, approval, signal, sleep or noop).",
     extend("$id" = "https://hypercode.dev/schemas/workflows/plan/input.json")
 )]
 pub struct PlanSpec {
@@ -31,8 +32,8 @@ pub struct PlanSpec {
     pub steps: Vec<StepSpec>,
 }
 
-/// One step as submitted: its action is whichever one of `http`, `approval`, `signal`, `sleep`
-/// and `noop` is present.
+/// One step as submitted: its action is whichever one of `http`, `agent`, `approval`, `signal`,
+/// `sleep` and `noop` is present.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
@@ -40,13 +41,14 @@ pub struct PlanSpec {
     extend(
         "oneOf" = [
             { "required": ["http"] },
+            { "required": ["agent"] },
             { "required": ["approval"] },
             { "required": ["signal"] },
             { "required": ["sleep"] },
             { "required": ["noop"] }
         ],
         "dependentSchemas" = {
-            "retry": { "required": ["http"] },
+            "retry": { "oneOf": [{ "required": ["http"] }, { "required": ["agent"] }] },
             "compensate": { "required": ["http"] }
         }
     )
@@ -57,6 +59,8 @@ pub struct StepSpec {
     pub name: String,
     /// An HTTP call.
     pub http: Option<HttpRequest<SubmittedMethod>>,
+    /// A call to a live agent with a capability.
+    pub agent: Option<AgentSpec>,
     /// Waits for a human decision; a timeout counts as a rejection.
     pub approval: Option<ApprovalSpec>,
     /// Waits for the signal named after the step; its output is `{"payload": <the signal>}`.
@@ -66,7 +70,7 @@ pub struct StepSpec {
     /// Any JSON but null: recorded as the step's output.
     #[schemars(extend("not" = { "type": "null" }))]
     pub noop: Option<Value>,
-    /// The HTTP call's retry policy.
+    /// The HTTP or agent call's retry policy.
     pub retry: Option<RetryPolicy>,
     /// Undoes the step if the mission later fails or is cancelled; may reference the step's
     /// own output.
@@ -123,7 +127,7 @@ pub struct PlanStep {
     pub name: String,
     /// What it does.
     pub action: Action,
-    /// Its retry policy (HTTP steps).
+    /// Its retry policy (HTTP and agent steps).
     pub retry: Option<RetryPolicy>,
     /// Its undo (HTTP steps).
     pub compensate: Option<Compensate>,
@@ -134,6 +138,8 @@ pub struct PlanStep {
 pub enum Action {
     /// Call a URL; 2xx succeeds.
     Http(HttpRequest),
+    /// Call a live agent with a capability.
+    Agent(AgentSpec),
     /// Wait for a human decision.
     Approval {
         /// What the approver is asked.
@@ -358,6 +364,7 @@ fn check_step(
 ) -> Option<PlanStep> {
     let actions = [
         step.http.is_some(),
+        step.agent.is_some(),
         step.approval.is_some(),
         step.signal.is_some(),
         step.sleep.is_some(),
@@ -366,7 +373,7 @@ fn check_step(
     if actions.iter().filter(|a| **a).count() != 1 {
         problems.push(InputProblem::new(
             at,
-            "a step needs exactly one action: `http`, `approval`, `signal`, `sleep` or `noop`",
+            "a step needs exactly one action: `http`, `agent`, `approval`, `signal`, `sleep` or `noop`",
         ));
         return None;
     }
@@ -413,10 +420,17 @@ fn check_step(
             ..checked(Action::Http(request?))
         });
     }
+    if let Some(agent) = &step.agent {
+        check_agent(agent, &format!("{at}/agent"), scopes.request, problems);
+        return Some(PlanStep {
+            retry: step.retry,
+            ..checked(Action::Agent(agent.clone()))
+        });
+    }
     if step.retry.is_some() {
         problems.push(InputProblem::new(
             format!("{at}/retry"),
-            "only an `http` step can have a retry policy",
+            "only an `http` or `agent` step can have a retry policy",
         ));
     }
     if let Some(approval) = &step.approval {
@@ -465,6 +479,30 @@ fn check_step(
         ));
     }
     Some(checked(Action::Sleep { ms: sleep.ms }))
+}
+
+fn check_agent(
+    agent: &AgentSpec,
+    at: &str,
+    in_scope: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<InputProblem>,
+) {
+    if !hypercode_agents::valid_capability(&agent.capability) {
+        problems.push(InputProblem::new(
+            format!("{at}/capability"),
+            "a capability is 1 to 64 letters, digits, `_`, `-` or `.`",
+        ));
+    }
+    if let Err(e) = template::check(&agent.command, in_scope) {
+        problems.push(InputProblem::new(format!("{at}/command"), e.to_string()));
+    }
+    template::check_value(&agent.input, in_scope, &format!("{at}/input"), problems);
+    if !(agent.timeout_s > 0.0 && agent.timeout_s <= MAX_AGENT_TIMEOUT_S) {
+        problems.push(InputProblem::new(
+            format!("{at}/timeout_s"),
+            format!("must be above 0 and at most {MAX_AGENT_TIMEOUT_S}"),
+        ));
+    }
 }
 
 fn check_retry(retry: &RetryPolicy, at: &str, problems: &mut Vec<InputProblem>) {
@@ -710,10 +748,14 @@ mod tests {
             .flatten()
             .filter_map(|one| one["required"][0].as_str())
             .collect();
-        assert_eq!(actions, ["http", "approval", "signal", "sleep", "noop"]);
+        assert_eq!(
+            actions,
+            ["http", "agent", "approval", "signal", "sleep", "noop"]
+        );
         for key in [
             "name",
             "http",
+            "agent",
             "approval",
             "signal",
             "sleep",
@@ -741,5 +783,34 @@ mod tests {
             json!({"steps": [{"name": "a", "http": {"url": "http://h/"}, "retry": {"max_attempts": 0}}]}),
         );
         assert_eq!(retry[0].pointer, "/steps/0/retry/max_attempts");
+    }
+
+    #[test]
+    fn checks_agent_steps() {
+        let plan = parse(&json!({"steps": [
+            {"name": "a", "noop": {"word": "hi"}},
+            {"name": "b", "agent": {"capability": "upper", "command": "{{steps.a.output.word}}"},
+             "retry": {"max_attempts": 5}}
+        ]}))
+        .expect("valid plan");
+        let Action::Agent(agent) = &plan.steps[1].action else {
+            panic!("an agent step: {:?}", plan.steps[1].action);
+        };
+        assert_eq!(agent.timeout_s, 60.0);
+        assert_eq!(plan.steps[1].retry.map(|r| r.max_attempts), Some(5));
+        let found = problems(json!({"steps": [
+            {"name": "a", "agent": {"capability": "no/pe", "command": "{{steps.z.output}}",
+             "input": {"x": "{{steps.z.output}}"}, "timeout_s": 0}}
+        ]}));
+        let pointers: Vec<&str> = found.iter().map(|p| p.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/steps/0/agent/capability",
+                "/steps/0/agent/command",
+                "/steps/0/agent/input/x",
+                "/steps/0/agent/timeout_s"
+            ]
+        );
     }
 }

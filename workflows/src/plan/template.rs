@@ -312,6 +312,12 @@ impl Scope {
         })
     }
 
+    /// Resolve every reference in `value`; a secret reference stays as its text (secrets are
+    /// not handed to agents).
+    pub fn resolve(&self, value: &Value) -> Result<Value, TemplateError> {
+        self.resolve_value(value, Secrets::Kept)
+    }
+
     fn resolve_value(&self, value: &Value, secrets: Secrets<'_>) -> Result<Value, TemplateError> {
         Ok(match value {
             Value::String(s) => self.resolve_str(s, secrets)?,
