@@ -13,9 +13,11 @@ use clap::{Parser, Subcommand};
 use config::Settings;
 use database::Use;
 use hypercode_api::rate_limit::RateLimiter;
-use hypercode_api::{keys, AppState};
+use hypercode_api::{keys, AppState, PaymentsState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
 use hypercode_healer::{Healer, Toolkit};
+use hypercode_payments::checkout::Checkout;
+use hypercode_payments::Payments;
 use hypercode_workers::{queue, reconciler, worker};
 use hypercode_workflows::egress::{EgressClient, EgressPolicy};
 use hypercode_workflows::Dependencies;
@@ -155,7 +157,7 @@ async fn main() -> Result<ExitCode> {
                 .await
                 .with_context(|| format!("resolving HYPERCODE_LISTEN={server_address}"))?;
             let pool = database::connect(&settings, Use::Worker).await?;
-            let (engine, queue, _) = engine(&settings, pool, server.collect()).await?;
+            let (engine, queue, _, _) = engine(&settings, pool, server.collect()).await?;
             let shutdown = shutdown_signal();
             let handle = metrics::install()?;
             if let Some(listen) = metrics::listen_address() {
@@ -244,7 +246,7 @@ async fn engine(
     settings: &Settings,
     pool: sqlx::PgPool,
     server: Vec<SocketAddr>,
-) -> Result<(Engine, queue::QueueConfig, Toolkit)> {
+) -> Result<(Engine, queue::QueueConfig, Toolkit, Payments)> {
     let queue = queue::QueueConfig {
         redis_url: settings.redis_url()?.to_owned(),
         queue: settings.queue.clone(),
@@ -266,12 +268,14 @@ async fn engine(
         max_payload_bytes: settings.max_payload_bytes,
     };
     let store = Arc::new(PgStore::new(pool.clone()));
+    let catalog = settings.catalog()?;
     // What workflows call outside the engine, built once; each takes what it needs.
     let deps = Dependencies {
         http,
         secrets: store.clone(),
-        healer: Toolkit::new(pool, &queue.redis_url, &queue.queue)
+        healer: Toolkit::new(pool.clone(), &queue.redis_url, &queue.queue)
             .context("HYPERCODE_REDIS_URL, for the log list")?,
+        payments: Payments::new(pool, catalog),
     };
     let engine = Engine::new(
         store,
@@ -279,7 +283,7 @@ async fn engine(
         Arc::new(wake),
         config,
     );
-    Ok((engine, queue, deps.healer))
+    Ok((engine, queue, deps.healer, deps.payments))
 }
 
 async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Result<()> {
@@ -290,8 +294,14 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     // One pool for the engine and the API's own tables (keys, sessions): HYPERCODE_DB_POOL is
     // what the process may open, which the startup check compares with the server's limit.
     let pool = database::connect(&settings, Use::Serve).await?;
-    let (engine, queue, toolkit) =
+    let (engine, queue, toolkit, payments) =
         engine(&settings, pool.clone(), vec![listener.local_addr()?]).await?;
+    let checkout = settings
+        .stripe_secret_key
+        .as_deref()
+        .map(|key| Checkout::new(key, settings.stripe_api_url.as_deref()))
+        .transpose()
+        .context("STRIPE_SECRET_KEY / HYPERCODE_STRIPE_API_URL")?;
     let healer = config::healer()?;
     let shutdown = shutdown_signal();
     let reconcile = reconciler::ReconcilerConfig {
@@ -331,7 +341,13 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     }
     let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
-    let state = AppState::new(engine, pool, limiter, shutdown.clone()).with_logs(toolkit.logs);
+    let state = AppState::new(engine, pool, limiter, shutdown.clone())
+        .with_logs(toolkit.logs)
+        .with_payments(PaymentsState {
+            payments,
+            checkout,
+            webhook_secret: settings.stripe_webhook_secret.clone(),
+        });
     // `/metrics` on its own listener when HYPERCODE_METRICS_LISTEN is set, else on the API's.
     let handle = metrics::install()?;
     let state = match metrics::listen_address() {

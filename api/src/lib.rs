@@ -25,6 +25,8 @@
 //!   (`/api/v1/logs`), with their views in `incident_views`.
 //! - [`metrics`]: `/metrics` (Prometheus text, no key) and the request timing middleware.
 //! - `workers`: `/api/v1/workers`, the worker processes from their heartbeats.
+//! - `payments`: the token economy: accounts and their ledger (`/api/v1/accounts`), Stripe
+//!   Checkout and the signed Stripe webhook (`/api/stripe`), and the shop (`/api/v1/shop`).
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //! - [`mcp`]: the MCP gateway, `/mcp` (streamable HTTP) and the stdio server of `hypercode mcp`,
 //!   whose tools call the REST handlers.
@@ -49,11 +51,14 @@ pub mod metrics;
 mod missions;
 mod openapi;
 mod operations;
+mod payments;
 pub mod rate_limit;
 mod schedules;
 mod secrets;
 mod views;
 mod workers;
+
+pub use crate::payments::PaymentsState;
 
 use crate::error::{ApiError, PROBLEM_JSON};
 use axum::extract::{DefaultBodyLimit, Request};
@@ -96,6 +101,8 @@ pub struct AppState {
     pub logs: Option<hypercode_healer::LogSink>,
     /// The exporter's handle: `/metrics` is served on the API's port when it is set.
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The catalogue, the ledger, the Stripe client and the webhook secret.
+    payments: std::sync::Arc<PaymentsState>,
 }
 
 impl AppState {
@@ -108,13 +115,29 @@ impl AppState {
     ) -> Self {
         Self {
             engine,
-            pool,
             limiter,
             shutdown,
             events: events::Hub::default(),
             logs: None,
             metrics: None,
+            // An empty catalogue and no Stripe until `with_payments` says otherwise: accounts
+            // work, checkout and the webhook answer 503.
+            payments: std::sync::Arc::new(PaymentsState {
+                payments: hypercode_payments::Payments::new(
+                    pool.clone(),
+                    hypercode_payments::Catalog::default(),
+                ),
+                checkout: None,
+                webhook_secret: None,
+            }),
+            pool,
         }
+    }
+
+    /// The same state selling what `payments` says, through its Stripe client.
+    pub fn with_payments(mut self, payments: PaymentsState) -> Self {
+        self.payments = std::sync::Arc::new(payments);
+        self
     }
 
     /// The same state, reading and writing the log list through `logs`.
@@ -142,6 +165,7 @@ pub fn app(state: AppState) -> Router {
         .merge(schedules::routes())
         .merge(mcp::routes(&state))
         .merge(workers::routes())
+        .merge(payments::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.
@@ -151,6 +175,8 @@ pub fn app(state: AppState) -> Router {
         ))
         // The dashboard authenticates with its session cookie (or sends people to sign in).
         .merge(dashboard::routes())
+        // Stripe's webhook authenticates by its signature, outside the per-key rate limit.
+        .merge(payments::webhook_routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))

@@ -3,7 +3,7 @@
 //!
 //! Workflows here never touch SQL or Redis: they only call the engine's [`Context`] and the
 //! clients handed to them in [`Dependencies`] (the egress-checked HTTP client, the engine's
-//! [`SecretStore`] contract).
+//! [`SecretStore`] contract, the payments ledger).
 //!
 //! [`SecretStore`]: hypercode_engine::store::SecretStore
 //!
@@ -11,6 +11,8 @@
 
 pub mod egress;
 pub mod heal;
+pub mod payments;
+pub mod payments_shop;
 pub mod plan;
 
 use egress::EgressClient;
@@ -29,6 +31,9 @@ pub struct Dependencies {
     pub secrets: Arc<dyn SecretStore>,
     /// Docker, the incident store and the alert log, for the `heal` workflow.
     pub healer: hypercode_healer::Toolkit,
+    /// The catalogue, the token ledger and the stored Stripe events, for the `stripe_event`
+    /// and `shop_purchase` workflows.
+    pub payments: hypercode_payments::Payments,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -44,4 +49,6 @@ pub fn registry(deps: &Dependencies) -> Registry {
     Registry::new()
         .register(plan::PlanWorkflow::new(deps))
         .register(heal::HealWorkflow::new(deps))
+        .register(payments::StripeEventWorkflow::new(deps))
+        .register(payments_shop::ShopPurchaseWorkflow::new(deps))
 }

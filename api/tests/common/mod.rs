@@ -70,6 +70,10 @@ pub async fn state(pool: PgPool, queue: &str) -> AppState {
             secrets: store,
             healer: hypercode_healer::Toolkit::new(pool.clone(), &queue.redis_url, &queue.queue)
                 .expect("a valid Redis URL"),
+            payments: hypercode_payments::Payments::new(
+                pool.clone(),
+                hypercode_payments::Catalog::default(),
+            ),
         })
         .register(EngineOnly),
         Arc::new(wake),

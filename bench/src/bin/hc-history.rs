@@ -99,6 +99,10 @@ async fn main() -> Result<()> {
             secrets: store.clone(),
             // Never used: the bench runs plans only.
             healer: hypercode_healer::Toolkit::new(pool.clone(), "redis://127.0.0.1/", "bench")?,
+            payments: hypercode_payments::Payments::new(
+                pool.clone(),
+                hypercode_payments::Catalog::default(),
+            ),
         }),
         Arc::new(NoWake),
         EngineConfig::default(),
