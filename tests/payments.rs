@@ -875,3 +875,68 @@ async fn without_stripe_settings_payments_answer_503_and_conflicting_secrets_sto
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_finds_an_account_and_shows_its_ledger() {
+    let fake = FakeStripe::start().await;
+    let h = deployment(&fake).await;
+    apply(
+        &h,
+        &pack_completed("evt_d_1", "cs_d_1", "ivy@example.com", "pi_d_1"),
+    )
+    .await;
+    post_tokens(
+        &h,
+        &h.key,
+        "ivy@example.com",
+        json!({ "amount": -120, "reason": "a <b>bold</b> lesson", "idempotency_key": "ivy-1" }),
+    )
+    .await;
+    let viewer = h.create_key("accounts-viewer", "viewer").await;
+    let mut browser = h.browser();
+    let login = browser.get("/").await;
+    let signed = browser
+        .post(
+            "/login",
+            &[
+                ("key", &viewer),
+                ("csrf", &login.csrf()),
+                ("next", "/accounts"),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, 303, "{signed:?}");
+    let search = browser.get("/accounts?q=IVY@").await;
+    assert_eq!(search.status, 200);
+    assert!(
+        search.body.contains("href=\"/accounts/ivy@example.com\""),
+        "{}",
+        search.body
+    );
+    let none = browser.get("/accounts?q=nobody").await;
+    assert!(none.body.contains("No account matches"), "{}", none.body);
+    let page = browser.get("/accounts/ivy@example.com").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("id=\"balance\" class=\"big\">380<"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("data-kind=\"purchase\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("data-kind=\"spend\""), "{}", page.body);
+    assert!(page.body.contains("cs_d_1"), "{}", page.body);
+    assert!(
+        page.body.contains("a &#60;b&#62;bold&#60;/b&#62; lesson")
+            || page.body.contains("a &lt;b&gt;bold&lt;/b&gt; lesson"),
+        "reasons are escaped: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("href=\"/accounts\""),
+        "the nav links the page"
+    );
+}

@@ -11,6 +11,8 @@ pub(crate) mod accounts;
 pub(crate) mod shop;
 pub(crate) mod stripe;
 
+pub(crate) use accounts::{account_page, PageParams};
+
 use crate::AppState;
 use axum::Router;
 use hypercode_payments::checkout::Checkout;
