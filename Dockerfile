@@ -26,8 +26,10 @@ FROM debian:bookworm-slim AS runtime
 COPY docker/runtime/setup.sh /tmp/setup.sh
 RUN sh /tmp/setup.sh && rm /tmp/setup.sh
 COPY --from=builder /usr/local/bin/hypercode /usr/local/bin/hypercode
+# The shipped catalogue; mount another and point HYPERCODE_CATALOG at it to sell other things.
+COPY catalog.toml /etc/hypercode/catalog.toml
 USER 10001:10001
-ENV HYPERCODE_LISTEN=0.0.0.0:8000
+ENV HYPERCODE_LISTEN=0.0.0.0:8000 HYPERCODE_CATALOG=/etc/hypercode/catalog.toml
 EXPOSE 8000
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s CMD ["hypercode", "healthcheck"]

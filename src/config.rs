@@ -3,9 +3,13 @@
 
 use anyhow::{bail, Context as _, Result};
 use hypercode_api::rate_limit::{RateLimits, DEFAULT_AUTH_FAIL_RATE, DEFAULT_RATE};
+use hypercode_payments::Catalog;
 use hypercode_workflows::agent_command::CommandRouting;
 use hypercode_workflows::egress::{self, Rule};
 use std::time::Duration;
+
+/// The catalogue read when `HYPERCODE_CATALOG` is not set, relative to the working directory.
+const DEFAULT_CATALOG: &str = "catalog.toml";
 
 /// Read a secret from `NAME` or from the file named by `NAME_FILE`.
 pub fn secret(name: &str) -> Result<Option<String>> {
@@ -121,6 +125,14 @@ pub struct Settings {
     /// `deploy=devops,echo=echo,upper=upper`) and `HYPERCODE_AGENT_APPROVAL_PATTERNS`
     /// (default `deploy,delete,drop,payment`): how `agent_command` routes a command.
     pub agent_routing: hypercode_workflows::agent_command::CommandRouting,
+    /// `STRIPE_SECRET_KEY` (or `_FILE`): without it checkout answers 503.
+    pub stripe_secret_key: Option<String>,
+    /// `STRIPE_WEBHOOK_SECRET` (or `_FILE`): without it the webhook answers 503.
+    pub stripe_webhook_secret: Option<String>,
+    /// `HYPERCODE_STRIPE_API_URL`: Stripe's API base instead of `https://api.stripe.com`.
+    pub stripe_api_url: Option<String>,
+    /// `HYPERCODE_CATALOG`: the catalogue file (`None`: `catalog.toml`, if it exists).
+    pub catalog: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -158,7 +170,32 @@ impl Settings {
                 ttl: Duration::from_secs(number("HYPERCODE_AGENT_HEARTBEAT_TTL_S", 30)?.max(1)),
             },
             agent_routing: agent_routing()?,
+            stripe_secret_key: secret("STRIPE_SECRET_KEY")?.filter(|k| !k.is_empty()),
+            stripe_webhook_secret: secret("STRIPE_WEBHOOK_SECRET")?.filter(|k| !k.is_empty()),
+            stripe_api_url: std::env::var("HYPERCODE_STRIPE_API_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+            catalog: std::env::var_os("HYPERCODE_CATALOG")
+                .filter(|p| !p.is_empty())
+                .map(Into::into),
         })
+    }
+
+    /// The catalogue: `HYPERCODE_CATALOG` (which must exist and be valid), else `catalog.toml`
+    /// in the working directory when it exists, else an empty one (nothing for sale).
+    pub fn catalog(&self) -> Result<Catalog> {
+        let default = std::path::Path::new(DEFAULT_CATALOG);
+        let path = match &self.catalog {
+            Some(path) => path.as_path(),
+            None if default.exists() => default,
+            None => {
+                tracing::warn!(
+                    "no HYPERCODE_CATALOG and no {DEFAULT_CATALOG} here: nothing is for sale"
+                );
+                return Ok(Catalog::default());
+            }
+        };
+        Ok(Catalog::load(path)?)
     }
 
     /// The Redis URL, required by processes that use the queue.

@@ -17,9 +17,11 @@ use config::Settings;
 use database::Use;
 use hypercode_agents::AgentRegistry;
 use hypercode_api::rate_limit::RateLimiter;
-use hypercode_api::{keys, AppState};
+use hypercode_api::{keys, AppState, PaymentsState};
 use hypercode_engine::{postgres::PgStore, Engine, EngineConfig};
 use hypercode_healer::{Healer, Toolkit};
+use hypercode_payments::checkout::Checkout;
+use hypercode_payments::Payments;
 use hypercode_workers::{queue, reconciler, worker};
 use hypercode_workflows::egress::{EgressClient, EgressPolicy};
 use hypercode_workflows::Dependencies;
@@ -175,7 +177,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await
                 .with_context(|| format!("resolving HYPERCODE_LISTEN={server_address}"))?;
             let pool = database::connect(&settings, Use::Worker).await?;
-            let (engine, queue, _, _) = engine(&settings, pool, server.collect()).await?;
+            let Runtime { engine, queue, .. } = engine(&settings, pool, server.collect()).await?;
             let shutdown = shutdown_signal();
             let handle = metrics::install()?;
             if let Some(listen) = metrics::listen_address() {
@@ -243,13 +245,23 @@ async fn manage_keys(settings: &Settings, command: KeysCommand) -> Result<()> {
     Ok(())
 }
 
+/// What `engine` builds: the engine and the clients the API and the healer share with its
+/// workflows.
+struct Runtime {
+    engine: Engine,
+    queue: queue::QueueConfig,
+    toolkit: Toolkit,
+    agents: AgentRegistry,
+    payments: Payments,
+}
+
 /// The engine on `pool`, whose plans may not call the API server at `server` (its listen
 /// addresses).
 async fn engine(
     settings: &Settings,
     pool: sqlx::PgPool,
     server: Vec<SocketAddr>,
-) -> Result<(Engine, queue::QueueConfig, Toolkit, AgentRegistry)> {
+) -> Result<Runtime> {
     let queue = queue::QueueConfig {
         redis_url: settings.redis_url()?.to_owned(),
         queue: settings.queue.clone(),
@@ -273,14 +285,16 @@ async fn engine(
     let store = Arc::new(PgStore::new(pool.clone()));
     let agents = AgentRegistry::new(pool.clone(), &queue.redis_url, settings.agents.clone())
         .context("HYPERCODE_REDIS_URL, for the agent heartbeats")?;
+    let catalog = settings.catalog()?;
     // What workflows call outside the engine, built once; each takes what it needs.
     let deps = Dependencies {
         http,
         secrets: store.clone(),
-        healer: Toolkit::new(pool, &queue.redis_url, &queue.queue)
+        healer: Toolkit::new(pool.clone(), &queue.redis_url, &queue.queue)
             .context("HYPERCODE_REDIS_URL, for the log list")?,
         agents: Arc::new(agents.clone()),
         agent_routing: settings.agent_routing.clone(),
+        payments: Payments::new(pool, catalog),
     };
     let engine = Engine::new(
         store,
@@ -288,7 +302,13 @@ async fn engine(
         Arc::new(wake),
         config,
     );
-    Ok((engine, queue, deps.healer, agents))
+    Ok(Runtime {
+        engine,
+        queue,
+        toolkit: deps.healer,
+        agents,
+        payments: deps.payments,
+    })
 }
 
 async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Result<()> {
@@ -299,8 +319,19 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     // One pool for the engine and the API's own tables (keys, sessions): HYPERCODE_DB_POOL is
     // what the process may open, which the startup check compares with the server's limit.
     let pool = database::connect(&settings, Use::Serve).await?;
-    let (engine, queue, toolkit, agents) =
-        engine(&settings, pool.clone(), vec![listener.local_addr()?]).await?;
+    let Runtime {
+        engine,
+        queue,
+        toolkit,
+        agents,
+        payments,
+    } = engine(&settings, pool.clone(), vec![listener.local_addr()?]).await?;
+    let checkout = settings
+        .stripe_secret_key
+        .as_deref()
+        .map(|key| Checkout::new(key, settings.stripe_api_url.as_deref()))
+        .transpose()
+        .context("STRIPE_SECRET_KEY / HYPERCODE_STRIPE_API_URL")?;
     let healer = config::healer()?;
     let shutdown = shutdown_signal();
     let reconcile = reconciler::ReconcilerConfig {
@@ -342,7 +373,12 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
     let state = AppState::new(engine, pool, limiter, shutdown.clone())
         .with_logs(toolkit.logs)
-        .with_agents(agents);
+        .with_agents(agents)
+        .with_payments(PaymentsState {
+            payments,
+            checkout,
+            webhook_secret: settings.stripe_webhook_secret.clone(),
+        });
     // `/metrics` on its own listener when HYPERCODE_METRICS_LISTEN is set, else on the API's.
     let handle = metrics::install()?;
     let state = match metrics::listen_address() {

@@ -21,6 +21,10 @@
 //! --agent NAME`) may send that agent's heartbeats and signals to missions, and read (`GET` a
 //! mission and its history) the missions its agent answered a step of; nothing else.
 //!
+//! The token economy: account reads follow the read column; awarding and spending tokens
+//! directly is for admins and agents ([`Treasurer`]); checkout for operators and admins; shop
+//! purchases for operators, admins and agents; the shop's item list for any key.
+//!
 //! A client address that keeps presenting wrong keys is refused with 429 before its keys are
 //! looked up, until its failed-authentication bucket refills (see [`crate::rate_limit`]); the
 //! dashboard's sign-in form counts the same way.
@@ -73,6 +77,15 @@ pub struct MissionReader(pub Option<String>);
 #[derive(Debug, Clone)]
 pub struct Heartbeater(pub Principal);
 
+/// A caller allowed to award and spend tokens directly: admins and agents (an agent charges
+/// for the work it does).
+#[derive(Debug, Clone)]
+pub struct Treasurer(pub Principal);
+
+/// Proof of a live key, whatever its role: for what every caller may see (the shop's items).
+#[derive(Debug, Clone, Copy)]
+pub struct AnyRole;
+
 /// What a route does, for the role check: the one place that says which role may do what,
 /// for API keys and the dashboard's sessions alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,12 +96,16 @@ pub(crate) enum Access {
     Operate,
     /// Manage secrets.
     Administer,
-    /// Send signals to missions.
+    /// Send signals to missions; buy shop items.
     Signal,
     /// Report an agent's heartbeat.
     Heartbeat,
     /// Read one mission: readers any, agent keys their own.
     ReadOwn,
+    /// Award and spend tokens directly.
+    Tokens,
+    /// See what any key may see.
+    Any,
 }
 
 impl Access {
@@ -101,6 +118,8 @@ impl Access {
             Self::Signal => matches!(role, Role::Admin | Role::Operator | Role::Agent),
             Self::Heartbeat => matches!(role, Role::Admin | Role::Agent),
             Self::ReadOwn => true,
+            Self::Tokens => matches!(role, Role::Admin | Role::Agent),
+            Self::Any => true,
         }
     }
 
@@ -113,6 +132,8 @@ impl Access {
             Self::Signal => "operator, admin or agent",
             Self::Heartbeat => "agent or admin",
             Self::ReadOwn => "viewer, operator, admin or agent",
+            Self::Tokens => "admin or agent",
+            Self::Any => "admin, operator, agent or viewer",
         }
     }
 }
@@ -174,6 +195,22 @@ impl FromRequestParts<AppState> for Heartbeater {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authorize(parts, state, Access::Heartbeat).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for Treasurer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Access::Tokens).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for AnyRole {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Access::Any).await.map(|_| Self)
     }
 }
 
@@ -449,7 +486,13 @@ mod tests {
         assert!(!Access::Read.allows(Role::Agent));
         for role in Role::ALL {
             // A 403 names the roles that would have been allowed.
-            for access in [Access::Read, Access::Operate, Access::Administer] {
+            for access in [
+                Access::Read,
+                Access::Operate,
+                Access::Administer,
+                Access::Tokens,
+                Access::Any,
+            ] {
                 assert_eq!(
                     access.allows(role),
                     access.required().contains(role.as_str()),

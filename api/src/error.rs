@@ -86,6 +86,19 @@ pub enum ApiError {
     /// reused idempotency key).
     #[error("{0}")]
     Conflict(String),
+    /// A debit larger than the account's balance; nothing was written.
+    #[error("{0}")]
+    InsufficientTokens(String),
+    /// A webhook delivery whose `Stripe-Signature` is missing, malformed, wrong or stale, or
+    /// whose verified body is not a Stripe event; nothing was stored.
+    #[error("{0}")]
+    InvalidSignature(String),
+    /// Payments (Stripe) are not configured on this server.
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    /// Stripe refused a request or could not be reached; the detail is Stripe's message.
+    #[error("{0}")]
+    Stripe(String),
     /// The key's rate limit is exhausted; `retry_after_s` (at least 1) is the `Retry-After`.
     #[error(
         "this API key may make {limit} requests per second (bursts of {burst}); retry in {retry_after_s} s"
@@ -217,6 +230,22 @@ impl ApiError {
                 "Payload too large",
             ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::InsufficientTokens(_) => (
+                StatusCode::CONFLICT,
+                "insufficient-tokens",
+                "Insufficient tokens",
+            ),
+            Self::InvalidSignature(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-signature",
+                "Invalid webhook signature",
+            ),
+            Self::NotConfigured(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-configured",
+                "Not configured",
+            ),
+            Self::Stripe(_) => (StatusCode::BAD_GATEWAY, "stripe-error", "Stripe error"),
             Self::TooManyRequests { .. } | Self::TooManyFailedAttempts { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
@@ -393,6 +422,28 @@ impl From<hypercode_agents::AgentError> for ApiError {
             hypercode_agents::AgentError::Redis(e) => Self::Unavailable(DatabaseError::from(
                 sqlx::Error::Io(std::io::Error::other(e)),
             )),
+        }
+    }
+}
+
+impl From<hypercode_payments::LedgerError> for ApiError {
+    fn from(error: hypercode_payments::LedgerError) -> Self {
+        use hypercode_payments::LedgerError;
+        match error {
+            e @ LedgerError::Insufficient { .. } => Self::InsufficientTokens(e.to_string()),
+            e @ LedgerError::KeyReused(_) => Self::Conflict(e.to_string()),
+            LedgerError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<hypercode_payments::EventError> for ApiError {
+    fn from(error: hypercode_payments::EventError) -> Self {
+        use hypercode_payments::EventError;
+        match error {
+            e @ EventError::NotAnEvent(_) => Self::InvalidSignature(e.to_string()),
+            e @ EventError::Unknown(_) => Self::NotFound(e.to_string()),
+            EventError::Database(e) => e.into(),
         }
     }
 }

@@ -30,6 +30,8 @@
 //!   trace context (`traceparent`).
 //! - `uplink`: `/ws/uplink`, the CognitiveUplink WebSocket: commands to the agents as
 //!   `agent_command` missions, followed to their answers.
+//! - `payments`: the token economy: accounts and their ledger (`/api/v1/accounts`), Stripe
+//!   Checkout and the signed Stripe webhook (`/api/stripe`), and the shop (`/api/v1/shop`).
 //! - `health`: `/healthz` (the process is up) and `/readyz` (PostgreSQL and Redis answer).
 //! - [`mcp`]: the MCP gateway, `/mcp` (streamable HTTP) and the stdio server of `hypercode mcp`,
 //!   whose tools call the REST handlers.
@@ -55,6 +57,7 @@ pub mod metrics;
 mod missions;
 mod openapi;
 mod operations;
+mod payments;
 pub mod rate_limit;
 mod schedules;
 mod secrets;
@@ -62,6 +65,8 @@ mod trace;
 mod uplink;
 mod views;
 mod workers;
+
+pub use crate::payments::PaymentsState;
 
 use crate::error::{ApiError, PROBLEM_JSON};
 use axum::extract::{DefaultBodyLimit, Request};
@@ -105,6 +110,8 @@ pub struct AppState {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The agent registry (`/api/v1/agents`); none: those routes answer 404.
     pub agents: Option<hypercode_agents::AgentRegistry>,
+    /// The catalogue, the ledger, the Stripe client and the webhook secret.
+    payments: std::sync::Arc<PaymentsState>,
 }
 
 impl AppState {
@@ -117,19 +124,35 @@ impl AppState {
     ) -> Self {
         Self {
             engine,
-            pool,
             limiter,
             shutdown,
             events: events::Hub::default(),
             logs: None,
             metrics: None,
             agents: None,
+            // An empty catalogue and no Stripe until `with_payments` says otherwise: accounts
+            // work, checkout and the webhook answer 503.
+            payments: std::sync::Arc::new(PaymentsState {
+                payments: hypercode_payments::Payments::new(
+                    pool.clone(),
+                    hypercode_payments::Catalog::default(),
+                ),
+                checkout: None,
+                webhook_secret: None,
+            }),
+            pool,
         }
     }
 
     /// The same state with the agent registry.
     pub fn with_agents(mut self, agents: hypercode_agents::AgentRegistry) -> Self {
         self.agents = Some(agents);
+        self
+    }
+
+    /// The same state selling what `payments` says, through its Stripe client.
+    pub fn with_payments(mut self, payments: PaymentsState) -> Self {
+        self.payments = std::sync::Arc::new(payments);
         self
     }
 
@@ -159,6 +182,7 @@ pub fn app(state: AppState) -> Router {
         .merge(schedules::routes())
         .merge(mcp::routes(&state))
         .merge(workers::routes())
+        .merge(payments::routes())
         // Authentication and the per-key rate limit, once per request, for the routes added
         // above only: /healthz and /openapi.json (below) stay open, and unknown routes and
         // wrong methods keep their 404 and 405.
@@ -170,6 +194,8 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard::routes())
         // The uplink authenticates its handshake itself: a session cookie needs an Origin.
         .merge(uplink::routes())
+        // Stripe's webhook authenticates by its signature, outside the per-key rate limit.
+        .merge(payments::webhook_routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))

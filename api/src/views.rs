@@ -11,6 +11,7 @@ use hypercode_engine::store::{
     MissionRecord, ScheduleRecord, ScheduledMission, SecretInfo, StepRecord, WaitingApproval,
 };
 use hypercode_engine::{redact, Event, EventType, MissionId, MissionStatus, StepKind, StepStatus};
+use hypercode_payments::{Entitlement, Entry, EntryKind, Subscription};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -457,6 +458,174 @@ pub struct HistoryPage {
     pub next_after: Option<i64>,
 }
 
+/// One row of an account's token ledger.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LedgerEntryView {
+    /// Its position in the ledger (increasing).
+    pub id: i64,
+    /// Positive: tokens credited; negative: tokens debited.
+    pub amount: i64,
+    /// `award`, `spend`, `purchase`, `refund`, `reversal` or `shop`.
+    #[schema(value_type = String)]
+    pub kind: EntryKind,
+    /// Why, in words.
+    pub reason: String,
+    /// What it refers to: a Checkout Session for a purchase or its reversal, the mission of a
+    /// shop purchase or its refund.
+    pub reference: Option<String>,
+    /// The key that makes writing it idempotent.
+    pub idempotency_key: String,
+    /// The balance right after it.
+    pub balance_after: i64,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+}
+
+impl From<Entry> for LedgerEntryView {
+    fn from(e: Entry) -> Self {
+        Self {
+            id: e.id,
+            amount: e.amount.get(),
+            kind: e.kind,
+            reason: e.reason,
+            reference: e.reference,
+            idempotency_key: e.idempotency_key,
+            balance_after: e.balance_after.get(),
+            at: e.at,
+        }
+    }
+}
+
+/// A subscription, as Stripe's webhooks left it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    /// Stripe's id (`sub_...`).
+    pub id: String,
+    /// The catalogue plan, once its checkout completed.
+    pub plan: Option<String>,
+    /// The course it enrols in.
+    pub course: Option<String>,
+    /// In Stripe's words: `active`, `past_due`, `canceled`, ...
+    pub status: String,
+    /// When it last changed here.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Subscription> for SubscriptionView {
+    fn from(s: Subscription) -> Self {
+        Self {
+            id: s.id,
+            plan: s.plan,
+            course: s.course,
+            status: s.status,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// Something an account holds: a course (while its subscription is `active`, `trialing` or
+/// `past_due`) or a shop item.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EntitlementView {
+    /// `course` or `shop`.
+    pub kind: String,
+    /// The course, or the shop item's id.
+    pub item: String,
+    /// The subscription, or the shop purchase's idempotency key.
+    pub source: String,
+    /// When it was granted.
+    pub granted_at: DateTime<Utc>,
+}
+
+impl From<Entitlement> for EntitlementView {
+    fn from(e: Entitlement) -> Self {
+        Self {
+            kind: e.kind,
+            item: e.item,
+            source: e.source,
+            granted_at: e.granted_at,
+        }
+    }
+}
+
+/// An account: its balance, a page of its ledger, its subscriptions and what it holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AccountView {
+    /// The account's id.
+    pub account: String,
+    /// Tokens held; never negative, always the sum of the ledger.
+    pub balance: i64,
+    /// Tokens a refund took back after they had been spent.
+    pub arrears: i64,
+    /// Newest first.
+    pub entries: Vec<LedgerEntryView>,
+    /// Pass as `cursor` for the next page of entries; `null` on the last one.
+    pub next_cursor: Option<String>,
+    /// Newest change first.
+    pub subscriptions: Vec<SubscriptionView>,
+    /// Newest first.
+    pub entitlements: Vec<EntitlementView>,
+}
+
+/// What `POST /api/v1/accounts/{account}/tokens` wrote (or, for a repeated idempotency key,
+/// had written the first time).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokensPosted {
+    /// The account.
+    pub account: String,
+    /// The balance right after the entry.
+    pub balance: i64,
+    /// The entry.
+    pub entry: LedgerEntryView,
+}
+
+/// A created Checkout Session.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckoutSessionView {
+    /// Stripe's id (`cs_...`).
+    pub id: String,
+    /// Where to send the buyer.
+    pub url: Option<String>,
+}
+
+/// What the webhook answers to a verified event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WebhookReceived {
+    /// The event's id.
+    pub id: String,
+    /// Whether this delivery stored it (false: it had been delivered before).
+    pub new: bool,
+    /// The `stripe_event` mission that applies it.
+    #[schema(value_type = uuid::Uuid)]
+    pub mission: MissionId,
+}
+
+/// An item of the shop.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShopItemView {
+    /// What purchases name it by.
+    pub id: String,
+    /// What the buyer sees.
+    pub name: String,
+    /// Its price in tokens.
+    pub cost: i64,
+}
+
+/// The shop.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShopList {
+    /// In catalogue order.
+    pub items: Vec<ShopItemView>,
+}
+
+/// A started (or, for a repeated idempotency key, the earlier) purchase.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PurchaseStarted {
+    /// The `shop_purchase` mission.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: MissionId,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,5 +781,41 @@ mod tests {
             event.data["error"]["details"]["body"]["headers"]["Cookie"],
             "[redacted]"
         );
+    }
+
+    #[test]
+    fn ledger_entries_have_the_contract_fields() {
+        let entry = Entry {
+            id: 7,
+            account: "ada".into(),
+            amount: hypercode_payments::Tokens(-30),
+            kind: EntryKind::Spend,
+            reason: "r".into(),
+            reference: None,
+            idempotency_key: "k".into(),
+            balance_after: hypercode_payments::Tokens(70),
+            at: Utc::now(),
+        };
+        let json = serde_json::to_value(LedgerEntryView::from(entry)).unwrap_or_default();
+        let mut keys: Vec<_> = json
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "amount",
+                "at",
+                "balance_after",
+                "id",
+                "idempotency_key",
+                "kind",
+                "reason",
+                "reference"
+            ]
+        );
+        assert_eq!(json["kind"], "spend");
+        assert_eq!(json["amount"], -30);
     }
 }

@@ -330,6 +330,15 @@ pub enum WorkflowError {
     /// The workflow gave up by itself (invalid input, a business rule).
     #[error("{0}")]
     Failed(String),
+    /// The workflow refused to go on for a reason callers act on by its stable `code`
+    /// (`insufficient_tokens`), which the mission's error carries.
+    #[error("{message}")]
+    Refused {
+        /// Stable, machine-readable (snake_case).
+        code: String,
+        /// What happened, in words.
+        message: String,
+    },
     /// [HC001] The code asked for a different step than the journal recorded at this position.
     #[error("[HC001] nondeterministic replay at journal position {position}: {detail}")]
     Nondeterminism {
@@ -350,6 +359,23 @@ impl WorkflowError {
     /// Fail the mission with a message of the workflow's own.
     pub fn failed(message: impl Into<String>) -> Self {
         Self::Failed(message.into())
+    }
+
+    /// Fail the mission with a stable `code` (see [`WorkflowError::Refused`]).
+    pub fn refused(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Refused {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable code the mission's error carries, if this failure has one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Refused { code, .. } => Some(code),
+            Self::Nondeterminism { .. } => Some("HC001"),
+            _ => None,
+        }
     }
 }
 

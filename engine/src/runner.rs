@@ -192,12 +192,14 @@ impl Engine {
             }
             Err(WorkflowError::Store(e)) => return Err(WorkflowError::Store(e)),
             Err(failure) => {
+                let code = failure.code().map(str::to_owned);
                 let cause = FailureCause::from(&failure);
                 let summary = match ctx.compensate().await {
                     Ok(summary) => summary,
                     Err(interrupt) => return Box::pin(self.settle(ctx, Err(interrupt))).await,
                 };
                 failed(MissionError {
+                    code,
                     cause: Some(cause),
                     compensation: Some(summary),
                     ..MissionError::new(failure.to_string())

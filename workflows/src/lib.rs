@@ -3,7 +3,7 @@
 //!
 //! Workflows here never touch SQL or Redis: they only call the engine's [`Context`] and the
 //! clients handed to them in [`Dependencies`] (the egress-checked HTTP client, the engine's
-//! [`SecretStore`] contract, the agent directory).
+//! [`SecretStore`] contract, the agent directory, the payments ledger).
 //!
 //! [`SecretStore`]: hypercode_engine::store::SecretStore
 //!
@@ -12,6 +12,8 @@
 pub mod agent_command;
 pub mod egress;
 pub mod heal;
+pub mod payments;
+pub mod payments_shop;
 pub mod plan;
 
 use egress::EgressClient;
@@ -35,6 +37,9 @@ pub struct Dependencies {
     pub agents: Arc<dyn AgentDirectory>,
     /// How `agent_command` routes a command without a capability, and which need approval.
     pub agent_routing: agent_command::CommandRouting,
+    /// The catalogue, the token ledger and the stored Stripe events, for the `stripe_event`
+    /// and `shop_purchase` workflows.
+    pub payments: hypercode_payments::Payments,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -51,4 +56,6 @@ pub fn registry(deps: &Dependencies) -> Registry {
         .register(plan::PlanWorkflow::new(deps))
         .register(heal::HealWorkflow::new(deps))
         .register(agent_command::AgentCommandWorkflow::new(deps))
+        .register(payments::StripeEventWorkflow::new(deps))
+        .register(payments_shop::ShopPurchaseWorkflow::new(deps))
 }

@@ -14,13 +14,15 @@
 //! Modules: `session` (sign-in, cookie, CSRF), `missions` (the list), `mission` (one mission,
 //! its timeline and its actions), `timeline` (the Gantt layout, computed from the history),
 //! `approvals` (the inbox), `workers` (workers and queues), `schedules` (cron schedules: pause,
-//! resume, trigger), `incidents` (the healer's incidents and the live log), `submit` (the plan
-//! editor), `command` (the command panel on the CognitiveUplink),
+//! resume, trigger), `incidents` (the healer's incidents and the live log), `accounts` (token
+//! balances, ledgers and subscriptions, found with a search box), `submit` (the plan editor),
+//! `command` (the command panel on the CognitiveUplink),
 //! `format` (times, durations, JSON for people), `assets` (the stylesheet and the script).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles from this
 //! origin only, no inline code), `no-store` caching, and frame and sniffing protections.
 
+mod accounts;
 mod approvals;
 mod assets;
 mod command;
@@ -64,6 +66,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/incidents/{id}/resolve", post(incidents::resolve))
         .route("/schedules", get(schedules::page))
         .route("/schedules/{name}/{action}", post(schedules::act))
+        .route("/accounts", get(accounts::search))
+        .route("/accounts/{account}", get(accounts::show))
         .route("/submit", get(submit::page).post(submit::submit))
         .route("/command", get(command::page))
         .route("/submit/check", post(submit::check))

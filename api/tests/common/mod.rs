@@ -82,6 +82,10 @@ pub async fn state(pool: PgPool, queue: &str) -> AppState {
                 .expect("a valid Redis URL"),
             ),
             agent_routing: Default::default(),
+            payments: hypercode_payments::Payments::new(
+                pool.clone(),
+                hypercode_payments::Catalog::default(),
+            ),
         })
         .register(EngineOnly),
         Arc::new(wake),

@@ -105,6 +105,10 @@ async fn main() -> Result<()> {
                 Default::default(),
             )?),
             agent_routing: Default::default(),
+            payments: hypercode_payments::Payments::new(
+                pool.clone(),
+                hypercode_payments::Catalog::default(),
+            ),
         }),
         Arc::new(NoWake),
         EngineConfig::default(),
