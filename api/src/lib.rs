@@ -30,7 +30,8 @@
 //!   whose tools call the REST handlers.
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
-//! routes and wrong methods, is `application/problem+json`.
+//! routes and wrong methods, is `application/problem+json` for API clients; a browser
+//! navigating outside `/api` (`Accept: text/html`) gets the dashboard's HTML error page instead.
 
 mod auth;
 mod body;
@@ -67,7 +68,7 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 use tracing::Level;
 
 /// Longest a request may take before it is answered with 503.
@@ -162,7 +163,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         // After the routes: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(state.clone());
     // Layers run outside-in in the reverse of the order they are added.
     routes
         // The body limit is enforced by `body::read_body` alone, so there is one limit, not two.
@@ -173,22 +174,50 @@ pub fn app(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(middleware::from_fn(problems_for_layer_errors))
+        // Outside the problem layer: a browser gets even a timeout as an HTML page.
+        .layer(middleware::from_fn_with_state(
+            state,
+            dashboard::html_errors,
+        ))
         .layer(middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
-                    let span = tracing::info_span!(
-                        "http",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        mission = tracing::field::Empty,
-                    );
-                    if let Some(id) = mission_in_path(request.uri().path()) {
+                    let path = request.uri().path();
+                    // Assets and the long-lived streams would drown the log at `info`: one
+                    // line per page load per asset, one per reconnect of every open tab.
+                    let span = if is_quiet_path(path) {
+                        tracing::debug_span!(
+                            "http",
+                            method = %request.method(),
+                            path = %path,
+                            mission = tracing::field::Empty,
+                        )
+                    } else {
+                        tracing::info_span!(
+                            "http",
+                            method = %request.method(),
+                            path = %path,
+                            mission = tracing::field::Empty,
+                        )
+                    };
+                    if let Some(id) = mission_in_path(path) {
                         span.record("mission", tracing::field::display(id));
                     }
                     span
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(
+                    |response: &Response, latency: Duration, span: &tracing::Span| {
+                        let status = response.status().as_u16();
+                        let latency_ms = latency.as_millis();
+                        let loud = span.metadata().is_some_and(|m| *m.level() <= Level::INFO);
+                        if loud {
+                            tracing::info!(status, latency_ms, "finished processing request");
+                        } else {
+                            tracing::debug!(status, latency_ms, "finished processing request");
+                        }
+                    },
+                ),
         )
 }
 
@@ -215,6 +244,16 @@ async fn problems_for_layer_errors(request: Request, next: Next) -> Response {
         return ApiError::Timeout.into_response();
     }
     response
+}
+
+/// Paths logged at `debug` only: the dashboard's assets, the favicon and the event and log
+/// streams.
+fn is_quiet_path(path: &str) -> bool {
+    path.starts_with("/assets/")
+        || path == "/favicon.ico"
+        || path == "/favicon.svg"
+        || path == "/api/v1/events"
+        || path == "/api/v1/logs/stream"
 }
 
 /// The mission id in a `/api/v1/missions/{id}/...` path, for the request span.

@@ -498,11 +498,14 @@ async fn current_steps_name_each_missions_latest_entry(pool: PgPool) {
     // One run: `first` is recorded, then the mission parks on the `nap` timer.
     engine.run_mission(parked).await.expect("run");
     let fresh = start(&engine, "counting").await;
-    let mut steps = engine
+    let mut steps: Vec<_> = engine
         .store()
         .current_steps(&[done, parked, fresh])
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|(id, step)| (id, step.name))
+        .collect();
     steps.sort();
     let mut expected = vec![(done, "second".to_owned()), (parked, "nap".to_owned())];
     expected.sort();
