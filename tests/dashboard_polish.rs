@@ -174,7 +174,7 @@ async fn waiting_missions_say_what_they_wait_for_and_live_durations_grow() {
     b.wait_js(
         "the retry countdown to move",
         &format!(
-            "return document.querySelector('{}').textContent !== {};",
+            "document.querySelector('{}').textContent !== {}",
             label(&retrier).replace('\'', "\\'"),
             json!(before)
         ),
@@ -199,7 +199,7 @@ async fn waiting_missions_say_what_they_wait_for_and_live_durations_grow() {
     b.wait_js(
         "the duration to grow",
         &format!(
-            "return document.querySelector('#duration').textContent !== {};",
+            "document.querySelector('#duration').textContent !== {}",
             json!(first)
         ),
     )
@@ -239,10 +239,16 @@ async fn the_workflows_page_form_starts_a_mission() {
     let form = "section[data-workflow=plan] form.start";
     b.wait_for(form).await;
     // The schema is shown, and the internal healer workflow has no form.
-    assert!(b
-        .text("section[data-workflow=plan] details.schema pre")
-        .await
-        .contains("\"steps\""));
+    let schema = b
+        .js(
+            "return document.querySelector('section[data-workflow=plan] details.schema pre').textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        schema.as_str().unwrap_or("").contains("\"steps\""),
+        "{schema}"
+    );
     assert_eq!(b.count("section[data-workflow=heal] form").await, 0);
     b.screenshot("workflows").await;
 
@@ -354,9 +360,18 @@ async fn missions_are_counted_searched_and_cancelled_in_bulk() {
     b.goto("/").await;
     b.wait_for("#missions tr[data-mission]").await;
 
+    // Once the live list has settled (the stream's first refresh swaps the rows), tick the
+    // boxes; a ticked box then keeps the rows in place.
+    b.wait_for("#live-state[data-state=live]").await;
+    tokio::time::sleep(secs(2)).await;
     for id in [&first, &second] {
-        b.click(&format!("tr[data-mission=\"{id}\"] input[type=checkbox]"))
-            .await;
+        b.js(
+            "document.querySelector(arguments[0]).click(); return true;",
+            vec![json!(format!(
+                "tr[data-mission=\"{id}\"] input[type=checkbox]"
+            ))],
+        )
+        .await;
     }
     assert!(b.text("#bulk-count").await.starts_with("2 selected"));
     b.screenshot("selected").await;
@@ -372,7 +387,7 @@ async fn missions_are_counted_searched_and_cancelled_in_bulk() {
     .await;
     b.wait_js(
         "the counts to follow",
-        "const c = document.querySelector('[data-count=cancelled]'); return c && c.textContent === '2';",
+        "document.querySelector('[data-count=cancelled]')?.textContent === '2'",
     )
     .await;
     b.screenshot("cancelled").await;
