@@ -211,7 +211,7 @@ fn card(name: &str, internal: bool, schema: &Value, refused: Option<&Refused>) -
         .map(|(property, spec)| {
             let spec_resolved = resolve(spec, schema);
             let control = Control::of(spec, schema);
-            let prefix = format!("/{}", property.replace('~', "~0").replace('/', "~1"));
+            let prefix = pointer_to(property);
             let mine = problems
                 .iter()
                 .enumerate()
@@ -267,6 +267,11 @@ fn card(name: &str, internal: bool, schema: &Value, refused: Option<&Refused>) -
     }
 }
 
+/// The JSON pointer of a top-level property (RFC 6901 escapes `~` and `/`).
+fn pointer_to(property: &str) -> String {
+    format!("/{}", property.replace('~', "~0").replace('/', "~1"))
+}
+
 fn properties(schema: &Value) -> impl Iterator<Item = (&String, &Value)> {
     schema["properties"]
         .as_object()
@@ -302,7 +307,7 @@ fn assemble(schema: &Value, form: &StartForm) -> (Map<String, Value>, Vec<(Strin
             .iter()
             .find(|(k, _)| *k == format!("input.{property}"))
             .map(|(_, v)| v.trim());
-        let pointer = format!("/{}", property.replace('~', "~0").replace('/', "~1"));
+        let pointer = pointer_to(property);
         let control = Control::of(spec, schema);
         let value = match (control, raw) {
             (Control::Checkbox, raw) => Some(Ok(Value::Bool(raw.is_some()))),
