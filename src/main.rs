@@ -72,10 +72,14 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Submit, list, inspect, approve, cancel and watch missions on a server over its HTTP API
+    /// Submit, list, inspect, approve, cancel, retry and watch missions on a server over its HTTP API
     /// (HYPERCODE_URL, HYPERCODE_API_KEY; no database needed).
     #[command(after_help = client::EXIT_CODES)]
     Mission(client::MissionArgs),
+    /// List the registered workflows with a JSON Schema of their input, over the HTTP API
+    /// (HYPERCODE_URL, HYPERCODE_API_KEY).
+    #[command(after_help = client::EXIT_CODES)]
+    Workflows(client::WorkflowsArgs),
     /// Set, list and delete the server-side secrets plans reference as `{{secrets.NAME}}`,
     /// over the HTTP API with an admin key (HYPERCODE_URL, HYPERCODE_API_KEY).
     #[command(after_help = client::EXIT_CODES)]
@@ -137,6 +141,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Mission(args) = cli.command {
         return Ok(client::run(args).await);
     }
+    if let Command::Workflows(args) = cli.command {
+        return Ok(client::run_workflows(args).await);
+    }
     if let Command::Secrets(args) = cli.command {
         return Ok(client::run_secrets(args).await);
     }
@@ -192,6 +199,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             worker::run(engine, queue, concurrency, shutdown).await?;
         }
         Command::Mission(_)
+        | Command::Workflows(_)
         | Command::Secrets(_)
         | Command::Schedule(_)
         | Command::Mcp

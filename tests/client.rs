@@ -581,3 +581,85 @@ async fn watch_reconnects_with_last_event_id() {
     assert_eq!(*seen.lock().unwrap(), [None, Some("1".to_owned())]);
     server.abort();
 }
+
+#[tokio::test]
+async fn workflows_submit_by_workflow_name_and_retry() {
+    let h = Harness::start().await;
+
+    // `workflows`: every registered workflow with its input schema.
+    let args = ["workflows"];
+    let listed = run(&h, &args).await.expect(0, &args);
+    assert!(
+        listed.stdout.lines().any(|l| l == "plan"),
+        "{}",
+        listed.stdout
+    );
+    assert!(listed.stdout.contains("\"steps\""), "{}", listed.stdout);
+    let args = ["workflows", "--json"];
+    let json_list = run(&h, &args).await.expect(0, &args).json();
+    let plan = json_list["workflows"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["name"] == "plan"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(plan["input_schema"]["type"], "object", "{json_list}");
+
+    // `submit --workflow NAME --input -`: the input alone, from stdin, with a key.
+    let args = [
+        "mission",
+        "submit",
+        "--workflow",
+        "plan",
+        "--input",
+        "-",
+        "--idempotency-key",
+        "by-name-1",
+    ];
+    let submitted = run_with(
+        client(&h, &h.base, &args),
+        Some(&gated_plan(&h).to_string()),
+    )
+    .await
+    .expect(0, &args);
+    let id = submitted_id(&submitted);
+    let mission = h.get(&id).await;
+    assert_eq!(mission["workflow"], "plan");
+    assert_eq!(mission["idempotency_key"], "by-name-1");
+    assert_eq!(mission["input"], gated_plan(&h));
+    // An input that is not JSON is a usage error; FILE and --workflow together too.
+    run_with(client(&h, &h.base, &args), Some("{"))
+        .await
+        .expect(2, &args);
+    let both = ["mission", "submit", "x.json", "--workflow", "plan"];
+    run(&h, &both).await.expect(2, &both);
+
+    // `retry`: a rejected approval fails the mission; retried, it is asked again.
+    h.wait_until(
+        &id,
+        "waiting on approval gate",
+        |m| m["status"] == "waiting" && step_is(m, "gate", "waiting"),
+        secs(15),
+    )
+    .await;
+    let args = ["mission", "reject", id.as_str(), "gate"];
+    run(&h, &args).await.expect(0, &args);
+    h.wait_terminal(&id, "failed", secs(15)).await;
+    let args = ["mission", "retry", id.as_str()];
+    let retried = run(&h, &args).await.expect(0, &args);
+    assert!(
+        retried.stdout.contains("will run again"),
+        "{}",
+        retried.stdout
+    );
+    h.wait_until(
+        &id,
+        "waiting on approval gate again",
+        |m| m["status"] == "waiting" && step_is(m, "gate", "waiting"),
+        secs(15),
+    )
+    .await;
+    assert_eq!(events_of(&h.history(&id).await, "mission_retried").len(), 1);
+    // Retrying a mission that is not failed is the server's 409: exit 1.
+    let again = run(&h, &args).await.expect(1, &args);
+    assert!(again.stderr.contains("409"), "{}", again.stderr);
+}

@@ -8,7 +8,9 @@
 // - the plan editor's validation as you type;
 // - the command panel: commands over the CognitiveUplink WebSocket, with their progress, an
 //   inline approval prompt and the agent's answer;
-// - relative times kept current (the exact time stays in the tooltip).
+// - relative times kept current (the exact time stays in the tooltip), live missions'
+//   durations and wait countdowns ticking every second;
+// - the missions list's selection for bulk actions.
 "use strict";
 
 (function () {
@@ -33,6 +35,41 @@
     }
   }
   setInterval(refreshTimes, 10000);
+
+  // ---- live durations and countdowns ----------------------------------------------------
+  // A live mission's duration (`data-since`) grows every second; a wait that ends by itself
+  // (`.waiting-for[data-until]`) counts down, or shows the local time a sleep ends.
+  function duration(ms) {
+    ms = Math.max(0, ms);
+    if (ms < 1000) return ms + " ms";
+    if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
+    const pad = (n) => String(n).padStart(2, "0");
+    if (ms < 3600000) return Math.floor(ms / 60000) + " min " + pad(Math.floor(ms / 1000) % 60) + " s";
+    return Math.floor(ms / 3600000) + " h " + pad(Math.floor(ms / 60000) % 60) + " min";
+  }
+  function countdown(ms) {
+    const secs = Math.ceil(ms / 1000);
+    if (secs <= 0) return "now";
+    if (secs < 60) return "in " + secs + " s";
+    if (secs < 3600) return "in " + Math.floor(secs / 60) + " min";
+    return "in " + Math.floor(secs / 3600) + " h";
+  }
+  function tick() {
+    const now = Date.now();
+    for (const el of document.querySelectorAll("[data-since]")) {
+      el.textContent = duration(now - Date.parse(el.dataset.since));
+    }
+    for (const el of document.querySelectorAll(".waiting-for[data-until]")) {
+      const until = Date.parse(el.dataset.until);
+      if (el.dataset.waiting === "retry") el.textContent = "retrying " + countdown(until - now);
+      else if (el.dataset.waiting === "sleep" && until - now < 72000000) {
+        const d = new Date(until);
+        el.textContent = "sleeping until " + String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+      }
+    }
+  }
+  tick();
+  setInterval(tick, 1000);
 
   // ---- toasts ---------------------------------------------------------------------------
   let toastTimer;
@@ -70,6 +107,8 @@
     const active = document.activeElement;
     if (active && el.contains(active) && /^(TEXTAREA|INPUT|SELECT)$/.test(active.tagName)) return true;
     for (const field of el.querySelectorAll("textarea")) if (field.value !== "") return true;
+    // Missions selected for a bulk action stay on screen until the action.
+    if (el.querySelector('input[type="checkbox"]:checked')) return true;
     return false;
   }
 
@@ -103,6 +142,7 @@
         }
         refreshTimes(fresh);
       }
+      tick();
     } catch (_) {
       setLive("offline", "the server cannot be reached; retrying");
     } finally {
@@ -131,7 +171,7 @@
       setLive("live", "refreshing every " + spec.slice(5) + " ms");
       return;
     }
-    if (!spec) return;
+    if (!spec) { setLive("static", "this page does not update by itself"); return; }
     const only = spec.startsWith("mission:") ? spec.slice(8) : null;
     const stream = new EventSource("/api/v1/events");
     // Events recorded between the page's rendering and the stream's start are caught by one
@@ -143,6 +183,9 @@
     // them (`body[data-event-types]`, rendered from the engine's list of event types).
     const types = (document.body.dataset.eventTypes || "").split(" ").filter(Boolean);
     for (const type of types) stream.addEventListener(type, handle);
+
+    // A live mission's timeline is drawn up to now: redraw it while nothing else happens.
+    if (only) setInterval(() => { if (main.querySelector("[data-until-now]")) scheduleRefresh(); }, 5000);
 
     function handle(message) {
       let event;
@@ -156,7 +199,11 @@
   document.addEventListener("submit", async (e) => {
     const form = e.target;
     if (!(form instanceof HTMLFormElement)) return;
-    if (!form.matches("form.decide, form.cancel, form.retry")) return;
+    if (!form.matches("form.decide, form.cancel, form.retry")) {
+      // Any other form with a question asks it first, then posts as usual.
+      if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) e.preventDefault();
+      return;
+    }
     e.preventDefault();
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
     const body = new URLSearchParams(new FormData(form, e.submitter));
@@ -280,7 +327,19 @@
     });
   }
 
+  // ---- bulk selection -------------------------------------------------------------------
+  document.addEventListener("change", (e) => {
+    const box = e.target;
+    if (!(box instanceof HTMLInputElement) || box.type !== "checkbox") return;
+    const boxes = [...document.querySelectorAll('input[type="checkbox"][form="bulk"]:not(:disabled)')];
+    if (box.id === "select-all") boxes.forEach((b) => { b.checked = box.checked; });
+    const count = document.getElementById("bulk-count");
+    const chosen = boxes.filter((b) => b.checked).length;
+    if (count) count.textContent = chosen ? chosen + " selected:" : "Select missions to act on several at once:";
+  });
+
   if (main) connect();
+  else setLive("static", "this page does not update by itself");
 
   // ---- the command panel (CognitiveUplink) -----------------------------------------------
   const uplinkLog = document.getElementById("uplink-log");

@@ -37,7 +37,8 @@
 //!   whose tools call the REST handlers.
 //!
 //! Every error response, including those of the middleware (body limit, timeout), unknown
-//! routes and wrong methods, is `application/problem+json`.
+//! routes and wrong methods, is `application/problem+json` for API clients; a browser
+//! navigating outside `/api` (`Accept: text/html`) gets the dashboard's HTML error page instead.
 
 mod agents;
 mod auth;
@@ -207,7 +208,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         // After the routes: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(state.clone());
     // Layers run outside-in in the reverse of the order they are added.
     routes
         // The body limit is enforced by `body::read_body` alone, so there is one limit, not two.
@@ -218,6 +219,11 @@ pub fn app(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(middleware::from_fn(problems_for_layer_errors))
+        // Outside the problem layer: a browser gets even a timeout as an HTML page.
+        .layer(middleware::from_fn_with_state(
+            state,
+            dashboard::html_errors,
+        ))
         .layer(middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()

@@ -184,7 +184,7 @@ pub(crate) struct ListParams {
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("created_after" = Option<String>, Query, format = DateTime, description = "Created at or after this RFC 3339 time"),
         ("created_before" = Option<String>, Query, format = DateTime, description = "Created before this RFC 3339 time"),
-        ("q" = Option<String>, Query, description = "A case-insensitive substring of the input's JSON text"),
+        ("q" = Option<String>, Query, description = "A case-insensitive substring of the input's JSON text or of the idempotency key"),
     ),
     responses(
         (status = 200, description = "A page of missions, newest first", body = MissionPage),
@@ -199,7 +199,7 @@ async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<MissionPage>, ApiError> {
-    let (missions, next_cursor) = list_page(&state, params).await?;
+    let (missions, next_cursor, _) = list_page(&state, params).await?;
     Ok(axum::Json(MissionPage {
         missions: missions.into_iter().map(MissionView::from).collect(),
         next_cursor,
@@ -211,7 +211,7 @@ async fn list(
 pub(crate) async fn list_page(
     state: &AppState,
     params: ListParams,
-) -> Result<(Vec<MissionRecord>, Option<String>), ApiError> {
+) -> Result<(Vec<MissionRecord>, Option<String>, MissionQuery), ApiError> {
     let limit = limit_param(params.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let status = non_empty(params.status)
         .map(|s| {
@@ -227,21 +227,18 @@ pub(crate) async fn list_page(
         .map(|c| Cursor::decode(&c).map_err(|e| ApiError::InvalidParameter(e.to_string())))
         .transpose()?;
     // One row more than asked says whether another page exists without a count query.
-    let mut missions = state
-        .engine
-        .store()
-        .list(&MissionQuery {
-            status,
-            workflow: non_empty(params.workflow),
-            concurrency_key: non_empty(params.concurrency_key),
-            schedule: non_empty(params.schedule),
-            created_after: time_param("created_after", params.created_after)?,
-            created_before: time_param("created_before", params.created_before)?,
-            search: non_empty(params.q),
-            after: after.map(|c| (c.created_at, c.id)),
-            limit: limit + 1,
-        })
-        .await?;
+    let query = MissionQuery {
+        status,
+        workflow: non_empty(params.workflow),
+        concurrency_key: non_empty(params.concurrency_key),
+        schedule: non_empty(params.schedule),
+        created_after: time_param("created_after", params.created_after)?,
+        created_before: time_param("created_before", params.created_before)?,
+        search: non_empty(params.q),
+        after: after.map(|c| (c.created_at, c.id)),
+        limit: limit + 1,
+    };
+    let mut missions = state.engine.store().list(&query).await?;
     let next_cursor = trim_page(&mut missions, limit, |m| {
         Cursor {
             created_at: m.created_at,
@@ -249,7 +246,7 @@ pub(crate) async fn list_page(
         }
         .encode()
     });
-    Ok((missions, next_cursor))
+    Ok((missions, next_cursor, query))
 }
 
 /// An approver's verdict.

@@ -13,8 +13,23 @@ use tower_http::trace::{DefaultOnResponse, OnResponse as _};
 use tracing::{field, Level, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// Routes whose requests are not traced.
-const UNTRACED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Whether requests to `path` log at `debug` only, below what is logged by default and what is
+/// exported: probes and scrapes (machines asking every few seconds), the dashboard's assets and
+/// favicon (one request per page load each), and the long-lived event and log streams (one
+/// per reconnect of every open tab).
+fn is_quiet(path: &str) -> bool {
+    path.starts_with("/assets/")
+        || matches!(
+            path,
+            "/healthz"
+                | "/readyz"
+                | "/metrics"
+                | "/favicon.ico"
+                | "/favicon.svg"
+                | "/api/v1/events"
+                | "/api/v1/logs/stream"
+        )
+}
 
 /// The span of `request`.
 pub(crate) fn request_span(request: &Request) -> Span {
@@ -39,9 +54,7 @@ pub(crate) fn request_span(request: &Request) -> Span {
             )
         };
     }
-    // Probes and scrapes arrive every few seconds from machines, not people: their spans are
-    // debug-level, below what is exported, so they make no traces of their own.
-    let span = if UNTRACED.contains(&route) {
+    let span = if is_quiet(request.uri().path()) {
         span!(Level::DEBUG)
     } else {
         span!(Level::INFO)
@@ -58,15 +71,19 @@ pub(crate) fn request_span(request: &Request) -> Span {
 }
 
 /// Records the status on the request's span (a server error marks it failed), then logs the
-/// response as tower-http does.
+/// response as tower-http does, at the span's level: a quiet path's line is `debug`.
 pub(crate) fn on_response(response: &Response, latency: Duration, span: &Span) {
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
+    let level = match span.metadata() {
+        Some(meta) if *meta.level() <= Level::INFO => Level::INFO,
+        _ => Level::DEBUG,
+    };
     DefaultOnResponse::new()
-        .level(Level::INFO)
+        .level(level)
         .on_response(response, latency, span);
 }
 
@@ -100,5 +117,21 @@ mod tests {
         assert_eq!(mission_in_path("/api/v1/missions/"), None);
         assert_eq!(mission_in_path("/api/v1/missions/nope"), None);
         assert_eq!(mission_in_path("/healthz"), None);
+    }
+
+    #[test]
+    fn assets_streams_and_probes_are_quiet_and_api_calls_are_not() {
+        for path in [
+            "/assets/app.js",
+            "/favicon.svg",
+            "/api/v1/events",
+            "/healthz",
+            "/metrics",
+        ] {
+            assert!(is_quiet(path), "{path}");
+        }
+        for path in ["/api/v1/missions", "/missions", "/", "/api/v1/events/x"] {
+            assert!(!is_quiet(path), "{path}");
+        }
     }
 }

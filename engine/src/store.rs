@@ -265,6 +265,19 @@ pub(crate) fn to_record(record: &impl Serialize) -> Value {
     serde_json::to_value(record).expect("a record serializes to JSON")
 }
 
+/// A mission's latest journal entry, as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentStep {
+    /// The step's name.
+    pub name: String,
+    /// What it is (a waiting approval, a timer, a task in backoff...).
+    pub kind: StepKind,
+    /// Where it is.
+    pub status: StepStatus,
+    /// When its retry, timer or approval timeout is due.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
 /// A page request for the mission list (newest first, keyset pagination).
 #[derive(Debug, Clone, Default)]
 pub struct MissionQuery {
@@ -280,8 +293,8 @@ pub struct MissionQuery {
     pub created_after: Option<DateTime<Utc>>,
     /// Only missions created strictly before this instant.
     pub created_before: Option<DateTime<Utc>>,
-    /// Only missions whose input, as JSON text, contains this string (case-insensitive; taken
-    /// literally: `%` and `_` match only themselves).
+    /// Only missions whose input (as JSON text) or idempotency key contains this string
+    /// (case-insensitive; taken literally: `%` and `_` match only themselves).
     pub search: Option<String>,
     /// Start after this (created_at, id) position.
     pub after: Option<(DateTime<Utc>, MissionId)>,
@@ -366,9 +379,13 @@ pub trait MissionStore: Send + Sync + 'static {
         after: Option<InboxPosition>,
         limit: i64,
     ) -> StoreResult<Vec<WaitingApproval>>;
-    /// The name of each mission's latest journal entry (the step it is at, or ended on),
-    /// compensations included; missions that have none are left out. For listings.
-    async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, String)>>;
+    /// Each mission's latest journal entry (the step it is at, or ended on, and so what a
+    /// waiting mission waits for), compensations included; missions that have none are left
+    /// out. For listings.
+    async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, CurrentStep)>>;
+    /// How many missions are in each status among those the query's filters (but its status,
+    /// position and limit) select; statuses with none are left out. For the list's counts.
+    async fn status_counts(&self, query: &MissionQuery) -> StoreResult<Vec<(MissionStatus, i64)>>;
     /// Make a failed mission runnable again from its first failed step, in one transaction:
     /// that step is reset (a task to `pending`, a rejected approval to `waiting` with a fresh
     /// deadline), every `compensated` step is reset to `pending` (its effect was undone, so it

@@ -143,11 +143,115 @@ impl<W: Workflow> DynWorkflow for W {
     }
 }
 
-/// Deserialize `input` into `T`, or say what is wrong, located by a JSON pointer: what
+/// Most problems [`parse_input`] reports at once.
+const MAX_DECODE_PROBLEMS: usize = 20;
+
+/// Deserialize `input` into `T`, or say what is wrong, located by JSON pointers: what
 /// [`DynWorkflow::validate`] does before [`Workflow::check`].
+///
+/// Deserialization stops at the first error, but a person fixing a plan wants every problem at
+/// once. So after each error inside an array element (a plan's step), that element is taken
+/// out of a working copy and the rest is read again, up to [`MAX_DECODE_PROBLEMS`] times; each
+/// problem's pointer is mapped back to the original input's indices.
 pub fn parse_input<T: DeserializeOwned>(input: &Value) -> Result<T, Vec<InputProblem>> {
-    serde_path_to_error::deserialize(input)
-        .map_err(|e| vec![InputProblem::new(pointer(e.path()), e.inner().to_string())])
+    let mut error = match serde_path_to_error::deserialize(input) {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    let mut problems = Vec::new();
+    let mut working = input.clone();
+    let mut removed = Removed::default();
+    loop {
+        let (original, element) = locate(&working, &pointer(error.path()), &removed);
+        problems.push(InputProblem::new(original, error.inner().to_string()));
+        let Some(element) = element else { break };
+        if problems.len() >= MAX_DECODE_PROBLEMS || !element.remove_from(&mut working) {
+            break;
+        }
+        removed.push((element.original_array, element.original_index));
+        match serde_path_to_error::deserialize::<_, T>(&working) {
+            Ok(_) => break,
+            Err(next) => error = next,
+        }
+    }
+    Err(problems)
+}
+
+/// Array elements taken out of the working copy: (the array's pointer in the original input,
+/// the element's index there).
+type Removed = Vec<(String, usize)>;
+
+/// The innermost array element an error lies in.
+struct Element {
+    /// The array's pointer in the working copy.
+    working_array: String,
+    /// The element's index in the working copy.
+    working_index: usize,
+    original_array: String,
+    original_index: usize,
+}
+
+impl Element {
+    fn remove_from(&self, working: &mut Value) -> bool {
+        match working.pointer_mut(&self.working_array) {
+            Some(Value::Array(items)) if self.working_index < items.len() => {
+                items.remove(self.working_index);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Walk `at` (a pointer into the working copy): its pointer in the original input, and the
+/// innermost array element on the way.
+fn locate(working: &Value, at: &str, removed: &Removed) -> (String, Option<Element>) {
+    let mut node = Some(working);
+    let (mut working_path, mut original_path) = (String::new(), String::new());
+    let mut element = None;
+    for token in at.split('/').skip(1) {
+        match node {
+            Some(Value::Array(items)) => {
+                let Ok(index) = token.parse::<usize>() else {
+                    break;
+                };
+                let original_index = original_index(&original_path, index, removed);
+                element = Some(Element {
+                    working_array: working_path.clone(),
+                    working_index: index,
+                    original_array: original_path.clone(),
+                    original_index,
+                });
+                node = items.get(index);
+                working_path = format!("{working_path}/{index}");
+                original_path = format!("{original_path}/{original_index}");
+            }
+            _ => {
+                let key = token.replace("~1", "/").replace("~0", "~");
+                node = node.and_then(|n| n.get(&key));
+                working_path = format!("{working_path}/{token}");
+                original_path = format!("{original_path}/{token}");
+            }
+        }
+    }
+    (original_path, element)
+}
+
+/// The original index of the `index`-th element still in the array at `array` (original
+/// pointer).
+fn original_index(array: &str, index: usize, removed: &Removed) -> usize {
+    let mut left = index;
+    let mut i = 0;
+    loop {
+        let gone = removed.iter().any(|(a, r)| a == array && *r == i);
+        if !gone {
+            if left == 0 {
+                return i;
+            }
+            left -= 1;
+        }
+        i += 1;
+    }
 }
 
 /// Turn a serde path (`steps[0].http.url`) into an RFC 6901 JSON pointer (`/steps/0/http/url`).
@@ -213,6 +317,50 @@ mod tests {
     }
 
     struct Greet;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read by serde only: the test is about its errors
+    struct Plan {
+        steps: Vec<Step>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Step {
+        name: String,
+        tags: Option<Vec<u8>>,
+    }
+
+    #[test]
+    fn every_element_with_a_problem_is_reported_at_its_original_index() {
+        let input = json!({ "steps": [
+            { "name": 1 },
+            { "name": "ok" },
+            { "name": "b", "tags": [1, 300] },
+            { "nme": "c" },
+            { "name": "d" },
+        ]});
+        let problems = parse_input::<Plan>(&input).err().unwrap_or_default();
+        let pointers: Vec<&str> = problems.iter().map(|p| p.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            ["/steps/0/name", "/steps/2/tags/1", "/steps/3/nme"]
+        );
+        assert!(
+            problems[2].message.contains("nme"),
+            "{}",
+            problems[2].message
+        );
+        let fine = json!({ "steps": [{ "name": "a" }] });
+        assert!(parse_input::<Plan>(&fine).is_ok());
+        let not_an_array = json!({ "steps": 3 });
+        assert_eq!(
+            parse_input::<Plan>(&not_an_array).err().map(|p| p.len()),
+            Some(1)
+        );
+    }
 
     #[async_trait]
     impl Workflow for Greet {

@@ -9,7 +9,7 @@ use hypercode_engine::postgres::{PgStore, MIGRATOR};
 use hypercode_engine::store::{JournalStore, MissionChange, MissionStore, Transition};
 use hypercode_engine::{
     Context, Engine, EngineConfig, MissionId, MissionStatus, Registry, RunOutcome, Step, StepError,
-    StepStatus, StoreError, WorkerId, Workflow, WorkflowResult,
+    StepKind, StepStatus, StoreError, WorkerId, Workflow, WorkflowResult,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -498,11 +498,23 @@ async fn current_steps_name_each_missions_latest_entry(pool: PgPool) {
     // One run: `first` is recorded, then the mission parks on the `nap` timer.
     engine.run_mission(parked).await.expect("run");
     let fresh = start(&engine, "counting").await;
-    let mut steps = engine
+    let current = engine
         .store()
         .current_steps(&[done, parked, fresh])
         .await
         .unwrap();
+    // What the parked mission waits for: its timer, with the time it is due.
+    let nap = current.iter().find(|(id, _)| *id == parked).map(|(_, s)| s);
+    assert!(
+        nap.is_some_and(|s| s.kind == StepKind::Sleep
+            && s.status == StepStatus::Waiting
+            && s.wake_at.is_some()),
+        "{nap:?}"
+    );
+    let mut steps: Vec<_> = current
+        .into_iter()
+        .map(|(id, step)| (id, step.name))
+        .collect();
     steps.sort();
     let mut expected = vec![(done, "second".to_owned()), (parked, "nap".to_owned())];
     expected.sort();

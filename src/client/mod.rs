@@ -1,4 +1,5 @@
-//! `hypercode mission ...`, `hypercode schedule ...` and `hypercode secrets ...`: a command-line client of the HTTP API. It needs only the server's
+//! `hypercode mission ...`, `hypercode workflows`, `hypercode schedule ...` and
+//! `hypercode secrets ...`: a command-line client of the HTTP API. It needs only the server's
 //! address (`HYPERCODE_URL`) and a key (`HYPERCODE_API_KEY` or `HYPERCODE_API_KEY_FILE`), never
 //! the database.
 //!
@@ -69,10 +70,21 @@ pub struct MissionArgs {
 #[derive(Debug, Subcommand)]
 enum MissionCommand {
     /// Submit a mission. FILE (or `-` for stdin) holds {"workflow", "input",
-    /// "idempotency_key"?}, or a bare plan {"steps": [...]} for the `plan` workflow.
+    /// "idempotency_key"?}, or a bare plan {"steps": [...]} for the `plan` workflow; or name
+    /// the workflow with --workflow and give only its input with --input.
     Submit {
         /// A JSON file, or `-` to read standard input.
-        file: String,
+        #[arg(required_unless_present = "workflow", conflicts_with = "workflow")]
+        file: Option<String>,
+        /// The workflow to start (see `hypercode workflows`); the input comes from --input.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// With --workflow: a JSON file holding the input, or `-` for stdin (default `{}`).
+        #[arg(long, requires = "workflow")]
+        input: Option<String>,
+        /// With --workflow: a repeated key returns the mission it first created.
+        #[arg(long, requires = "workflow")]
+        idempotency_key: Option<String>,
     },
     /// List missions, newest first.
     List {
@@ -122,6 +134,12 @@ enum MissionCommand {
     },
     /// Cancel a mission; its compensations run.
     Cancel {
+        /// The mission's id.
+        id: String,
+    },
+    /// Run a failed mission again from its first failed step (steps that succeeded keep
+    /// their output and do not run again).
+    Retry {
         /// The mission's id.
         id: String,
     },
@@ -181,6 +199,26 @@ impl Failure {
 
 type Outcome<T> = Result<T, Failure>;
 
+/// `hypercode workflows`: options.
+#[derive(Debug, Args)]
+pub struct WorkflowsArgs {
+    /// Print the server's raw JSON response instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `hypercode workflows`: the registered workflows with their input schemas.
+pub async fn run_workflows(args: WorkflowsArgs) -> ExitCode {
+    with_client(|client| async move {
+        let (_, list) = client
+            .call(Method::GET, "/api/v1/workflows", &[], None)
+            .await?;
+        emit(args.json, &list, || render::workflow_list(&list));
+        Ok(())
+    })
+    .await
+}
+
 /// Run a mission subcommand; returns the process's exit code.
 pub async fn run(args: MissionArgs) -> ExitCode {
     with_client(|client| async move { client.execute(args.command, args.json).await }).await
@@ -235,8 +273,29 @@ impl Client {
 
     async fn execute(&self, command: MissionCommand, json: bool) -> Outcome<()> {
         match command {
-            MissionCommand::Submit { file } => {
-                let body = submission(&read_input(&file)?)?;
+            MissionCommand::Submit {
+                file,
+                workflow,
+                input,
+                idempotency_key,
+            } => {
+                let body = match (file, workflow) {
+                    (Some(file), _) => submission(&read_input(&file)?)?,
+                    (None, Some(workflow)) => {
+                        let input = match input {
+                            Some(input) => workflow_input(&read_input(&input)?)?,
+                            None => json!({}),
+                        };
+                        json!({
+                            "workflow": workflow,
+                            "input": input,
+                            "idempotency_key": idempotency_key,
+                        })
+                    }
+                    (None, None) => {
+                        return Err(Failure::Usage("give FILE or --workflow NAME".to_owned()))
+                    }
+                };
                 let (status, mission) = self
                     .call(Method::POST, "/api/v1/missions", &[], Some(&body))
                     .await?;
@@ -282,6 +341,12 @@ impl Client {
                     .call(Method::POST, &mission_path(&id, "/cancel"), &[], None)
                     .await?;
                 emit(json, &mission, || render::cancelled(&mission));
+            }
+            MissionCommand::Retry { id } => {
+                let (_, mission) = self
+                    .call(Method::POST, &mission_path(&id, "/retry"), &[], None)
+                    .await?;
+                emit(json, &mission, || render::retried(&mission));
             }
             MissionCommand::Watch { id } => self.watch(&id, json).await?,
         }
@@ -527,6 +592,13 @@ fn submission(text: &str) -> Outcome<Value> {
     }
 }
 
+/// The input of `submit --workflow`: any JSON value (the server checks it against the
+/// workflow's schema).
+fn workflow_input(text: &str) -> Outcome<Value> {
+    serde_json::from_str(text)
+        .map_err(|e| Failure::Usage(format!("the input is not valid JSON: {e}")))
+}
+
 /// An error with its sources, for the unreachable message.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -560,5 +632,12 @@ mod tests {
         );
         assert!(matches!(submission("[1]"), Err(Failure::Usage(_))));
         assert!(matches!(submission("{"), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn workflow_inputs_are_any_json() {
+        assert_eq!(workflow_input(" 3 ").ok(), Some(json!(3)));
+        assert_eq!(workflow_input(r#"{"a": 1}"#).ok(), Some(json!({"a": 1})));
+        assert!(matches!(workflow_input("{"), Err(Failure::Usage(_))));
     }
 }

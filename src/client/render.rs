@@ -171,6 +171,36 @@ pub fn cancelled(mission: &Value) -> String {
     )
 }
 
+/// After `retry`.
+pub fn retried(mission: &Value) -> String {
+    format!(
+        "mission {} will run again from its first failed step (status {})\n",
+        text(&mission["id"]),
+        text(&mission["status"])
+    )
+}
+
+/// `workflows`: each workflow's name, then its input schema, indented.
+pub fn workflow_list(list: &Value) -> String {
+    let Some(workflows) = list["workflows"].as_array().filter(|w| !w.is_empty()) else {
+        return "no workflows\n".to_owned();
+    };
+    let mut out = String::new();
+    for workflow in workflows {
+        let internal = if workflow["internal"].as_bool() == Some(true) {
+            " (internal: started by the engine, not submittable)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{}{internal}", text(&workflow["name"]));
+        let schema = serde_json::to_string_pretty(&workflow["input_schema"]).unwrap_or_default();
+        for line in schema.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    out
+}
+
 /// A page of `list`.
 pub fn mission_list(page: &Value) -> String {
     let mut out = listing(

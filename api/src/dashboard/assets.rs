@@ -1,4 +1,4 @@
-//! The dashboard's stylesheet and script, compiled into the binary. Pages link them under a
+//! The dashboard's stylesheet, script and favicon, compiled into the binary. Pages link them under a
 //! URL that carries a hash of their content, so browsers may cache them for good and still
 //! never run a stale script after an upgrade.
 
@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 const STYLESHEET: &str = include_str!("../../assets/app.css");
 const SCRIPT: &str = include_str!("../../assets/app.js");
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
 
 /// `/assets/<name>.<hash>.<ext>`.
 fn versioned(name: &str, ext: &str, content: &str) -> String {
@@ -52,6 +53,25 @@ pub(crate) async fn serve(Path(file): Path<String>) -> Response {
             ),
         ],
         content,
+    )
+        .into_response()
+}
+
+/// `GET /favicon.ico` and `/favicon.svg`: the diamond of the brand, as SVG (browsers read it
+/// by its content type whatever the name). Cached for a day: its URL has no version.
+pub(crate) async fn favicon() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            ),
+        ],
+        FAVICON,
     )
         .into_response()
 }

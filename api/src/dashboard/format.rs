@@ -73,6 +73,27 @@ pub(crate) fn text(text: &str) -> String {
     redact::url(text).into_owned()
 }
 
+/// A failed or cancelled mission's reason in one line for the list: the failed step and the
+/// human message of its error ("`check`: could not connect to 127.0.0.1:8000 after 5
+/// attempts"), not the recorded JSON (the mission's page shows that whole).
+pub(crate) fn failure(error: &Value) -> String {
+    let cause = &error["cause"];
+    let message = cause["error"]["message"].as_str();
+    if let (Some(step), Some(message)) = (cause["step"].as_str(), message) {
+        let attempts = cause["error"]["attempts"].as_i64().unwrap_or(1);
+        let after = if attempts > 1 {
+            format!(" after {attempts} attempts")
+        } else {
+            String::new()
+        };
+        return text(&format!("{step}: {message}{after}"));
+    }
+    match error["message"].as_str() {
+        Some(message) => text(message),
+        None => redact::value(error).to_string(),
+    }
+}
+
 /// The last eight digits of a mission id: enough to tell missions apart on one screen. Not the
 /// first ones: ids are UUIDv7, which begin with their creation time, so missions submitted
 /// together share their first digits, while the last ones are random.
@@ -105,6 +126,25 @@ mod tests {
         assert_eq!(duration(TimeDelta::seconds(4 * 60 + 5)), "4 min 05 s");
         assert_eq!(duration(TimeDelta::minutes(123)), "2 h 03 min");
         assert_eq!(duration(TimeDelta::milliseconds(-5)), "0 ms");
+    }
+
+    #[test]
+    fn failures_read_as_their_step_and_message() {
+        let step = serde_json::json!({
+            "message": "step `check` failed: {\"attempts\":5}",
+            "cause": { "step": "check", "error": {
+                "message": "could not connect to 127.0.0.1:8000", "retryable": true,
+                "details": null, "attempts": 5 } },
+        });
+        assert_eq!(
+            failure(&step),
+            "check: could not connect to 127.0.0.1:8000 after 5 attempts"
+        );
+        let once = serde_json::json!({ "cause": { "step": "s", "error": { "message": "no", "attempts": 1 } } });
+        assert_eq!(failure(&once), "s: no");
+        let plain = serde_json::json!({ "message": "mission was cancelled" });
+        assert_eq!(failure(&plain), "mission was cancelled");
+        assert_eq!(failure(&serde_json::json!([1])), "[1]");
     }
 
     #[test]

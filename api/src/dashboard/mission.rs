@@ -5,6 +5,7 @@
 use super::format::{self, Moment};
 use super::session::SignedIn;
 use super::timeline::{Layout, Timeline};
+use super::waiting::WaitingFor;
 use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
 use crate::error::ApiError;
 use crate::missions::{find, mission_id, non_empty, Verdict};
@@ -14,7 +15,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::Utc;
-use hypercode_engine::store::StepRecord;
+use hypercode_engine::store::{CurrentStep, StepRecord};
 use hypercode_engine::{redact, Event, EventType, StepKind, StepStatus};
 use serde::Deserialize;
 
@@ -100,6 +101,10 @@ pub(crate) struct MissionView {
     created: Moment,
     updated: Moment,
     duration: String,
+    /// Where a live mission's duration counts from, for the script to keep it current.
+    live_since: Option<String>,
+    /// What a waiting mission waits for.
+    waiting_for: Option<WaitingFor>,
     cancel_requested: bool,
     idempotency_key: Option<String>,
     concurrency_key: Option<String>,
@@ -200,6 +205,24 @@ pub(crate) async fn show(
         updated: Moment::new(mission.updated_at, now),
         duration: format::duration(
             if finished { mission.updated_at } else { now } - mission.created_at,
+        ),
+        live_since: (!finished).then(|| {
+            mission
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        }),
+        waiting_for: WaitingFor::of(
+            mission.status,
+            journal
+                .last()
+                .map(|s| CurrentStep {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    status: s.status,
+                    wake_at: s.wake_at,
+                })
+                .as_ref(),
+            now,
         ),
         cancel_requested: mission.cancel_requested,
         idempotency_key: mission.idempotency_key.clone(),
@@ -307,4 +330,49 @@ pub(crate) async fn act(
         }
     }
     Ok(done(fragment, &format!("/missions/{id}")))
+}
+
+/// History events per read of the export.
+const EXPORT_PAGE: i64 = 1000;
+
+/// `GET /missions/{id}/export`: the mission with its steps and its whole history as one JSON
+/// document, downloaded as `mission-<id>.json` (the same views, redacted, as the API serves).
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    SignedIn(_): SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let id = mission_id(&id)?;
+    let mission = find(&state, id).await?;
+    let store = state.engine.store();
+    let journal = store.journal(id).await?;
+    let mut history = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.history(id, after, EXPORT_PAGE).await?;
+        let full = page.len() as i64 == EXPORT_PAGE;
+        after = page.last().map_or(after, |e| e.seq);
+        history.extend(page.into_iter().map(crate::views::EventView::from));
+        if !full {
+            break;
+        }
+    }
+    let document = serde_json::json!({
+        "mission": crate::views::MissionDetail::new(mission, journal),
+        "history": history,
+    });
+    let body = serde_json::to_vec_pretty(&document).map_err(ApiError::internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"mission-{id}.json\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }

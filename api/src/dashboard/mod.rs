@@ -16,8 +16,10 @@
 //! `approvals` (the inbox), `workers` (workers and queues), `schedules` (cron schedules: pause,
 //! resume, trigger), `incidents` (the healer's incidents and the live log), `accounts` (token
 //! balances, ledgers and subscriptions, found with a search box), `submit` (the plan editor),
-//! `command` (the command panel on the CognitiveUplink),
-//! `format` (times, durations, JSON for people), `assets` (the stylesheet and the script).
+//! `workflows` (each workflow's input schema and a form generated from it), `keys` (API keys,
+//! admins only), `waiting` (what a waiting mission waits for), `command` (the command panel on
+//! the CognitiveUplink), `format` (times, durations, JSON for people), `assets` (the
+//! stylesheet, script, favicon).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles from this
 //! origin only, no inline code), `no-store` caching, and frame and sniffing protections.
@@ -28,13 +30,16 @@ mod assets;
 mod command;
 mod format;
 mod incidents;
+mod keys;
 mod mission;
 mod missions;
 mod schedules;
 pub(crate) mod session;
 mod submit;
 mod timeline;
+mod waiting;
 mod workers;
+mod workflows;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -57,7 +62,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/", get(missions::index))
         .route("/login", post(session::login))
         .route("/logout", post(session::logout))
+        .route("/missions/bulk", post(missions::bulk))
         .route("/missions/{id}", get(mission::show))
+        .route("/missions/{id}/export", get(mission::export))
         .route("/missions/{id}/approvals/{step}", post(mission::decide))
         .route("/missions/{id}/{action}", post(mission::act))
         .route("/approvals", get(approvals::inbox))
@@ -70,8 +77,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/accounts/{account}", get(accounts::show))
         .route("/submit", get(submit::page).post(submit::submit))
         .route("/command", get(command::page))
+        .route("/workflows", get(workflows::page))
+        .route("/keys", get(keys::page).post(keys::create))
+        .route("/keys/{id}/revoke", post(keys::revoke))
+        .route("/workflows/{name}/start", post(workflows::start))
         .route("/submit/check", post(submit::check))
         .route("/assets/{file}", get(assets::serve))
+        .route("/favicon.ico", get(assets::favicon))
+        .route("/favicon.svg", get(assets::favicon))
         .layer(middleware::from_fn(security_headers))
 }
 
@@ -223,6 +236,69 @@ struct ErrorPage {
     problems: Vec<crate::error::FieldError>,
 }
 
+/// An error page's content, kept on the response so [`html_errors`] can draw it again inside
+/// the signed-in navigation.
+#[derive(Debug, Clone)]
+struct ErrorContent {
+    status: StatusCode,
+    title: String,
+    detail: String,
+    problems: Vec<crate::error::FieldError>,
+}
+
+impl ErrorContent {
+    /// The page in `chrome` (its title is the problem's).
+    fn render(self, mut chrome: Chrome) -> Response {
+        chrome.title = self.title.clone();
+        let status = self.status;
+        let page = ErrorPage {
+            chrome,
+            status: status.as_u16(),
+            detail: self.detail.clone(),
+            problems: self.problems.clone(),
+        };
+        match page.render() {
+            Ok(html) => {
+                let mut response = (status, Html(html)).into_response();
+                response.extensions_mut().insert(self);
+                response
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the error page failed to render");
+                status.into_response()
+            }
+        }
+    }
+
+    /// The content of a problem document (`application/problem+json`).
+    fn from_problem(status: StatusCode, body: &[u8]) -> Self {
+        let problem: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let text = |key: &str| problem[key].as_str().unwrap_or_default().to_owned();
+        let problems = problem["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| {
+                        crate::error::FieldError::new(
+                            e["pointer"].as_str().unwrap_or_default(),
+                            e["message"].as_str().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            status,
+            title: Some(text("title"))
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_owned()),
+            detail: text("detail"),
+            problems,
+        }
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
@@ -232,30 +308,103 @@ impl IntoResponse for PageError {
             }
             Self::Failed(error) => {
                 error.log();
-                let status = error.status();
-                let page = ErrorPage {
-                    chrome: Chrome::signed_out(error.title(), String::new()),
-                    status: status.as_u16(),
+                let content = ErrorContent {
+                    status: error.status(),
+                    title: error.title().to_owned(),
                     detail: error.to_string(),
                     problems: error.field_errors().unwrap_or_default(),
                 };
-                match page.render() {
-                    Ok(html) => (status, Html(html)).into_response(),
-                    Err(e) => {
-                        tracing::error!(error = %e, "the error page failed to render");
-                        status.into_response()
-                    }
-                }
+                content.render(Chrome::signed_out("", String::new()))
             }
         }
     }
+}
+
+/// Whether a request comes from a person's browser navigating (it asks for HTML), not from an
+/// API client or the dashboard's script (which keep their problem documents and fragments).
+fn wants_html(request: &Request) -> bool {
+    let path = request.uri().path();
+    let api = [
+        "/api/",
+        "/mcp",
+        "/openapi.json",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix));
+    let accepts_html = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    accepts_html && !api && !request.headers().contains_key(FRAGMENT_HEADER)
+}
+
+/// Errors a browser meets outside a page's own handler (an unknown path, a wrong method, a
+/// body too large, a timeout) are problem documents; a browser gets them as the HTML error
+/// page instead. Every error page, these and the pages' own, is drawn inside the navigation
+/// when the browser has a session.
+pub(crate) async fn html_errors(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let html = wants_html(&request);
+    let headers = request.headers().clone();
+    let response = next.run(request).await;
+    let content = if let Some(content) = response.extensions().get::<ErrorContent>() {
+        content.clone()
+    } else if html && is_problem(&response) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let content = ErrorContent::from_problem(status, &body);
+        let mut page = content.render(chrome_for(&state, &headers).await);
+        secure(page.headers_mut());
+        return page;
+    } else {
+        return response;
+    };
+    match session::from_headers(&state.pool, &headers).await {
+        Ok(Some(session)) => {
+            // The page's own status and headers (security policy, cookies) stay.
+            let (mut parts, _) = response.into_parts();
+            let (_, body) = content.render(Chrome::new(&session, "", "")).into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, body)
+        }
+        _ => response,
+    }
+}
+
+/// The frame of an error page: the signed-in navigation when there is a session.
+async fn chrome_for(state: &AppState, headers: &axum::http::HeaderMap) -> Chrome {
+    match session::from_headers(&state.pool, headers).await {
+        Ok(Some(session)) => Chrome::new(&session, "", ""),
+        _ => Chrome::signed_out("", String::new()),
+    }
+}
+
+fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == crate::error::PROBLEM_JSON.as_bytes())
 }
 
 /// Headers every dashboard response carries. The policy allows no inline script or style at
 /// all, so even markup injected past the templates' escaping could not run anything.
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+    secure(response.headers_mut());
+    response
+}
+
+/// Set the headers of [`security_headers`].
+fn secure(headers: &mut axum::http::HeaderMap) {
     let set = [
         (
             header::CONTENT_SECURITY_POLICY,
@@ -278,7 +427,6 @@ async fn security_headers(request: Request, next: Next) -> Response {
         HeaderName::from_static("cross-origin-opener-policy"),
         HeaderValue::from_static("same-origin"),
     );
-    response
 }
 
 /// A form body; a malformed one is an error page (400, or 415 when it is not a form at all)

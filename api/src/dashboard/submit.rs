@@ -1,13 +1,15 @@
 //! The submit page (`/submit`): paste or edit a mission's input (for `plan`, the plan), see
 //! what is wrong with it while typing (`/submit/check` asks the workflow itself, so the page
-//! and a real submission judge alike), and submit it.
+//! and a real submission judge alike), and submit it. `?like=ID` starts from another mission
+//! ("start another like this").
 
+use super::format;
 use super::session::SignedIn;
 use super::{render, workflow_names, Chrome, FormBody, PageError};
-use crate::missions::non_empty;
+use crate::missions::{find, mission_id, non_empty};
 use crate::AppState;
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use hypercode_engine::NUL_MESSAGE;
@@ -79,23 +81,41 @@ pub(crate) struct SubmitForm {
     csrf: String,
 }
 
-/// `GET /submit`.
+/// The submit page's query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PageQuery {
+    /// "Start another like this": the mission whose workflow and input fill the editor.
+    #[serde(default)]
+    like: String,
+}
+
+/// `GET /submit`, or `GET /submit?like=ID` to start from a mission's workflow and input (as
+/// the API shows it: a secret in it reads `[redacted]` and has to be typed again).
 pub(crate) async fn page(
     State(state): State<AppState>,
     SignedIn(session): SignedIn,
+    Query(query): Query<PageQuery>,
 ) -> Result<Response, PageError> {
     let workflows = workflow_names(&state);
-    let workflow = if workflows.iter().any(|w| w == "plan") {
-        "plan".to_owned()
-    } else {
-        workflows.first().cloned().unwrap_or_default()
+    let (workflow, input) = match non_empty(Some(query.like)) {
+        Some(like) => {
+            let mission = find(&state, mission_id(&like)?).await?;
+            (mission.workflow, format::json(&mission.input))
+        }
+        None if workflows.iter().any(|w| w == "plan") => {
+            ("plan".to_owned(), EXAMPLE_PLAN.to_owned())
+        }
+        None => (
+            workflows.first().cloned().unwrap_or_default(),
+            "{}".to_owned(),
+        ),
     };
     render(&SubmitPage {
         chrome: Chrome::new(&session, "Submit a mission", "submit"),
         v: &SubmitView {
             workflows,
             workflow,
-            input: EXAMPLE_PLAN.to_owned(),
+            input,
             idempotency_key: String::new(),
             problems: Vec::new(),
             checked: false,

@@ -343,14 +343,21 @@ fn lay_out(tracks: &[Track], start: DateTime<Utc>, end: DateTime<Utc>, layout: L
             } else {
                 ""
             };
+            // A wait is drawn as a thin bar and a failed attempt that was retried as a striped
+            // one: the two read apart by shape, not only by colour.
+            let height = if outcome == Outcome::Waiting {
+                BAR_HEIGHT / 3.0
+            } else {
+                BAR_HEIGHT
+            };
             bars.push(Bar {
                 step: track.step.clone(),
                 attempt: span.attempt,
                 outcome: outcome.as_str(),
                 x: num(x),
-                y: num(top + (ROW_HEIGHT - BAR_HEIGHT) / 2.0),
+                y: num(top + (ROW_HEIGHT - height) / 2.0),
                 width: num(width),
-                height: num(BAR_HEIGHT),
+                height: num(height),
                 title: format!(
                     "{} · attempt {} · {}{} · {}",
                     track.step,

@@ -24,6 +24,9 @@ const BUCKET: Duration = Duration::from_secs(60);
 const CHART_WIDTH: f64 = 600.0;
 const CHART_HEIGHT: f64 = 120.0;
 const CHART_TOP: f64 = 10.0;
+/// Room for the value axis's labels on the left and the time axis's below.
+const CHART_LEFT: f64 = 44.0;
+const CHART_BOTTOM: f64 = 18.0;
 
 /// A mission a worker holds.
 pub(crate) struct Held {
@@ -103,6 +106,14 @@ pub(crate) struct Chart {
     /// Totals over the window.
     steps: i64,
     missions: i64,
+    /// The value axis: (y, label), bottom to top.
+    y_ticks: Vec<(String, String)>,
+    /// The time axis: (x, label), oldest to now.
+    x_ticks: Vec<(String, String)>,
+    /// Where the plot starts (right of the value labels).
+    left: String,
+    /// The time labels' baseline.
+    x_label_y: String,
 }
 
 impl Chart {
@@ -113,13 +124,13 @@ impl Chart {
             .max()
             .unwrap_or(0)
             .max(1);
-        let slot = CHART_WIDTH / buckets.len().max(1) as f64;
+        let slot = (CHART_WIDTH - CHART_LEFT) / buckets.len().max(1) as f64;
         let y_of = |value: i64| CHART_TOP + CHART_HEIGHT * (1.0 - value as f64 / max as f64);
         let columns: Vec<Column> = buckets
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let x = i as f64 * slot;
+                let x = CHART_LEFT + i as f64 * slot;
                 let top = y_of(b.steps);
                 Column {
                     x: num(x + slot * 0.1),
@@ -142,11 +153,34 @@ impl Chart {
             .map(|c| format!("{},{}", c.center, c.missions_y))
             .collect::<Vec<_>>()
             .join(" ");
+        let y_ticks = [0, max / 2, max]
+            .into_iter()
+            .filter(|v| *v == 0 || *v == max || (*v > 0 && *v < max))
+            .map(|v| (num(y_of(v) + 4.0), format!("{v}/min")))
+            .collect();
+        // Every fifth minute back from now, labelled by how long ago it was.
+        let n = buckets.len();
+        let x_ticks = (0..n)
+            .filter(|i| (n - 1 - i).is_multiple_of(5))
+            .map(|i| {
+                let ago = n - 1 - i;
+                let label = if ago == 0 {
+                    "now".to_owned()
+                } else {
+                    format!("−{ago} min")
+                };
+                (num(CHART_LEFT + (i as f64 + 0.5) * slot), label)
+            })
+            .collect();
         Self {
             line,
             max,
+            y_ticks,
+            x_ticks,
+            left: num(CHART_LEFT),
+            x_label_y: num(CHART_TOP + CHART_HEIGHT + CHART_BOTTOM - 4.0),
             width: num(CHART_WIDTH),
-            height: num(CHART_TOP + CHART_HEIGHT + 2.0),
+            height: num(CHART_TOP + CHART_HEIGHT + CHART_BOTTOM),
             baseline: num(CHART_TOP + CHART_HEIGHT),
             steps: buckets.iter().map(|b| b.steps).sum(),
             missions: buckets.iter().map(|b| b.missions).sum(),

@@ -7,10 +7,10 @@ use super::{approvals, feed, insert_event, retry, PgStore};
 use crate::error::{StoreError, StoreResult};
 use crate::event::{Event, EventType, NewEvent};
 use crate::ids::MissionId;
-use crate::status::MissionStatus;
+use crate::status::{MissionStatus, StepKind, StepStatus};
 use crate::store::{
-    Decision, InboxPosition, MissionQuery, MissionRecord, MissionStore, NewMission, Retried,
-    StepRecord, Submitted, WaitingApproval,
+    CurrentStep, Decision, InboxPosition, MissionQuery, MissionRecord, MissionStore, NewMission,
+    Retried, StepRecord, Submitted, WaitingApproval,
 };
 use async_trait::async_trait;
 use serde_json::json;
@@ -74,7 +74,8 @@ impl MissionStore for PgStore {
               and ($3::timestamptz is null or (created_at, id) < ($3, $4::uuid))
               and ($6::timestamptz is null or created_at >= $6)
               and ($7::timestamptz is null or created_at < $7)
-              and ($8::text is null or input::text ilike '%' || $8 || '%' escape '\')
+              and ($8::text is null or input::text ilike '%' || $8 || '%' escape '\'
+                   or idempotency_key ilike '%' || $8 || '%' escape '\')
               and ($9::text is null or concurrency_key = $9)
               and ($10::text is null or schedule = $10)
             order by created_at desc, id desc
@@ -124,22 +125,63 @@ impl MissionStore for PgStore {
         Ok(status)
     }
 
-    async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, String)>> {
+    async fn current_steps(&self, ids: &[MissionId]) -> StoreResult<Vec<(MissionId, CurrentStep)>> {
         let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
         // One primary-key range per mission, read backwards from its last position.
         let rows = sqlx::query!(
             r#"
-            select m.id as "id!: MissionId", s.name as "name!"
+            select m.id as "id!: MissionId", s.name as "name!", s.kind as "kind!: StepKind",
+                   s.status as "status!: StepStatus", s.wake_at
             from unnest($1::uuid[]) as m(id)
             cross join lateral (
-                select name from steps where mission_id = m.id order by position desc limit 1
+                select name, kind, status, wake_at from steps where mission_id = m.id
+                order by position desc limit 1
             ) s
             "#,
             &ids,
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let step = CurrentStep {
+                    name: r.name,
+                    kind: r.kind,
+                    status: r.status,
+                    wake_at: r.wake_at,
+                };
+                (r.id, step)
+            })
+            .collect())
+    }
+
+    async fn status_counts(&self, query: &MissionQuery) -> StoreResult<Vec<(MissionStatus, i64)>> {
+        let search = query.search.as_deref().map(like_literal);
+        // The same filters as `list` but the status (and no page): counts the list could show.
+        let rows = sqlx::query!(
+            r#"
+            select status as "status!: MissionStatus", count(*) as "count!"
+            from missions
+            where ($1::text is null or workflow = $1)
+              and ($2::timestamptz is null or created_at >= $2)
+              and ($3::timestamptz is null or created_at < $3)
+              and ($4::text is null or input::text ilike '%' || $4 || '%' escape '\'
+                   or idempotency_key ilike '%' || $4 || '%' escape '\')
+              and ($5::text is null or concurrency_key = $5)
+              and ($6::text is null or schedule = $6)
+            group by status
+            "#,
+            query.workflow,
+            query.created_after,
+            query.created_before,
+            search,
+            query.concurrency_key,
+            query.schedule,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
     }
 
     async fn waiting_approvals(
