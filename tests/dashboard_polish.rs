@@ -493,6 +493,9 @@ async fn every_page_fits_a_phone() {
         ("submit", "/submit", "form#submit"),
         ("workflows", "/workflows", "section[data-workflow=plan]"),
         ("keys", "/keys", "#keys"),
+        ("accounts", "/accounts", "#account-search"),
+        ("account", "/accounts/phone-user", "#ledger"),
+        ("command", "/command", "#uplink-form"),
         ("error", "/no/such/page", ".problem"),
     ];
     for (name, path, ready) in pages {
