@@ -138,36 +138,31 @@ impl Access {
     }
 }
 
-impl FromRequestParts<AppState> for Reader {
-    type Rejection = ApiError;
+/// The role extractors: each requires one [`Access`], and keeps the [`Principal`] (a tuple
+/// struct over it) or only proves that the check passed (a unit struct).
+macro_rules! role_extractors {
+    ($($name:ident: $access:ident => $wrap:expr),* $(,)?) => {$(
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, Access::Read).await.map(|_| Self)
-    }
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, ApiError> {
+                authorize(parts, state, Access::$access).await.map($wrap)
+            }
+        }
+    )*};
 }
 
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, Access::Operate).await.map(Self)
-    }
-}
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, Access::Administer).await.map(Self)
-    }
-}
-
-impl FromRequestParts<AppState> for Signaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, Access::Signal).await.map(Self)
-    }
+role_extractors! {
+    Reader: Read => |_| Reader,
+    Operator: Operate => Operator,
+    Admin: Administer => Admin,
+    Signaller: Signal => Signaller,
+    Heartbeater: Heartbeat => Heartbeater,
+    Treasurer: Tokens => Treasurer,
+    AnyRole: Any => |_| AnyRole,
 }
 
 impl FromRequestParts<AppState> for MissionReader {
@@ -187,30 +182,6 @@ impl FromRequestParts<AppState> for MissionReader {
                 principal.role
             ))),
         }
-    }
-}
-
-impl FromRequestParts<AppState> for Heartbeater {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, Access::Heartbeat).await.map(Self)
-    }
-}
-
-impl FromRequestParts<AppState> for Treasurer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, Access::Tokens).await.map(Self)
-    }
-}
-
-impl FromRequestParts<AppState> for AnyRole {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, Access::Any).await.map(|_| Self)
     }
 }
 
