@@ -82,6 +82,21 @@ fn egress_rules(name: &str) -> Result<Vec<Rule>> {
     egress::parse_rules(&list).with_context(|| format!("{name}={list}"))
 }
 
+/// `HYPERCODE_INTERNAL_URL`: an http(s) URL with a host, if set.
+fn internal_url() -> Result<Option<url::Url>> {
+    let Some(value) = std::env::var("HYPERCODE_INTERNAL_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let url = url::Url::parse(&value).with_context(|| format!("HYPERCODE_INTERNAL_URL={value}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        anyhow::bail!("HYPERCODE_INTERNAL_URL={value}: not an http(s) URL with a host");
+    }
+    Ok(Some(url))
+}
+
 /// Everything the processes read from the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -118,6 +133,10 @@ pub struct Settings {
     pub egress_allow: Vec<Rule>,
     /// `HYPERCODE_EGRESS_DENY`: destinations plans may not call, whatever else says.
     pub egress_deny: Vec<Rule>,
+    /// `HYPERCODE_INTERNAL_URL`: where this deployment's workers reach its API (`http://api:8000`
+    /// under compose). The dashboard's sample plan calls it, and the egress policy counts it as
+    /// the server itself.
+    pub internal_url: Option<url::Url>,
     /// `HYPERCODE_AGENTS_PREFIX` (the heartbeat keys' prefix, default `agents`) and
     /// `HYPERCODE_AGENT_HEARTBEAT_TTL_S` (how long a heartbeat keeps an agent live, 30).
     pub agents: hypercode_agents::RegistryConfig,
@@ -164,6 +183,7 @@ impl Settings {
             rate_limits: rate_limits()?,
             egress_allow: egress_rules("HYPERCODE_EGRESS_ALLOW")?,
             egress_deny: egress_rules("HYPERCODE_EGRESS_DENY")?,
+            internal_url: internal_url()?,
             agents: hypercode_agents::RegistryConfig {
                 prefix: std::env::var("HYPERCODE_AGENTS_PREFIX")
                     .unwrap_or_else(|_| "agents".to_owned()),

@@ -277,11 +277,14 @@ async fn engine(
     let wake = queue::RedisWake::connect(&queue, settings.queue_max_depth)
         .await
         .context("connecting to HYPERCODE_REDIS_URL")?;
-    let policy = EgressPolicy::new(
+    let mut policy = EgressPolicy::new(
         settings.egress_allow.clone(),
         settings.egress_deny.clone(),
         server,
     );
+    if let Some(url) = &settings.internal_url {
+        policy = policy.reached_at(url);
+    }
     let http = EgressClient::new(
         reqwest::Client::builder().user_agent(concat!("hypercode/", env!("CARGO_PKG_VERSION"))),
         policy,
@@ -379,7 +382,7 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
     }
     let limiter = RateLimiter::new(settings.redis_url()?, &settings.queue, settings.rate_limits)
         .context("HYPERCODE_REDIS_URL, for the rate limiter")?;
-    let state = AppState::new(engine, pool, limiter, shutdown.clone())
+    let mut state = AppState::new(engine, pool, limiter, shutdown.clone())
         .with_logs(toolkit.logs)
         .with_agents(agents)
         .with_payments(PaymentsState {
@@ -387,6 +390,9 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
             checkout,
             webhook_secret: settings.stripe_webhook_secret.clone(),
         });
+    if let Some(url) = settings.internal_url.clone() {
+        state = state.reached_at(url);
+    }
     // `/metrics` on its own listener when HYPERCODE_METRICS_LISTEN is set, else on the API's.
     let handle = metrics::install()?;
     let state = match metrics::listen_address() {

@@ -1,5 +1,5 @@
 //! The egress policy of plan HTTP steps (issue 9, item 14): the server's own address in every
-//! spelling, link-local and cloud-metadata addresses, `HYPERCODE_EGRESS_DENY` and
+//! spelling (a `HEAD` of its `/healthz` excepted: the dashboard's sample plan makes it), link-local and cloud-metadata addresses, `HYPERCODE_EGRESS_DENY` and
 //! `HYPERCODE_EGRESS_ALLOW`, and redirects, followed hop by hop: a hop to a refused address is
 //! refused, a hop to another origin carries none of the plan's headers and no `Referer`.
 //!
@@ -498,5 +498,110 @@ async fn an_invalid_request_is_a_permanent_failure() {
         h.callee.to_path("/items/2").is_empty(),
         "{}",
         h.callee.describe()
+    );
+}
+
+/// The one call a plan may make to the server itself is a `HEAD` of its `/healthz`. A `GET` of
+/// the same URL by the same name right after it is refused: the probe's connection is not kept
+/// for other requests to reuse.
+#[tokio::test]
+async fn a_head_of_the_servers_own_healthz_is_the_one_call_let_through() {
+    let h = deployment(Vec::new()).await;
+    let port = api_port(&h);
+    let healthz = format!("http://localhost:{port}/healthz");
+    let id = id_of(
+        &h.submit(json!([
+            { "name": "probe", "http": { "method": "HEAD", "url": healthz } },
+            { "name": "a", "http": { "url": healthz },
+              "retry": { "max_attempts": 5, "initial_backoff_ms": 50, "max_backoff_ms": 100 } }
+        ]))
+        .await,
+    );
+    let mission = h.wait_terminal(&id, "failed", secs(30)).await;
+    let probe = step(&mission, "probe");
+    assert_eq!(probe["status"], "succeeded", "{}", pretty(probe));
+    assert_eq!(probe["output"]["status"], 200, "{}", pretty(probe));
+    let a = step(&mission, "a");
+    assert_eq!(a["attempts"], 1, "{}", pretty(a));
+    let message = a["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("egress policy refused") && message.contains("own address"),
+        "{message}"
+    );
+    for url in [
+        format!("http://127.0.0.1:{port}/readyz"),
+        format!("http://127.0.0.1:{port}/healthz?verbose=1"),
+        format!("http://2130706433:{port}/api/v1/missions"),
+    ] {
+        let message = assert_refused(
+            &h,
+            json!([{ "name": "a", "http": { "method": "HEAD", "url": url } }]),
+        )
+        .await;
+        assert!(message.contains("own address"), "{url}: {message}");
+    }
+}
+
+/// The text of the submit page's editor, unescaped.
+fn editor_text(html: &str) -> String {
+    let start = html.find("name=\"input\"").expect("the editor");
+    let open = start + html[start..].find('>').expect("the textarea's tag ends");
+    let close = open + html[open..].find("</textarea>").expect("the textarea ends");
+    html[open + 1..close]
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The dashboard's sample plan calls the server at the address the browser used, and runs: its
+/// `check` step succeeds (the mission then waits for its sign-off).
+#[tokio::test]
+async fn the_dashboards_sample_plan_probes_this_server_and_runs() {
+    let h = deployment(Vec::new()).await;
+    let mut browser = h.signed_in(&h.key).await;
+    let sample: Value = serde_json::from_str(&editor_text(&browser.get("/submit").await.body))
+        .expect("the sample plan is JSON");
+    let check = &sample["steps"][0]["http"];
+    assert_eq!(check["url"], format!("{}/healthz", h.base), "{sample}");
+    assert_eq!(check["method"], "HEAD", "{sample}");
+    let id = id_of(&h.submit(sample["steps"].clone()).await);
+    let mission = h
+        .wait_until(
+            &id,
+            "past its check",
+            |m| step_is(m, "check", "succeeded"),
+            secs(30),
+        )
+        .await;
+    assert_eq!(step(&mission, "check")["output"]["status"], 200);
+    assert_eq!(h.cancel(&id).await.status, 202);
+}
+
+/// With `HYPERCODE_INTERNAL_URL` (compose sets `http://api:8000`) the sample plan calls that
+/// address, and the egress policy counts its host name as the server: refused but for the probe.
+#[tokio::test]
+async fn the_internal_url_is_the_samples_address_and_counts_as_the_server() {
+    let h = deployment(vec![(
+        "HYPERCODE_INTERNAL_URL",
+        "http://hypercode-api.internal:8123".to_owned(),
+    )])
+    .await;
+    let mut browser = h.signed_in(&h.key).await;
+    let sample: Value = serde_json::from_str(&editor_text(&browser.get("/submit").await.body))
+        .expect("the sample plan is JSON");
+    assert_eq!(
+        sample["steps"][0]["http"]["url"],
+        "http://hypercode-api.internal:8123/healthz"
+    );
+    let message = assert_refused(
+        &h,
+        call("http://hypercode-api.internal:9999/api/v1/missions"),
+    )
+    .await;
+    assert!(
+        message.contains("hypercode-api.internal") && message.contains("own address"),
+        "refused by name, before any lookup: {message}"
     );
 }

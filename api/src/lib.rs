@@ -113,6 +113,9 @@ pub struct AppState {
     pub agents: Option<hypercode_agents::AgentRegistry>,
     /// The catalogue, the ledger, the Stripe client and the webhook secret.
     payments: std::sync::Arc<PaymentsState>,
+    /// Where this deployment's workers reach this API (`HYPERCODE_INTERNAL_URL`), which the
+    /// dashboard's sample plan calls; none: the address the browser reached it at.
+    internal_url: Option<url::Url>,
 }
 
 impl AppState {
@@ -141,8 +144,15 @@ impl AppState {
                 checkout: None,
                 webhook_secret: None,
             }),
+            internal_url: None,
             pool,
         }
+    }
+
+    /// The same state, reached by the workers at `url`.
+    pub fn reached_at(mut self, url: url::Url) -> Self {
+        self.internal_url = Some(url);
+        self
     }
 
     /// The same state with the agent registry.

@@ -8,7 +8,8 @@
 //! 1. an explicit deny entry (the address in a DENY CIDR, or the URL's host name in DENY) refuses;
 //! 2. an explicit allow entry (the address in an ALLOW CIDR, or the host name in ALLOW) permits;
 //! 3. the default denials refuse: the HyperCode server's own listen address (on every local
-//!    address when it listens on `0.0.0.0` or `[::]`), link-local addresses (`169.254.0.0/16`,
+//!    address when it listens on `0.0.0.0` or `[::]`) and the host name it is reached by
+//!    (`HYPERCODE_INTERNAL_URL`), except for a health probe ([`HEALTH_PATH`]), link-local addresses (`169.254.0.0/16`,
 //!    `fe80::/10`, so cloud metadata at `169.254.169.254`), the other metadata endpoints
 //!    ([`METADATA_ADDRESSES`], [`METADATA_NAMES`]) and the unspecified addresses (`0.0.0.0`, `::`,
 //!    which reach this machine);
@@ -30,6 +31,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use url::{Host, Url};
+
+/// The server's liveness probe: a `HEAD` of this path (no query) is the one request a plan may
+/// send the HyperCode server itself. It changes nothing and its answer is a bare status, and it
+/// lets a first plan (the dashboard's sample) run where no other service does. A probe's
+/// connection is closed after it (`Connection: close`), so no other request reuses what it was
+/// let open.
+pub const HEALTH_PATH: &str = "/healthz";
 
 /// Metadata endpoints outside link-local space (the link-local ones, such as AWS, GCP and
 /// Azure's `169.254.169.254`, are refused as link-local): AWS's IPv6 endpoint and Alibaba
@@ -216,7 +224,10 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Denied(entry) => write!(f, "HYPERCODE_EGRESS_DENY has `{entry}`"),
-            Reason::OwnAddress => f.write_str("the HyperCode server's own address"),
+            Reason::OwnAddress => write!(
+                f,
+                "the HyperCode server's own address, where plans may only HEAD {HEALTH_PATH}"
+            ),
             Reason::LinkLocal => f.write_str("a link-local address, where cloud metadata lives"),
             Reason::Metadata => f.write_str("a cloud metadata endpoint"),
             Reason::Unspecified => {
@@ -236,12 +247,39 @@ pub struct Refused {
     pub reason: Reason,
 }
 
-/// The policy: allow and deny entries and the server's own listen addresses.
+/// What the policy judges of one request besides its host: the port it goes to and whether it
+/// is a health probe of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Destination {
+    port: Option<u16>,
+    health_probe: bool,
+}
+
+impl Destination {
+    /// A request of `method` to `url`.
+    pub fn of(method: &reqwest::Method, url: &Url) -> Self {
+        Self {
+            port: url.port_or_known_default(),
+            health_probe: *method == reqwest::Method::HEAD
+                && url.path() == HEALTH_PATH
+                && url.query().is_none(),
+        }
+    }
+
+    /// Whether the request is a health probe, which may reach the server itself.
+    pub fn is_health_probe(&self) -> bool {
+        self.health_probe
+    }
+}
+
+/// The policy: allow and deny entries, the server's own listen addresses and the host names
+/// it is reached by.
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
     allow: Vec<Rule>,
     deny: Vec<Rule>,
     own: Vec<SocketAddr>,
+    own_names: Vec<String>,
 }
 
 impl EgressPolicy {
@@ -249,24 +287,53 @@ impl EgressPolicy {
     /// is no address: nothing to refuse).
     pub fn new(allow: Vec<Rule>, deny: Vec<Rule>, own: Vec<SocketAddr>) -> Self {
         let own = own.into_iter().filter(|addr| addr.port() != 0).collect();
-        Self { allow, deny, own }
+        Self {
+            allow,
+            deny,
+            own,
+            own_names: Vec::new(),
+        }
     }
 
-    /// Check a URL's host: an IP literal completely, a name by its name entries (its addresses
-    /// are checked when it is resolved).
-    pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
-        let port = url.port_or_known_default();
+    /// The policy that also counts `url`, where this deployment's workers reach its API
+    /// (`HYPERCODE_INTERNAL_URL`, e.g. `http://api:8000` under compose), as the server itself:
+    /// its host name on any port, or its address on its port.
+    pub fn reached_at(mut self, url: &Url) -> Self {
+        let port = url.port_or_known_default().unwrap_or(0);
         match url.host() {
-            Some(Host::Ipv4(ip)) => self.check_address(IpAddr::V4(ip), port, false, None),
-            Some(Host::Ipv6(ip)) => self.check_address(IpAddr::V6(ip), port, false, None),
-            Some(Host::Domain(name)) => self.check_name(name).map(|_| ()),
+            Some(Host::Domain(name)) => self.own_names.push(host_name(name)),
+            Some(Host::Ipv4(ip)) if port != 0 => self.own.push(SocketAddr::new(ip.into(), port)),
+            Some(Host::Ipv6(ip)) if port != 0 => self.own.push(SocketAddr::new(ip.into(), port)),
+            _ => {}
+        }
+        self
+    }
+
+    /// Check the host of any request to `url` that is not a health probe: an IP literal
+    /// completely, a name by its name entries (its addresses are checked when it is resolved).
+    pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
+        self.check(
+            url,
+            Destination {
+                port: url.port_or_known_default(),
+                health_probe: false,
+            },
+        )
+    }
+
+    /// Check the host of a request to `url` going to `destination`.
+    pub fn check(&self, url: &Url, destination: Destination) -> Result<(), Refused> {
+        match url.host() {
+            Some(Host::Ipv4(ip)) => self.check_address(IpAddr::V4(ip), destination, false, None),
+            Some(Host::Ipv6(ip)) => self.check_address(IpAddr::V6(ip), destination, false, None),
+            Some(Host::Domain(name)) => self.check_name(name, destination).map(|_| ()),
             None => Ok(()),
         }
     }
 
     /// Check a host name before it is resolved; `Ok(true)` when an allow entry names it, so
     /// that its addresses skip the default denials.
-    fn check_name(&self, name: &str) -> Result<bool, Refused> {
+    fn check_name(&self, name: &str, destination: Destination) -> Result<bool, Refused> {
         let name = host_name(name);
         let refuse = |reason| Refused {
             target: name.clone(),
@@ -287,20 +354,24 @@ impl EgressPolicy {
         if METADATA_NAMES.contains(&name.as_str()) {
             return Err(refuse(Reason::Metadata));
         }
+        if !destination.health_probe && self.own_names.contains(&name) {
+            return Err(refuse(Reason::OwnAddress));
+        }
         Ok(false)
     }
 
-    /// Check an address a call would connect to, on `port` when known (when not, every own
-    /// port counts, failing closed). `name` is the host name it was resolved from, if any, and
-    /// `name_allowed` whether an allow entry names that host.
+    /// Check an address a call to `destination` would connect to, on its port when known (when
+    /// not, every own port counts, failing closed). `name` is the host name it was resolved
+    /// from, if any, and `name_allowed` whether an allow entry names that host.
     fn check_address(
         &self,
         ip: IpAddr,
-        port: Option<u16>,
+        destination: Destination,
         name_allowed: bool,
         name: Option<&str>,
     ) -> Result<(), Refused> {
         let ip = canonical(ip);
+        let port = destination.port;
         let refuse = |reason| {
             let address = match port {
                 Some(port) => SocketAddr::new(ip, port).to_string(),
@@ -324,7 +395,7 @@ impl EgressPolicy {
         if name_allowed || in_block(&self.allow).is_some() {
             return Ok(());
         }
-        if self.is_own(ip, port) {
+        if !destination.health_probe && self.is_own(ip, port) {
             return refuse(Reason::OwnAddress);
         }
         if is_link_local(ip) {
@@ -355,14 +426,15 @@ impl EgressPolicy {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 tokio::task_local! {
-    /// The port of the URL being requested, for the resolver, which is given only a name.
-    static DESTINATION_PORT: u16;
+    /// Where the request being sent goes, for the resolver, which is given only a name.
+    static DESTINATION: Destination;
 }
 
-/// Run `send` (a request on an [`EgressClient`]) so that its DNS lookups know the destination
-/// port, which the check of the server's own address needs.
-pub(crate) async fn to_port<F: Future>(port: u16, send: F) -> F::Output {
-    DESTINATION_PORT.scope(port, send).await
+/// Run `send` (a request on an [`EgressClient`]) so that its DNS lookups know its destination
+/// (the port, and whether it is a health probe), which the check of the server's own address
+/// needs. Without it, every own port counts and nothing is a probe.
+pub(crate) async fn to<F: Future>(destination: Destination, send: F) -> F::Output {
+    DESTINATION.scope(destination, send).await
 }
 
 /// The DNS resolver of the plan's client: it refuses denied names, resolves the others and
@@ -379,13 +451,13 @@ impl Resolve for PolicyResolver {
         let policy = self.policy.clone();
         let name = name.as_str().to_owned();
         // Read now: the lookup below may be polled outside the request's task-local scope.
-        let port = DESTINATION_PORT.try_with(|port| *port).ok();
+        let destination = DESTINATION.try_with(|d| *d).unwrap_or_default();
         Box::pin(async move {
-            let name_allowed = policy.check_name(&name)?;
+            let name_allowed = policy.check_name(&name, destination)?;
             let addresses: Vec<SocketAddr> =
                 tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
             for address in &addresses {
-                policy.check_address(address.ip(), port, name_allowed, Some(&name))?;
+                policy.check_address(address.ip(), destination, name_allowed, Some(&name))?;
             }
             Ok::<Addrs, BoxError>(Box::new(addresses.into_iter()))
         })
@@ -452,6 +524,13 @@ mod tests {
             Vec::new(),
             vec![listen.parse().expect("address")],
         )
+    }
+
+    fn at(port: Option<u16>) -> Destination {
+        Destination {
+            port,
+            health_probe: false,
+        }
     }
 
     fn check(policy: &EgressPolicy, url: &str) -> Result<(), Reason> {
@@ -521,10 +600,10 @@ mod tests {
         let policy = own("127.0.0.1:8000");
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert!(policy
-            .check_address(ip, None, false, Some("localhost"))
+            .check_address(ip, at(None), false, Some("localhost"))
             .is_err());
         assert!(policy
-            .check_address(ip, Some(9000), false, Some("localhost"))
+            .check_address(ip, at(Some(9000)), false, Some("localhost"))
             .is_ok());
     }
 
@@ -593,9 +672,74 @@ mod tests {
         assert_eq!(check(&policy, "http://metadata.google.internal/"), Ok(()));
         let ip = IpAddr::from([169, 254, 169, 254]);
         assert!(policy
-            .check_address(ip, Some(80), true, Some("metadata.google.internal"))
+            .check_address(ip, at(Some(80)), true, Some("metadata.google.internal"))
             .is_ok());
-        assert!(policy.check_address(ip, Some(80), false, None).is_err());
+        assert!(policy.check_address(ip, at(Some(80)), false, None).is_err());
+    }
+
+    #[test]
+    fn only_a_health_probe_reaches_the_server_itself() {
+        let policy = own("127.0.0.1:8000");
+        let judge = |method: reqwest::Method, url: &str| {
+            let url = Url::parse(url).expect("URL");
+            policy
+                .check(&url, Destination::of(&method, &url))
+                .map_err(|e| e.reason)
+        };
+        assert_eq!(
+            judge(reqwest::Method::HEAD, "http://127.0.0.1:8000/healthz"),
+            Ok(())
+        );
+        for (method, url) in [
+            (reqwest::Method::GET, "http://127.0.0.1:8000/healthz"),
+            (reqwest::Method::POST, "http://127.0.0.1:8000/healthz"),
+            (reqwest::Method::HEAD, "http://127.0.0.1:8000/healthz?x=1"),
+            (reqwest::Method::HEAD, "http://127.0.0.1:8000/healthz/"),
+            (
+                reqwest::Method::GET,
+                "http://127.0.0.1:8000/api/v1/missions",
+            ),
+            (reqwest::Method::HEAD, "http://127.0.0.1:8000/readyz"),
+        ] {
+            assert_eq!(
+                judge(method.clone(), url),
+                Err(Reason::OwnAddress),
+                "{method} {url}"
+            );
+        }
+        // A probe is no pass for what else the policy refuses.
+        assert_eq!(
+            judge(reqwest::Method::HEAD, "http://169.254.169.254/healthz"),
+            Err(Reason::LinkLocal)
+        );
+    }
+
+    #[test]
+    fn the_internal_url_counts_as_the_server_by_name_on_every_port() {
+        let policy = EgressPolicy::default()
+            .reached_at(&Url::parse("http://API:8000").expect("URL"))
+            .reached_at(&Url::parse("http://10.1.2.3:8080").expect("URL"));
+        for url in [
+            "http://api:8000/api/v1/missions",
+            "http://api./",
+            "http://10.1.2.3:8080/",
+        ] {
+            assert_eq!(check(&policy, url), Err(Reason::OwnAddress), "{url}");
+        }
+        assert_eq!(check(&policy, "http://10.1.2.3:8081/"), Ok(()));
+        assert_eq!(check(&policy, "http://apis:8000/"), Ok(()));
+        let probe = Url::parse("http://api:8000/healthz").expect("URL");
+        assert_eq!(
+            policy.check(&probe, Destination::of(&reqwest::Method::HEAD, &probe)),
+            Ok(())
+        );
+        let allowed = EgressPolicy::new(rules("api"), Vec::new(), Vec::new())
+            .reached_at(&Url::parse("http://api:8000").expect("URL"));
+        assert_eq!(
+            check(&allowed, "http://api:8000/x"),
+            Ok(()),
+            "an allow entry wins"
+        );
     }
 
     #[tokio::test]
@@ -606,13 +750,21 @@ mod tests {
         // As the client does: the resolver is called while the request is polled.
         let lookup = |port| {
             let name: Name = "localhost".parse().expect("a name");
-            to_port(port, async { resolver.resolve(name).await })
+            to(at(Some(port)), async { resolver.resolve(name).await })
         };
         let refusal = lookup(8000).await.err().expect("the server's own address");
         let refusal = refusal.downcast_ref::<Refused>().expect("a refusal");
         assert_eq!(refusal.reason, Reason::OwnAddress);
         assert_eq!(refusal.target, "localhost at 127.0.0.1:8000");
         let addresses: Vec<SocketAddr> = lookup(9000).await.expect("another port").collect();
+        let probe = Url::parse("http://localhost:8000/healthz").expect("URL");
+        let probing = to(Destination::of(&reqwest::Method::HEAD, &probe), async {
+            resolver.resolve("localhost".parse().expect("a name")).await
+        });
+        assert!(
+            probing.await.is_ok(),
+            "a health probe resolves the server's own address"
+        );
         assert!(
             addresses.iter().any(|a| a.ip().is_loopback()),
             "{addresses:?}"

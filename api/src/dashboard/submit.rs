@@ -10,18 +10,19 @@ use crate::missions::{find, mission_id, non_empty};
 use crate::AppState;
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use hypercode_engine::NUL_MESSAGE;
 use hypercode_engine::{InputProblem, SubmitError};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// What a new plan starts from: one of each kind of step. Its call goes to a public URL, not to
-/// this server: the egress policy refuses plans that call the server itself.
+/// What a new plan starts from: one of each kind of step. Its call is a `HEAD` of this server's
+/// `/healthz` (`{base}` is where the workers reach the server), the one request the egress
+/// policy lets a plan send the server itself, so the sample runs where no other service does.
 const EXAMPLE_PLAN: &str = r#"{
   "steps": [
-    {"name": "check", "http": {"method": "GET", "url": "https://example.com/"},
+    {"name": "check", "http": {"method": "HEAD", "url": "{base}/healthz"},
      "retry": {"max_attempts": 5, "initial_backoff_ms": 200, "max_backoff_ms": 5000}},
     {"name": "sign-off", "approval": {"message": "Ship it?", "timeout_s": 3600}},
     {"name": "cool-down", "sleep": {"ms": 500}},
@@ -81,6 +82,24 @@ pub(crate) struct SubmitForm {
     csrf: String,
 }
 
+/// The sample plan, calling the health probe of this server where the workers reach it:
+/// `HYPERCODE_INTERNAL_URL` when set (the compose service name), else the address the browser
+/// used, which is the server's own when the workers run beside it.
+fn example_plan(state: &AppState, headers: &HeaderMap) -> String {
+    let base = match &state.internal_url {
+        Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .filter(|host| host.parse::<axum::http::uri::Authority>().is_ok())
+                .unwrap_or("127.0.0.1:8000");
+            format!("http://{host}")
+        }
+    };
+    EXAMPLE_PLAN.replace("{base}", &base)
+}
+
 /// The submit page's query string.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct PageQuery {
@@ -95,6 +114,7 @@ pub(crate) async fn page(
     State(state): State<AppState>,
     SignedIn(session): SignedIn,
     Query(query): Query<PageQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let workflows = workflow_names(&state);
     let (workflow, input) = match non_empty(Some(query.like)) {
@@ -103,7 +123,7 @@ pub(crate) async fn page(
             (mission.workflow, format::json(&mission.input))
         }
         None if workflows.iter().any(|w| w == "plan") => {
-            ("plan".to_owned(), EXAMPLE_PLAN.to_owned())
+            ("plan".to_owned(), example_plan(&state, &headers))
         }
         None => (
             workflows.first().cloned().unwrap_or_default(),
@@ -245,6 +265,6 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains(" at line 3 column"), "{message}");
-        assert!(parse(EXAMPLE_PLAN).is_ok());
+        assert!(parse(&EXAMPLE_PLAN.replace("{base}", "http://127.0.0.1:8000")).is_ok());
     }
 }

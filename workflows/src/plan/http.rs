@@ -160,7 +160,11 @@ async fn send(
     key: &str,
     deadline: Instant,
 ) -> Result<Response, StepError> {
-    client.policy().check_url(&hop.url).map_err(refused)?;
+    let destination = egress::Destination::of(&hop.method, &hop.url);
+    client
+        .policy()
+        .check(&hop.url, destination)
+        .map_err(refused)?;
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
         return Err(StepError::retryable(format!(
@@ -190,8 +194,10 @@ async fn send(
     if let Some(body) = hop.body {
         builder = builder.json(body);
     }
-    let port = hop.url.port_or_known_default().unwrap_or(0);
-    egress::to_port(port, builder.send()).await.map_err(|e| {
+    if destination.is_health_probe() {
+        builder = builder.header(reqwest::header::CONNECTION, "close");
+    }
+    egress::to(destination, builder.send()).await.map_err(|e| {
         if let Some(refusal) = source_of::<Refused>(&e) {
             return refused(refusal.clone());
         }
