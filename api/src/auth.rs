@@ -212,21 +212,59 @@ async fn admit(
     client: Option<IpAddr>,
     state: &AppState,
 ) -> Result<Principal, ApiError> {
+    principal_of(
+        state,
+        headers,
+        client,
+        CookieUse::Request(method),
+        "an API key is required; send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
+    )
+    .await
+}
+
+/// What a request riding on the dashboard's session cookie must also show.
+enum CookieUse<'a> {
+    /// An API request of this method: a change (an unsafe method) must come from this server's
+    /// origin with the session's CSRF token.
+    Request(&'a Method),
+    /// A WebSocket handshake: it must carry this server's `Origin`.
+    Handshake,
+}
+
+/// The principal of the key presented in `headers`, or else of the request's dashboard session
+/// used as `cookie` says (401 with `missing` if neither), within its rate limit (429 if not).
+async fn principal_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+    cookie: CookieUse<'_>,
+    missing: &'static str,
+) -> Result<Principal, ApiError> {
     let principal = match presented_key(headers).transpose() {
         Some(presented) => key_principal(state, client, presented).await?,
         None => {
             let session = session::from_headers(&state.pool, headers)
                 .await?
-                .ok_or(ApiError::Unauthorized(
-                "an API key is required; send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
-            ))?;
-            if !method.is_safe() {
-                session::check_origin(headers)?;
-                let token = headers
-                    .get(session::CSRF_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                session.verify_csrf(token)?;
+                .ok_or(ApiError::Unauthorized(missing))?;
+            match cookie {
+                CookieUse::Request(method) if !method.is_safe() => {
+                    session::check_origin(headers)?;
+                    let token = headers
+                        .get(session::CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    session.verify_csrf(token)?;
+                }
+                CookieUse::Request(_) => {}
+                CookieUse::Handshake => {
+                    if !headers.contains_key(header::ORIGIN) {
+                        return Err(ApiError::Forbidden(
+                            "a WebSocket opened with the dashboard's session must carry an Origin"
+                                .to_owned(),
+                        ));
+                    }
+                    session::check_origin(headers)?;
+                }
             }
             session.principal
         }
@@ -245,25 +283,14 @@ pub(crate) async fn handshake(
     headers: &HeaderMap,
     client: Option<IpAddr>,
 ) -> Result<Principal, ApiError> {
-    let principal = match presented_key(headers).transpose() {
-        Some(presented) => key_principal(state, client, presented).await?,
-        None => {
-            let session = session::from_headers(&state.pool, headers)
-                .await?
-                .ok_or(ApiError::Unauthorized(
-                    "an API key or a dashboard session is required; send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
-                ))?;
-            if !headers.contains_key(header::ORIGIN) {
-                return Err(ApiError::Forbidden(
-                    "a WebSocket opened with the dashboard's session must carry an Origin"
-                        .to_owned(),
-                ));
-            }
-            session::check_origin(headers)?;
-            session.principal
-        }
-    };
-    rate_limit(state, &principal).await?;
+    let principal = principal_of(
+        state,
+        headers,
+        client,
+        CookieUse::Handshake,
+        "an API key or a dashboard session is required; send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
+    )
+    .await?;
     if !Access::Read.allows(principal.role) {
         return Err(ApiError::Forbidden(format!(
             "the uplink requires the {} role; key `{}` has the {} role",
