@@ -128,6 +128,11 @@ impl Engine {
         ctx: &mut Context,
         result: Result<Value, WorkflowError>,
     ) -> Result<RunOutcome, WorkflowError> {
+        // Its finishing step's write ended the mission: whatever the workflow did after, there
+        // is nothing left to write.
+        if ctx.finished() {
+            return Ok(RunOutcome::Finished);
+        }
         let finish = |outcome: Outcome, kind: EventType, data: Value| {
             (
                 MissionChange::Finish(outcome),
