@@ -18,7 +18,7 @@ use crate::retry::RetryPolicy;
 use crate::status::{StepKind, StepStatus};
 use crate::store::{
     to_record, ApprovalInput, ApprovalRequested, DecisionRecord, Lease, MissionChange,
-    MissionRecord, StepRecord, Store, Transition,
+    MissionRecord, Outcome, StepRecord, Store, Transition,
 };
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -36,6 +36,9 @@ use tracing::Instrument;
 pub type Compensation =
     Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
 
+/// Makes a mission's output from its last step's output (see [`Step::finishing`]).
+type Finish = Box<dyn FnOnce(&Value) -> Value + Send>;
+
 /// A step's name and options: `Step::new("charge").input(&req)?.retry(policy).compensate(f)`.
 pub struct Step {
     name: String,
@@ -43,6 +46,7 @@ pub struct Step {
     retry: RetryPolicy,
     local: bool,
     compensation: Option<(Compensation, RetryPolicy)>,
+    finish: Option<Finish>,
 }
 
 impl Step {
@@ -54,6 +58,7 @@ impl Step {
             retry: RetryPolicy::default(),
             local: false,
             compensation: None,
+            finish: None,
         }
     }
 
@@ -65,6 +70,20 @@ impl Step {
     /// such a step. A failed attempt is written at once.
     pub fn local(mut self) -> Self {
         self.local = true;
+        self
+    }
+
+    /// Mark the step as the workflow's last call: when it succeeds, the mission succeeds in the
+    /// same write, with the output `finish` makes of the step's output, and a
+    /// `mission_succeeded` event after the step's `step_succeeded`. That is one commit less per
+    /// mission than a step's success followed by the mission's end, and the step's result is as
+    /// durable as before (it is written the moment the step returns, as any step's). The
+    /// workflow must return right after the step; the mission is finished by then, so what it
+    /// returns is not written again, and a later call fails. When the output would exceed the
+    /// payload limit, the step's success is written alone and the mission's end is left to the
+    /// workflow's return, which then fails the mission as it would have.
+    pub fn finishing(mut self, finish: impl FnOnce(&Value) -> Value + Send + 'static) -> Self {
+        self.finish = Some(Box::new(finish));
         self
     }
 
@@ -152,12 +171,14 @@ impl RunSignals {
     }
 }
 
-/// How a task-like entry runs: its retries, whether its start is written before it runs, and
-/// an extra row written with its success (a compensation marks its original step compensated).
+/// How a task-like entry runs: its retries, whether its start is written before it runs, an
+/// extra row written with its success (a compensation marks its original step compensated), and
+/// whether its success ends the mission.
 struct TaskOptions {
     retry: RetryPolicy,
     local: bool,
     also_on_success: Option<StepRecord>,
+    finish: Option<Finish>,
 }
 
 struct Registered {
@@ -167,12 +188,13 @@ struct Registered {
     retry: RetryPolicy,
 }
 
-/// How a task-like entry's success is recorded: the extra row it settles, its event, and
-/// whether it waits for the run's next write (a local step).
+/// How a task-like entry's success is recorded: the extra row it settles, its event, whether
+/// it waits for the run's next write (a local step), and whether it ends the mission.
 struct Success {
     also: Option<StepRecord>,
     event: EventType,
     local: bool,
+    finish: Option<Finish>,
 }
 
 /// The events that mark a task-like entry's attempts (a compensation's have names of their own).
@@ -257,6 +279,8 @@ pub struct Context {
     signals: Arc<RunSignals>,
     max_payload_bytes: usize,
     parked: bool,
+    /// The mission ended with a [`Step::finishing`] step's success.
+    finished: bool,
     retry_generation: u32,
     unwritten: Unwritten,
 }
@@ -284,6 +308,7 @@ impl Context {
             signals,
             max_payload_bytes,
             parked: false,
+            finished: false,
             unwritten: Unwritten::default(),
         }
     }
@@ -306,6 +331,12 @@ impl Context {
         self.parked
     }
 
+    /// Whether this run already finished the mission (with a [`Step::finishing`] step), so the
+    /// runner has nothing left to write.
+    pub(crate) fn finished(&self) -> bool {
+        self.finished
+    }
+
     /// Run a step once, durably: a recorded result is returned on replay without running `f`.
     /// Retryable errors are retried per the step's policy with durable backoff (the mission is
     /// parked meanwhile, holding no worker).
@@ -321,11 +352,13 @@ impl Context {
             retry,
             local,
             compensation,
+            finish,
         } = step;
         let options = TaskOptions {
             retry,
             local,
             also_on_success: None,
+            finish,
         };
         let output = self
             .run_task(&name, StepKind::Task, input, options, || async {
@@ -619,6 +652,7 @@ impl Context {
                         retry: comp.retry,
                         local: false,
                         also_on_success: Some(marked),
+                        finish: None,
                     },
                     || undo(output),
                 )
@@ -663,6 +697,7 @@ impl Context {
             retry,
             local,
             also_on_success,
+            finish,
         } = options;
         let started = self.start_attempt(entry, events.started, local).await?;
         let attempt = started.entry.attempts;
@@ -690,6 +725,7 @@ impl Context {
                     also: also_on_success,
                     event: events.succeeded,
                     local,
+                    finish,
                 };
                 self.record_success(started, output, success).await
             }
@@ -787,12 +823,28 @@ impl Context {
         entry.error = None;
         entry.finished_at = Some(Utc::now());
         let steps: Vec<StepRecord> = std::iter::once(entry).chain(success.also).collect();
-        if success.local {
+        if let Some(mission_output) = success
+            .finish
+            .and_then(|finish| self.within_limit(finish(&output)))
+        {
+            let mut events = events;
+            events.push(NewEvent::mission(EventType::MissionSucceeded, json!({})));
+            let finish = MissionChange::Finish(Outcome::Succeeded(mission_output));
+            self.write(finish, steps, events).await?;
+            self.finished = true;
+        } else if success.local {
             self.hold_back(steps, events).await?;
         } else {
             self.write(MissionChange::Keep, steps, events).await?;
         }
         Ok(output)
+    }
+
+    /// A mission output that fits the payload limit (a larger one fails the mission, which the
+    /// runner does when the workflow returns it).
+    fn within_limit(&self, output: Value) -> Option<Value> {
+        let size = serde_json::to_vec(&output).map_or(usize::MAX, |bytes| bytes.len());
+        (size <= self.max_payload_bytes).then_some(output)
     }
 
     /// Keep a local step's record for the run's next write (written now once
@@ -965,6 +1017,11 @@ impl Context {
     ) -> WorkflowResult<()> {
         if self.signals.lease_lost.load(Ordering::Relaxed) {
             return Err(StoreError::LeaseLost(self.mission).into());
+        }
+        if self.finished {
+            return Err(WorkflowError::failed(
+                "the workflow made a call after its finishing step; the mission had already succeeded",
+            ));
         }
         let Unwritten {
             steps: mut all_steps,

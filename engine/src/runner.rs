@@ -59,10 +59,12 @@ impl Engine {
     async fn run_claimed(&self, claim: Claim) -> StoreResult<RunOutcome> {
         let Claim {
             lease,
-            mission,
+            mut mission,
             journal,
             retry_generation,
         } = claim;
+        // The run takes the input (a long plan's is large); nothing reads it from `mission` after.
+        let input = std::mem::take(&mut mission.input);
         let signals = RunSignals::new(mission.cancel_requested, self.shutdown_token());
         // Aborted when this future ends or is dropped (a panic, or a caller giving up on the
         // run): a detached heartbeat would renew the lease of a mission nobody runs any more,
@@ -86,7 +88,7 @@ impl Engine {
             retry_generation,
         );
         let result = match self.registry().get(&mission.workflow) {
-            Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, mission.input.clone()))
+            Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, input))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| {
@@ -126,6 +128,11 @@ impl Engine {
         ctx: &mut Context,
         result: Result<Value, WorkflowError>,
     ) -> Result<RunOutcome, WorkflowError> {
+        // Its finishing step's write ended the mission: whatever the workflow did after, there
+        // is nothing left to write.
+        if ctx.finished() {
+            return Ok(RunOutcome::Finished);
+        }
         let finish = |outcome: Outcome, kind: EventType, data: Value| {
             (
                 MissionChange::Finish(outcome),

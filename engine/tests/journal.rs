@@ -114,8 +114,28 @@ impl Workflow for Generations {
     }
 }
 
+/// One step whose success ends the mission ([`Step::finishing`]), with an output of the size
+/// the input's `size` asks for.
+struct Finishes;
+
+#[async_trait]
+impl Workflow for Finishes {
+    const NAME: &'static str = "finishes";
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {
+        let size = input["size"].as_u64().unwrap_or(1) as usize;
+        let step = Step::new("call").finishing(|output| json!({ "call": output }));
+        let output: String = ctx
+            .step(step, || async move { Ok::<_, StepError>("x".repeat(size)) })
+            .await?;
+        Ok(json!({ "call": output }))
+    }
+}
+
 fn engine(pool: PgPool, probe: Arc<Probe>) -> Engine {
     let registry = Registry::new()
+        .register(Finishes)
         .register(Counting(probe))
         .register(Panics)
         .register(Asks)
@@ -609,4 +629,73 @@ async fn a_cancel_requested_during_a_run_that_then_parks_is_not_lost(pool: PgPoo
         [id],
         "the reconciler wakes it now"
     );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_finishing_step_ends_the_mission_in_its_own_write(pool: PgPool) {
+    let engine = engine(pool.clone(), Arc::default());
+    let events_of = |id: MissionId| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String)>(
+                "select type, xmin::text from events where mission_id = $1 order by seq",
+            )
+            .bind(id.0)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    let id = engine
+        .submit("finishes", json!({}), None)
+        .await
+        .unwrap()
+        .mission
+        .id;
+    assert_eq!(engine.run_mission(id).await.unwrap(), RunOutcome::Finished);
+    let mission = engine.store().mission(id).await.unwrap().unwrap();
+    assert_eq!(mission.status, MissionStatus::Succeeded);
+    assert_eq!(mission.output, Some(json!({ "call": "x" })));
+    let events = events_of(id).await;
+    let types: Vec<_> = events.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "mission_submitted",
+            "mission_started",
+            "step_started",
+            "step_succeeded",
+            "mission_succeeded"
+        ]
+    );
+    assert_eq!(
+        events[3].1, events[4].1,
+        "the step's success and the mission's end are one transaction"
+    );
+    assert_ne!(
+        events[2].1, events[3].1,
+        "the step's start was written before it ran"
+    );
+
+    // An output over the payload limit (1,024 bytes here) is not folded in: the step's success
+    // is written alone and the mission fails on the workflow's return, as without `finishing`.
+    let id = engine
+        .submit("finishes", json!({ "size": 1020 }), None)
+        .await
+        .unwrap()
+        .mission
+        .id;
+    // The step's output (1,022 bytes as JSON) fits, the mission's (1,031) does not.
+    assert_eq!(engine.run_mission(id).await.unwrap(), RunOutcome::Finished);
+    let mission = engine.store().mission(id).await.unwrap().unwrap();
+    assert_eq!(mission.status, MissionStatus::Failed);
+    let journal = engine.store().journal(id).await.unwrap();
+    assert_eq!(journal[0].status, StepStatus::Succeeded);
+    let types: Vec<_> = events_of(id)
+        .await
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    assert_eq!(types.last().map(String::as_str), Some("mission_failed"));
 }

