@@ -339,9 +339,17 @@ impl AgentDirectory for AgentRegistry {
             let Some(beat) = beats.get(&row.name) else {
                 continue;
             };
+            // One secret that does not open (a damaged row) must not stop the others'.
+            let call_secret = match self.call_secret(&row).await {
+                Ok(secret) => secret,
+                Err(e) => {
+                    tracing::error!(agent = %row.name, error = %e, "agent skipped");
+                    continue;
+                }
+            };
             live.push(Endpoint {
                 in_flight: beat.in_flight,
-                call_secret: self.call_secret(&row).await?,
+                call_secret,
                 name: row.name,
                 url: row.url,
             });

@@ -59,15 +59,10 @@ impl SealingKey {
         Self::new(digest.as_ref(), Kind::Configured)
     }
 
-    /// The database's key (32 bytes; other lengths are hashed to 32).
+    /// The key of the database's `sealing_key` row: its SHA-256, like a configured key's.
     pub fn database(bytes: &[u8]) -> Self {
-        match bytes.len() {
-            32 => Self::new(bytes, Kind::Database),
-            _ => {
-                let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-                Self::new(digest.as_ref(), Kind::Database)
-            }
-        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        Self::new(digest.as_ref(), Kind::Database)
     }
 
     fn new(bytes: &[u8], kind: Kind) -> Self {
@@ -77,11 +72,6 @@ impl SealingKey {
             key: LessSafeKey::new(unbound),
             kind,
         }
-    }
-
-    /// Which key this is.
-    pub fn kind(&self) -> Kind {
-        self.kind
     }
 
     /// Seal `secret` for agent `name`.
