@@ -5,7 +5,9 @@ use anyhow::{bail, Context as _, Result};
 use hypercode_api::rate_limit::{RateLimits, DEFAULT_AUTH_FAIL_RATE, DEFAULT_RATE};
 use hypercode_payments::Catalog;
 use hypercode_workflows::agent_command::CommandRouting;
+use hypercode_workflows::deploy_agent::{self, DeployConfig};
 use hypercode_workflows::egress::{self, Rule};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The catalogue read when `HYPERCODE_CATALOG` is not set, relative to the working directory.
@@ -137,13 +139,20 @@ pub struct Settings {
     /// under compose). The dashboard's sample plan calls it, and the egress policy counts it as
     /// the server itself.
     pub internal_url: Option<url::Url>,
-    /// `HYPERCODE_AGENTS_PREFIX` (the heartbeat keys' prefix, default `agents`) and
-    /// `HYPERCODE_AGENT_HEARTBEAT_TTL_S` (how long a heartbeat keeps an agent live, 30).
+    /// `HYPERCODE_AGENTS_PREFIX` (the heartbeat keys' prefix, default `agents`),
+    /// `HYPERCODE_AGENT_HEARTBEAT_TTL_S` (how long a heartbeat keeps an agent live, 30) and
+    /// `HYPERCODE_SECRETS_KEY` (or `_FILE`: the key call secrets are sealed with; without it,
+    /// the database's `sealing_key`).
     pub agents: hypercode_agents::RegistryConfig,
     /// `HYPERCODE_AGENT_ROUTES` (`word=capability,...`, default
     /// `deploy=devops,echo=echo,upper=upper`) and `HYPERCODE_AGENT_APPROVAL_PATTERNS`
     /// (default `deploy,delete,drop,payment`): how `agent_command` routes a command.
     pub agent_routing: hypercode_workflows::agent_command::CommandRouting,
+    /// Agent X's `deploy_agent`: `HYPERCODE_AGENT_IMAGES` (the allowed images, comma-separated,
+    /// default `hypercode-agent:local`), `HYPERCODE_AGENT_NETWORK` (default `hypercode-agents`),
+    /// `HYPERCODE_AGENT_API_URL` (the API as the agents reach it, default `http://api:8000`) and
+    /// `HYPERCODE_AGENT_HEALTH_TIMEOUT_S` (60).
+    pub agent_deploy: DeployConfig,
     /// `STRIPE_SECRET_KEY` (or `_FILE`): without it checkout answers 503.
     pub stripe_secret_key: Option<String>,
     /// `STRIPE_WEBHOOK_SECRET` (or `_FILE`): without it the webhook answers 503.
@@ -188,8 +197,12 @@ impl Settings {
                 prefix: std::env::var("HYPERCODE_AGENTS_PREFIX")
                     .unwrap_or_else(|_| "agents".to_owned()),
                 ttl: Duration::from_secs(number("HYPERCODE_AGENT_HEARTBEAT_TTL_S", 30)?.max(1)),
+                secrets_key: secret("HYPERCODE_SECRETS_KEY")?
+                    .filter(|key| !key.is_empty())
+                    .map(|key| Arc::new(hypercode_agents::SealingKey::configured(&key))),
             },
             agent_routing: agent_routing()?,
+            agent_deploy: agent_deploy()?,
             stripe_secret_key: secret("STRIPE_SECRET_KEY")?.filter(|k| !k.is_empty()),
             stripe_webhook_secret: secret("STRIPE_WEBHOOK_SECRET")?.filter(|k| !k.is_empty()),
             stripe_api_url: std::env::var("HYPERCODE_STRIPE_API_URL")
@@ -238,6 +251,29 @@ fn agent_routing() -> Result<CommandRouting> {
         routing.approval_patterns = CommandRouting::parse_patterns(&list);
     }
     Ok(routing)
+}
+
+/// Agent X's settings, each replacing its default when set.
+fn agent_deploy() -> Result<DeployConfig> {
+    let mut config = DeployConfig::default();
+    if let Ok(list) = std::env::var("HYPERCODE_AGENT_IMAGES") {
+        config.images = deploy_agent::parse_images(&list);
+        if config.images.is_empty() {
+            bail!("HYPERCODE_AGENT_IMAGES lists no image");
+        }
+    }
+    if let Ok(network) = std::env::var("HYPERCODE_AGENT_NETWORK") {
+        config.network = network;
+    }
+    if let Ok(url) = std::env::var("HYPERCODE_AGENT_API_URL") {
+        config.api_url = url.trim_end_matches('/').to_owned();
+    }
+    let timeout = number(
+        "HYPERCODE_AGENT_HEALTH_TIMEOUT_S",
+        config.health_timeout.as_secs(),
+    )?;
+    config.health_timeout = Duration::from_secs(timeout.max(1));
+    Ok(config)
 }
 
 /// The healer's settings when `HYPERCODE_HEALER=on` (`None` when it is off, the default):

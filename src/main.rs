@@ -23,6 +23,7 @@ use hypercode_healer::{Healer, Toolkit};
 use hypercode_payments::checkout::Checkout;
 use hypercode_payments::Payments;
 use hypercode_workers::{queue, reconciler, worker};
+use hypercode_workflows::deploy_agent::DeployAgentWorkflow;
 use hypercode_workflows::egress::{EgressClient, EgressPolicy};
 use hypercode_workflows::Dependencies;
 use std::net::SocketAddr;
@@ -305,11 +306,18 @@ async fn engine(
             .context("HYPERCODE_REDIS_URL, for the log list")?,
         agents: Arc::new(agents.clone()),
         agent_routing: settings.agent_routing.clone(),
-        payments: Payments::new(pool, catalog),
+        payments: Payments::new(pool.clone(), catalog),
     };
+    // Agent X issues keys through the API crate's key store, so it is added here.
+    let provisioner = hypercode_api::AgentProvisioner::new(agents.clone(), pool);
+    let deploy_agent = DeployAgentWorkflow::new(
+        deps.healer.docker.clone(),
+        Arc::new(provisioner),
+        settings.agent_deploy.clone(),
+    );
     let engine = Engine::new(
         store,
-        hypercode_workflows::registry(&deps),
+        hypercode_workflows::registry(&deps).register(deploy_agent),
         Arc::new(wake),
         config,
     );
@@ -344,6 +352,10 @@ async fn serve(settings: Settings, worker: Option<usize>, listen: &str) -> Resul
         .transpose()
         .context("STRIPE_SECRET_KEY / HYPERCODE_STRIPE_API_URL")?;
     let healer = config::healer()?;
+    // Secrets registered before they were sealed at rest: sealed now (reads handle them until).
+    if let Err(e) = agents.seal_plain_secrets().await {
+        tracing::warn!(error = %e, "sealing the agents' plain call secrets failed");
+    }
     let shutdown = shutdown_signal();
     let reconcile = reconciler::ReconcilerConfig {
         tick: settings.tick,

@@ -323,3 +323,66 @@ async fn a_step_without_a_live_agent_fails_clearly() {
     );
     assert_eq!(step(&done, "ask")["attempts"], 2, "{}", pretty(&done));
 }
+
+/// The `agents` row of `name`: its plain and its sealed call secret.
+async fn stored_secret(pool: &sqlx::PgPool, name: &str) -> (Option<String>, Option<Vec<u8>>) {
+    sqlx::query_as("select call_secret, call_secret_sealed from agents where name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .expect("the agent's row")
+}
+
+#[tokio::test]
+async fn call_secrets_are_sealed_at_rest_and_plain_ones_are_sealed_at_startup() {
+    let (mut h, _) = deployment(&[("HYPERCODE_SECRETS_KEY", "a test sealing passphrase")]).await;
+    let agent = start_agent(&h, "sealed", &["upper"]).await;
+    wait_live(&h, &["sealed"]).await;
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect to the test database");
+    let (plain, sealed) = stored_secret(&pool, "sealed").await;
+    assert_eq!(plain, None);
+    let sealed = sealed.expect("a sealed call secret");
+    // Sealed with the configured key (`c`), and nowhere in plain text.
+    assert_eq!(sealed.first(), Some(&b'c'));
+    assert!(
+        !sealed
+            .windows(agent.secret.len())
+            .any(|w| w == agent.secret.as_bytes()),
+        "the call secret is stored in plain text"
+    );
+    let shout = |command: &str| {
+        json!([{"name": "shout", "agent": {"capability": "upper", "command": command, "timeout_s": 5},
+                "retry": {"max_attempts": 2, "initial_backoff_ms": 100, "max_backoff_ms": 100}}])
+    };
+    // The call carries the secret the agent expects (it answers 401 to any other).
+    let mission = h.submit(shout("sealed")).await;
+    let mission = h
+        .wait_terminal(&id_of(&mission), "succeeded", Duration::from_secs(20))
+        .await;
+    assert_eq!(step(&mission, "shout")["output"]["output"], "SEALED");
+
+    // A row as written before secrets were sealed: read as it is...
+    sqlx::query("update agents set call_secret = $2, call_secret_sealed = null where name = $1")
+        .bind("sealed")
+        .bind(&agent.secret)
+        .execute(&pool)
+        .await
+        .expect("store the secret in plain text");
+    let mission = h.submit(shout("plain")).await;
+    let mission = h
+        .wait_terminal(&id_of(&mission), "succeeded", Duration::from_secs(20))
+        .await;
+    assert_eq!(step(&mission, "shout")["output"]["output"], "PLAIN");
+    // ...and sealed by the next server to start.
+    h.start_another_serve().await;
+    let (plain, sealed) = stored_secret(&pool, "sealed").await;
+    assert_eq!(plain, None);
+    assert!(sealed.is_some_and(|s| s.first() == Some(&b'c')));
+    let mission = h.submit(shout("resealed")).await;
+    let mission = h
+        .wait_terminal(&id_of(&mission), "succeeded", Duration::from_secs(20))
+        .await;
+    assert_eq!(step(&mission, "shout")["output"]["output"], "RESEALED");
+}

@@ -5,12 +5,17 @@
 //!   order to try them. The workflows see only this trait, so they never depend on the API or on
 //!   a database driver's types.
 //! - [`registry::AgentRegistry`]: the implementation, the `agents` table in PostgreSQL (what
-//!   admins registered, the call secrets, the last heartbeat) and one expiring Redis key per
-//!   live agent (`agents:heartbeat:<name>`, 30 s), which is what "live" means.
+//!   admins registered, the call secrets sealed by [`sealing`], the last heartbeat) and one
+//!   expiring Redis key per live agent (`agents:heartbeat:<name>`, 30 s), which is what "live" means.
+//! - [`AgentProvisioner`]: what a deployment (the `deploy_agent` workflow) needs besides
+//!   Docker: an agent key bound to the new agent, and its registration. The API crate, which
+//!   owns the keys, implements it over this registry.
 
 pub mod registry;
+pub mod sealing;
 
 pub use registry::{AgentRegistry, RegistryConfig};
+pub use sealing::SealingKey;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,6 +30,12 @@ pub enum AgentError {
     /// Redis failed.
     #[error("the agent heartbeats in Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A call secret could not be sealed or opened.
+    #[error("the agent's call secret: {0}")]
+    Sealed(#[from] sealing::SealError),
+    /// The API keys of a deployed agent could not be issued or revoked.
+    #[error("the agent's API key: {0}")]
+    Keys(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The registry's result.
@@ -89,6 +100,20 @@ pub trait AgentDirectory: Send + Sync + std::fmt::Debug + 'static {
     /// The live agents with `capability`, in the order to try them: fewest calls in flight
     /// first, agents tied on that taking turns from one call to the next.
     async fn live_with(&self, capability: &str) -> AgentResult<Vec<Endpoint>>;
+}
+
+/// What a deployment of an agent does outside Docker: issue the agent its key, register it,
+/// and undo both.
+#[async_trait]
+pub trait AgentProvisioner: Send + Sync + std::fmt::Debug + 'static {
+    /// A new API key of role `agent` bound to agent `agent`, named `key_name`; its secret.
+    async fn issue_key(&self, agent: &str, key_name: &str) -> AgentResult<String>;
+    /// Revoke every live key named `key_name` bound to agent `agent`; how many were.
+    async fn revoke_keys(&self, agent: &str, key_name: &str) -> AgentResult<u64>;
+    /// Register (or re-register) an agent.
+    async fn register(&self, agent: &NewAgent) -> AgentResult<()>;
+    /// Deregister an agent; `false` when none had this name.
+    async fn deregister(&self, name: &str) -> AgentResult<bool>;
 }
 
 /// Whether `name` is a valid agent name: a letter or digit, then up to 62 letters, digits, `_`

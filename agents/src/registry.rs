@@ -4,7 +4,11 @@
 //! `<prefix>:heartbeat:<name>` (`agents:heartbeat:<name>` by default) to `{"at", "in_flight"}`
 //! with a time to live ([`RegistryConfig::ttl`], 30 s): an agent is live exactly while its key
 //! exists, so an agent that stops beating is dead one TTL later without anyone sweeping.
+//!
+//! Call secrets are stored sealed ([`crate::sealing`]): with `HYPERCODE_SECRETS_KEY` when it is
+//! configured ([`RegistryConfig::secrets_key`]), else with the database's `sealing_key`.
 
+use crate::sealing::{kind_of, Kind, SealError, SealingKey};
 use crate::{order, AgentDirectory, AgentInfo, AgentResult, Endpoint, NewAgent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,6 +30,8 @@ pub struct RegistryConfig {
     pub prefix: String,
     /// How long a heartbeat keeps an agent live (`HYPERCODE_AGENT_HEARTBEAT_TTL_S`, 30 s).
     pub ttl: Duration,
+    /// The key call secrets are sealed with (`HYPERCODE_SECRETS_KEY`); `None`: the database's.
+    pub secrets_key: Option<Arc<SealingKey>>,
 }
 
 impl Default for RegistryConfig {
@@ -33,6 +39,7 @@ impl Default for RegistryConfig {
         Self {
             prefix: "agents".to_owned(),
             ttl: Duration::from_secs(30),
+            secrets_key: None,
         }
     }
 }
@@ -52,6 +59,8 @@ pub struct AgentRegistry {
     config: RegistryConfig,
     /// Which of the agents tied for fewest calls in flight goes first next (per process).
     turn: Arc<AtomicUsize>,
+    /// The `sealing_key` table's key, read on first use.
+    database_key: Arc<tokio::sync::OnceCell<SealingKey>>,
 }
 
 impl std::fmt::Debug for AgentRegistry {
@@ -67,7 +76,9 @@ struct Row {
     name: String,
     url: String,
     capabilities: Vec<String>,
-    call_secret: String,
+    /// A secret stored before secrets were sealed (`None` once sealed).
+    call_secret: Option<String>,
+    call_secret_sealed: Option<Vec<u8>>,
     last_heartbeat: Option<DateTime<Utc>>,
 }
 
@@ -84,7 +95,76 @@ impl AgentRegistry {
             redis: ConnectionManager::new_lazy_with_config(client, connection)?,
             config,
             turn: Arc::default(),
+            database_key: Arc::default(),
         })
+    }
+
+    /// The key of the `sealing_key` table.
+    async fn database_key(&self) -> AgentResult<&SealingKey> {
+        self.database_key
+            .get_or_try_init(|| async {
+                let key = sqlx::query_scalar!("select key from sealing_key where id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(SealingKey::database(&key))
+            })
+            .await
+    }
+
+    /// Seal agent `name`'s call secret with the configured key, else the database's.
+    async fn seal(&self, name: &str, secret: &str) -> AgentResult<Vec<u8>> {
+        let key = match &self.config.secrets_key {
+            Some(key) => key.as_ref(),
+            None => self.database_key().await?,
+        };
+        Ok(key.seal(name, secret)?)
+    }
+
+    /// The call secret of a row: opened with the key that sealed it, or as stored before
+    /// secrets were sealed.
+    async fn call_secret(&self, row: &Row) -> AgentResult<String> {
+        let Some(sealed) = &row.call_secret_sealed else {
+            return Ok(row.call_secret.clone().unwrap_or_default());
+        };
+        let key = match kind_of(sealed) {
+            Some(Kind::Configured) => self
+                .config
+                .secrets_key
+                .as_deref()
+                .ok_or(SealError::NoConfiguredKey)?,
+            _ => self.database_key().await?,
+        };
+        Ok(key.open(&row.name, sealed)?)
+    }
+
+    /// Seal the call secrets stored in plain text before secrets were sealed; how many. The
+    /// server runs it at startup; reading handles plain ones meanwhile.
+    pub async fn seal_plain_secrets(&self) -> AgentResult<u64> {
+        let plain = sqlx::query!(
+            r#"select name, call_secret as "call_secret!" from agents
+               where call_secret is not null and call_secret_sealed is null"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sealed = 0;
+        for row in plain {
+            let sealed_secret = self.seal(&row.name, &row.call_secret).await?;
+            // Only if still the same plain secret: a registration meanwhile sealed its own.
+            sealed += sqlx::query!(
+                "update agents set call_secret = null, call_secret_sealed = $2
+                 where name = $1 and call_secret = $3",
+                row.name,
+                sealed_secret,
+                row.call_secret,
+            )
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        if sealed > 0 {
+            tracing::info!(sealed, "sealed the call secrets stored in plain text");
+        }
+        Ok(sealed)
     }
 
     /// The heartbeat key of agent `name`.
@@ -95,19 +175,21 @@ impl AgentRegistry {
     /// Register an agent, or replace what was registered under its name (its heartbeat state
     /// is kept); `true` when it was created.
     pub async fn register(&self, agent: &NewAgent) -> AgentResult<(AgentInfo, bool)> {
+        let sealed = self.seal(&agent.name, &agent.call_secret).await?;
         // `xmax = 0` only for a freshly inserted row: tells a create from a replace.
         let created = sqlx::query_scalar!(
             r#"
-            insert into agents (name, url, capabilities, call_secret) values ($1, $2, $3, $4)
+            insert into agents (name, url, capabilities, call_secret_sealed)
+            values ($1, $2, $3, $4)
             on conflict (name) do update set url = excluded.url,
-                capabilities = excluded.capabilities, call_secret = excluded.call_secret,
-                updated_at = now()
+                capabilities = excluded.capabilities, call_secret = null,
+                call_secret_sealed = excluded.call_secret_sealed, updated_at = now()
             returning (xmax = 0) as "created!"
             "#,
             agent.name,
             agent.url,
             &agent.capabilities,
-            agent.call_secret,
+            sealed,
         )
         .fetch_one(&self.pool)
         .await?;
@@ -175,7 +257,8 @@ impl AgentRegistry {
         Ok(sqlx::query_as!(
             Row,
             r#"
-            select name, url, capabilities, call_secret, last_heartbeat from agents
+            select name, url, capabilities, call_secret, call_secret_sealed, last_heartbeat
+            from agents
             where ($1::text is null or name = $1) and ($2::text is null or $2 = any(capabilities))
             order by name
             "#,
@@ -251,18 +334,26 @@ impl AgentDirectory for AgentRegistry {
         let rows = self.rows(None, Some(capability)).await?;
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
         let beats = self.beats(&names).await?;
-        let live = rows
-            .into_iter()
-            .filter_map(|row| {
-                let beat = beats.get(&row.name)?;
-                Some(Endpoint {
-                    in_flight: beat.in_flight,
-                    name: row.name,
-                    url: row.url,
-                    call_secret: row.call_secret,
-                })
-            })
-            .collect();
+        let mut live = Vec::new();
+        for row in rows {
+            let Some(beat) = beats.get(&row.name) else {
+                continue;
+            };
+            // One secret that does not open (a damaged row) must not stop the others'.
+            let call_secret = match self.call_secret(&row).await {
+                Ok(secret) => secret,
+                Err(e) => {
+                    tracing::error!(agent = %row.name, error = %e, "agent skipped");
+                    continue;
+                }
+            };
+            live.push(Endpoint {
+                in_flight: beat.in_flight,
+                call_secret,
+                name: row.name,
+                url: row.url,
+            });
+        }
         Ok(order(live, self.turn.fetch_add(1, Ordering::Relaxed)))
     }
 }

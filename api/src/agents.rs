@@ -3,6 +3,9 @@
 //! (`hypercode keys create --role agent --agent NAME`), which can beat for that agent only;
 //! admins may beat for any; it may also read the missions its agent answered a step of
 //! ([`check_own`]). The call secret goes in and never comes out.
+//!
+//! [`Provisioner`] is what the `deploy_agent` workflow registers its agents and issues their
+//! keys through: the registry and the key table, both of which this crate owns.
 
 use crate::auth::{Admin, Heartbeater, Reader};
 use crate::error::{ApiError, FieldError};
@@ -14,9 +17,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use hypercode_agents::{valid_capability, valid_name, AgentRegistry, NewAgent};
+use hypercode_agents::{
+    valid_capability, valid_name, AgentError, AgentProvisioner, AgentRegistry, AgentResult,
+    NewAgent,
+};
 use hypercode_engine::MissionId;
 use serde::Deserialize;
+use sqlx::PgPool;
 
 /// Largest accepted call secret, in bytes.
 const MAX_CALL_SECRET_BYTES: usize = 4096;
@@ -44,7 +51,8 @@ pub(crate) struct AgentBody {
     url: String,
     /// What it can do: 1 to 64 capabilities of 1 to 64 letters, digits, `_`, `-` or `.`.
     capabilities: Vec<String>,
-    /// What HyperCode presents as `Authorization: Bearer <call_secret>`; never returned.
+    /// What HyperCode presents as `Authorization: Bearer <call_secret>`; stored sealed
+    /// (AES-256-GCM), never returned.
     call_secret: String,
 }
 
@@ -55,6 +63,49 @@ pub(crate) struct HeartbeatBody {
     /// The calls the agent is serving now (routing prefers the agent with the fewest).
     #[serde(default)]
     in_flight: u64,
+}
+
+/// Agent keys in `api_keys` and registrations in `registry`, for deployments.
+#[derive(Debug, Clone)]
+pub struct Provisioner {
+    registry: AgentRegistry,
+    pool: PgPool,
+}
+
+impl Provisioner {
+    /// Keys in the `api_keys` table of `pool`, agents in `registry`.
+    pub fn new(registry: AgentRegistry, pool: PgPool) -> Self {
+        Self { registry, pool }
+    }
+}
+
+fn key_error(e: crate::keys::KeyError) -> AgentError {
+    AgentError::Keys(Box::new(e))
+}
+
+#[async_trait::async_trait]
+impl AgentProvisioner for Provisioner {
+    async fn issue_key(&self, agent: &str, key_name: &str) -> AgentResult<String> {
+        let created =
+            crate::keys::create_bound(&self.pool, key_name, crate::keys::Role::Agent, Some(agent))
+                .await
+                .map_err(key_error)?;
+        Ok(created.key)
+    }
+
+    async fn revoke_keys(&self, agent: &str, key_name: &str) -> AgentResult<u64> {
+        crate::keys::revoke_bound(&self.pool, agent, key_name)
+            .await
+            .map_err(key_error)
+    }
+
+    async fn register(&self, agent: &NewAgent) -> AgentResult<()> {
+        self.registry.register(agent).await.map(|_| ())
+    }
+
+    async fn deregister(&self, name: &str) -> AgentResult<bool> {
+        self.registry.deregister(name).await
+    }
 }
 
 /// The registry, which the binary always configures.

@@ -422,6 +422,10 @@ impl From<hypercode_agents::AgentError> for ApiError {
             hypercode_agents::AgentError::Redis(e) => Self::Unavailable(DatabaseError::from(
                 sqlx::Error::Io(std::io::Error::other(e)),
             )),
+            // A secret that does not open (a changed HYPERCODE_SECRETS_KEY) is the server's
+            // configuration, not the client's doing.
+            e @ (hypercode_agents::AgentError::Sealed(_)
+            | hypercode_agents::AgentError::Keys(_)) => Self::Internal(Box::new(e)),
         }
     }
 }

@@ -239,6 +239,23 @@ pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<Revocation, KeyError> {
     })
 }
 
+/// Revoke every live key named `name` bound to agent `agent` (what a deployment of that agent
+/// issued); how many were revoked.
+pub async fn revoke_bound(pool: &PgPool, agent: &str, name: &str) -> Result<u64, KeyError> {
+    let revoked = sqlx::query!(
+        "update api_keys set revoked_at = now() where agent = $1 and name = $2 and revoked_at is null",
+        agent,
+        name,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if revoked > 0 {
+        tracing::info!(agent, name, revoked, "agent keys revoked");
+    }
+    Ok(revoked)
+}
+
 /// `keys list`'s human table: id, name, role, creation time and whether revoked. Never the
 /// secrets, which are not stored.
 pub fn table(keys: &[KeyInfo]) -> String {

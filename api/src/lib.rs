@@ -52,6 +52,7 @@ mod health;
 mod incident_views;
 mod incidents;
 pub mod keys;
+pub use agents::Provisioner as AgentProvisioner;
 mod logs;
 pub mod mcp;
 pub mod metrics;

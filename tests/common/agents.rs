@@ -27,6 +27,8 @@ pub struct Agent {
     pub name: String,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The call secret it expects.
+    pub secret: String,
     /// The process.
     pub proc: Proc,
 }
@@ -77,6 +79,7 @@ pub async fn start_agent(h: &Harness, name: &str, capabilities: &[&str]) -> Agen
     Agent {
         name: name.to_owned(),
         url,
+        secret,
         proc,
     }
 }

@@ -236,7 +236,7 @@ impl Workflow for AgentCommandWorkflow {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
-fn truncated(mut text: String, max: usize) -> String {
+pub(crate) fn truncated(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {

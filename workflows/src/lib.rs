@@ -10,6 +10,7 @@
 //! [`Context`]: hypercode_engine::Context
 
 pub mod agent_command;
+pub mod deploy_agent;
 pub mod egress;
 pub mod heal;
 pub mod payments;
@@ -50,7 +51,10 @@ impl std::fmt::Debug for Dependencies {
     }
 }
 
-/// Every workflow this build ships, each given what it needs from `deps`.
+/// Every workflow this build ships, each given what it needs from `deps`. The binary adds
+/// [`deploy_agent::DeployAgentWorkflow`] to it, which needs the key store of the API crate
+/// (its [`hypercode_agents::AgentProvisioner`]); the API and the workers share that registry,
+/// so they still agree on what exists.
 pub fn registry(deps: &Dependencies) -> Registry {
     Registry::new()
         .register(plan::PlanWorkflow::new(deps))
