@@ -41,20 +41,23 @@ pub enum AgentError {
 /// The registry's result.
 pub type AgentResult<T> = Result<T, AgentError>;
 
-/// A registered agent as the API shows it: never its call secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// The API answers with this record as it is (`AgentView` in the OpenAPI document), so its
+// doc comments are the document's descriptions.
+/// A registered agent, without its call secret (no route returns it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AgentView)]
 pub struct AgentInfo {
     /// Its unique name.
     pub name: String,
-    /// Its base URL; HyperCode calls `<url>/execute`.
+    /// Its base URL: missions call `POST <url>/execute`.
     pub url: String,
-    /// What it can do.
+    /// The capabilities plan steps of kind `agent` are routed by.
     pub capabilities: Vec<String>,
-    /// Whether its heartbeat key exists now.
+    /// Whether its heartbeat key exists now (it beat within the heartbeat TTL, 30 s).
     pub live: bool,
-    /// When it last sent a heartbeat (kept after the key expired).
+    /// When it last sent a heartbeat; null if it never did.
     pub last_heartbeat: Option<DateTime<Utc>>,
-    /// The calls in flight it reported with its last heartbeat (0 when not live).
+    /// The calls in flight it reported with its last heartbeat; 0 when not live.
     pub in_flight: u64,
 }
 

@@ -11,15 +11,15 @@ use crate::auth::{Admin, Heartbeater, Reader};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Path};
 use crate::openapi::{BodyTooLarge, MalformedJson, NotJson, ProblemDoc};
-use crate::views::{AgentList, AgentView};
+use crate::views::AgentList;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use hypercode_agents::{
-    valid_capability, valid_name, AgentError, AgentProvisioner, AgentRegistry, AgentResult,
-    NewAgent,
+    valid_capability, valid_name, AgentError, AgentInfo, AgentProvisioner, AgentRegistry,
+    AgentResult, NewAgent,
 };
 use hypercode_engine::MissionId;
 use serde::Deserialize;
@@ -202,8 +202,8 @@ fn problems(body: &AgentBody) -> Vec<FieldError> {
     tag = "agents",
     request_body = AgentBody,
     responses(
-        (status = 201, description = "The agent was registered (its call secret is not returned)", body = AgentView),
-        (status = 200, description = "What was registered under this name was replaced", body = AgentView),
+        (status = 201, description = "The agent was registered (its call secret is not returned)", body = AgentInfo),
+        (status = 200, description = "What was registered under this name was replaced", body = AgentInfo),
         MalformedJson,
         BodyTooLarge,
         NotJson,
@@ -215,7 +215,7 @@ async fn register(
     Admin(principal): Admin,
     State(state): State<AppState>,
     Json(body): Json<AgentBody>,
-) -> Result<(StatusCode, axum::Json<AgentView>), ApiError> {
+) -> Result<(StatusCode, axum::Json<AgentInfo>), ApiError> {
     let problems = problems(&body);
     if !problems.is_empty() {
         return Err(ApiError::InvalidAgent(problems));
@@ -233,7 +233,7 @@ async fn register(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(AgentView::from(info))))
+    Ok((status, axum::Json(info)))
 }
 
 #[utoipa::path(
@@ -247,9 +247,7 @@ async fn register(
 /// `GET /api/v1/agents` (viewer and up): the agents and whether each is live.
 async fn list(_: Reader, State(state): State<AppState>) -> Result<axum::Json<AgentList>, ApiError> {
     let agents = registry(&state)?.list().await?;
-    Ok(axum::Json(AgentList {
-        agents: agents.into_iter().map(AgentView::from).collect(),
-    }))
+    Ok(axum::Json(AgentList { agents }))
 }
 
 #[utoipa::path(
@@ -284,7 +282,7 @@ async fn deregister(
     params(("name" = String, Path, description = "The agent's name")),
     request_body = HeartbeatBody,
     responses(
-        (status = 200, description = "Recorded: the agent is live for the heartbeat TTL (30 s) from now", body = AgentView),
+        (status = 200, description = "Recorded: the agent is live for the heartbeat TTL (30 s) from now", body = AgentInfo),
         (status = 404, description = "No agent has this name", content_type = "application/problem+json", body = ProblemDoc),
         MalformedJson,
         NotJson,
@@ -298,7 +296,7 @@ async fn heartbeat(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Json(body): Json<HeartbeatBody>,
-) -> Result<axum::Json<AgentView>, ApiError> {
+) -> Result<axum::Json<AgentInfo>, ApiError> {
     if principal.agent.as_deref() != Some(name.as_str())
         && principal.role != crate::keys::Role::Admin
     {
@@ -316,5 +314,5 @@ async fn heartbeat(
         .heartbeat(&name, body.in_flight)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("agent `{name}` not found")))?;
-    Ok(axum::Json(AgentView::from(info)))
+    Ok(axum::Json(info))
 }

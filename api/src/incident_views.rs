@@ -1,59 +1,15 @@
-//! The response bodies of the healer's routes (`/api/v1/incidents`, `/api/v1/logs`), spelled
-//! out field by field like the other views: the public JSON contract, not the stored rows.
+//! The response bodies of the healer's routes (`/api/v1/incidents`, `/api/v1/logs`): lists of
+//! the healer's own [`Incident`] and [`LogEntry`], which are the public JSON contract.
 
-use chrono::{DateTime, Utc};
-use hypercode_engine::MissionId;
-use hypercode_healer::{Cause, Incident, IncidentId, IncidentStatus, LogEntry};
+use hypercode_healer::{Incident, LogEntry};
 use serde::Serialize;
 use utoipa::ToSchema;
-
-/// One incident: a run of failures of one container and the heal missions started for it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct IncidentView {
-    /// Its id.
-    #[schema(value_type = uuid::Uuid)]
-    pub id: IncidentId,
-    /// The container's full id.
-    pub container_id: String,
-    /// The container's name, without the leading slash.
-    pub container_name: String,
-    /// What went wrong last: `exited` (a non-zero exit), `oom` or `unhealthy`.
-    pub cause: Cause,
-    /// `open` while healing, `healed`, `escalated` (no more restarts until resolved) or
-    /// `resolved`.
-    pub status: IncidentStatus,
-    /// Heal missions started for it.
-    pub attempts: u32,
-    /// When it was opened.
-    pub opened_at: DateTime<Utc>,
-    /// When it last changed.
-    pub updated_at: DateTime<Utc>,
-    /// Its heal missions' ids, oldest first.
-    #[schema(value_type = Vec<uuid::Uuid>)]
-    pub missions: Vec<MissionId>,
-}
-
-impl From<Incident> for IncidentView {
-    fn from(incident: Incident) -> Self {
-        Self {
-            id: incident.id,
-            container_id: incident.container_id,
-            container_name: incident.container_name,
-            cause: incident.cause,
-            status: incident.status,
-            attempts: incident.attempts,
-            opened_at: incident.opened_at,
-            updated_at: incident.updated_at,
-            missions: incident.missions,
-        }
-    }
-}
 
 /// Incidents, newest first.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IncidentList {
     /// Newest first.
-    pub incidents: Vec<IncidentView>,
+    pub incidents: Vec<Incident>,
 }
 
 /// Entries of the log (`hypercode:logs`), newest first.
@@ -66,7 +22,9 @@ pub struct LogList {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hypercode_healer::LogLevel;
+    use chrono::Utc;
+    use hypercode_engine::MissionId;
+    use hypercode_healer::{Cause, IncidentId, IncidentStatus, LogLevel};
 
     fn keys(value: serde_json::Value) -> Vec<String> {
         let mut keys: Vec<String> = value
@@ -80,7 +38,7 @@ mod tests {
     #[test]
     fn incidents_and_log_entries_have_the_contract_fields() {
         let now = Utc::now();
-        let incident = IncidentView::from(Incident {
+        let incident = Incident {
             id: IncidentId(uuid::Uuid::now_v7()),
             container_id: "abc".into(),
             container_name: "web".into(),
@@ -90,7 +48,7 @@ mod tests {
             opened_at: now,
             updated_at: now,
             missions: vec![MissionId::new()],
-        });
+        };
         let json = serde_json::to_value(incident).unwrap_or_default();
         assert_eq!(
             keys(json.clone()),

@@ -4,7 +4,7 @@
 use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
 use crate::extract::{parse, Path, Query};
-use crate::incident_views::{IncidentList, IncidentView};
+use crate::incident_views::IncidentList;
 use crate::missions::{limit_param, non_empty};
 use crate::openapi::{BodyTooLarge, MalformedJson, ParameterProblems, ProblemDoc};
 use crate::AppState;
@@ -79,9 +79,7 @@ async fn list(
         limit: u32::try_from(limit).unwrap_or(1),
     };
     let incidents = IncidentStore::new(state.pool.clone()).list(&filter).await?;
-    Ok(axum::Json(IncidentList {
-        incidents: incidents.into_iter().map(IncidentView::from).collect(),
-    }))
+    Ok(axum::Json(IncidentList { incidents }))
 }
 
 #[utoipa::path(
@@ -90,7 +88,7 @@ async fn list(
     tag = "healer",
     params(("id" = uuid::Uuid, Path, description = "The incident's id")),
     responses(
-        (status = 200, description = "The incident", body = IncidentView),
+        (status = 200, description = "The incident", body = Incident),
         (status = 400, description = "The id is not a UUID", content_type = "application/problem+json", body = ProblemDoc),
         (status = 404, description = "No such incident", content_type = "application/problem+json", body = ProblemDoc),
     ),
@@ -100,12 +98,12 @@ async fn show(
     _: Reader,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<IncidentView>, ApiError> {
+) -> Result<axum::Json<Incident>, ApiError> {
     let id = incident_id(&id)?;
     IncidentStore::new(state.pool.clone())
         .get(id)
         .await?
-        .map(|incident| axum::Json(IncidentView::from(incident)))
+        .map(axum::Json)
         .ok_or_else(|| ApiError::NotFound(format!("incident {id} not found")))
 }
 
@@ -116,7 +114,7 @@ async fn show(
     params(("id" = uuid::Uuid, Path, description = "The incident's id")),
     request_body(content = Option<ResolveBody>, description = "Optional: a comment"),
     responses(
-        (status = 200, description = "The incident, resolved; the healer may act on its container again", body = IncidentView),
+        (status = 200, description = "The incident, resolved; the healer may act on its container again", body = Incident),
         (status = 400, description = "The id is not a UUID, or the body is not JSON", content_type = "application/problem+json", body = ProblemDoc),
         (status = 404, description = "No such incident", content_type = "application/problem+json", body = ProblemDoc),
         (status = 409, description = "The incident is already resolved", content_type = "application/problem+json", body = ProblemDoc),
@@ -131,14 +129,14 @@ async fn resolve(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<axum::Json<IncidentView>, ApiError> {
+) -> Result<axum::Json<Incident>, ApiError> {
     let id = incident_id(&id)?;
     let body: ResolveBody = match body.is_empty() {
         true => ResolveBody::default(),
         false => parse(&body)?,
     };
     let incident = resolve_incident(&state, id, &principal.name, body.comment).await?;
-    Ok(axum::Json(IncidentView::from(incident)))
+    Ok(axum::Json(incident))
 }
 
 /// Resolve an incident as `by` and say so in the log: what the API and the dashboard do.

@@ -241,41 +241,11 @@ pub struct SecretList {
     pub secrets: Vec<SecretView>,
 }
 
-/// A registered agent, without its call secret (no route returns it).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AgentView {
-    /// Its unique name.
-    pub name: String,
-    /// Its base URL: missions call `POST <url>/execute`.
-    pub url: String,
-    /// The capabilities plan steps of kind `agent` are routed by.
-    pub capabilities: Vec<String>,
-    /// Whether its heartbeat key exists now (it beat within the heartbeat TTL, 30 s).
-    pub live: bool,
-    /// When it last sent a heartbeat; null if it never did.
-    pub last_heartbeat: Option<DateTime<Utc>>,
-    /// The calls in flight it reported with its last heartbeat; 0 when not live.
-    pub in_flight: u64,
-}
-
-impl From<hypercode_agents::AgentInfo> for AgentView {
-    fn from(a: hypercode_agents::AgentInfo) -> Self {
-        Self {
-            name: a.name,
-            url: a.url,
-            capabilities: a.capabilities,
-            live: a.live,
-            last_heartbeat: a.last_heartbeat,
-            in_flight: a.in_flight,
-        }
-    }
-}
-
 /// The registered agents, by name.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AgentList {
     /// Sorted by name.
-    pub agents: Vec<AgentView>,
+    pub agents: Vec<hypercode_agents::AgentInfo>,
 }
 
 /// A schedule.
@@ -706,14 +676,14 @@ mod tests {
 
     #[test]
     fn an_agent_has_the_contract_fields_and_no_call_secret() {
-        let view = AgentView::from(hypercode_agents::AgentInfo {
+        let view = hypercode_agents::AgentInfo {
             name: "ops".into(),
             url: "http://agent:9000".into(),
             capabilities: vec!["devops".into()],
             live: true,
             last_heartbeat: Some(Utc::now()),
             in_flight: 2,
-        });
+        };
         let json = serde_json::to_value(AgentList { agents: vec![view] }).unwrap_or_default();
         let mut keys: Vec<_> = json["agents"][0]
             .as_object()

@@ -109,18 +109,23 @@ impl Cause {
     }
 }
 
-/// One incident, as read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+// The API answers with this record as it is (`IncidentView` in the OpenAPI document), so its
+// doc comments are the document's descriptions.
+/// One incident: a run of failures of one container and the heal missions started for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = IncidentView)]
 pub struct Incident {
     /// Its id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: IncidentId,
-    /// The full id of the container.
+    /// The container's full id.
     pub container_id: String,
-    /// Its name, without the leading slash.
+    /// The container's name, without the leading slash.
     pub container_name: String,
-    /// The cause of its latest failure.
+    /// What went wrong last: `exited` (a non-zero exit), `oom` or `unhealthy`.
     pub cause: Cause,
-    /// Where it stands.
+    /// `open` while healing, `healed`, `escalated` (no more restarts until resolved) or
+    /// `resolved`.
     pub status: IncidentStatus,
     /// Heal missions started for it.
     pub attempts: u32,
@@ -128,7 +133,8 @@ pub struct Incident {
     pub opened_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
-    /// Its heal missions, oldest first.
+    /// Its heal missions' ids, oldest first.
+    #[schema(value_type = Vec<uuid::Uuid>)]
     pub missions: Vec<MissionId>,
 }
 
