@@ -337,6 +337,67 @@ async fn actions_need_the_sessions_csrf_token_and_this_origin() {
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert_eq!(h.get(&id).await["status"], "waiting", "nothing was decided");
 
+    // Every form a session posts is refused without the token, whatever else it carries; and
+    // nothing it asked for happens (the mission is not cancelled, no key or mission is made).
+    let admin = h.create_key("ada", "admin").await;
+    let mut admin_browser = h.signed_in(&admin).await;
+    let missions = || async {
+        let list = h
+            .send(h.request(reqwest::Method::GET, "/api/v1/missions?limit=200"))
+            .await;
+        list.body["missions"].as_array().map_or(0, Vec::len)
+    };
+    let missions_before = missions().await;
+    let plan = json!([{ "name": "n", "noop": {} }]).to_string();
+    let forms: [(String, Vec<(&str, &str)>); 11] = [
+        (format!("/missions/{id}/cancel"), vec![]),
+        (format!("/missions/{id}/retry"), vec![]),
+        (
+            "/missions/bulk".to_owned(),
+            vec![("action", "cancel"), ("id", id.as_str())],
+        ),
+        (
+            "/submit".to_owned(),
+            vec![("workflow", "plan"), ("input", plan.as_str())],
+        ),
+        (
+            "/submit/check".to_owned(),
+            vec![("workflow", "plan"), ("input", plan.as_str())],
+        ),
+        (
+            "/workflows/plan/start".to_owned(),
+            vec![("input", plan.as_str())],
+        ),
+        (
+            "/keys".to_owned(),
+            vec![("name", "mallory"), ("role", "admin")],
+        ),
+        (
+            "/keys/00000000-0000-0000-0000-000000000000/revoke".to_owned(),
+            vec![],
+        ),
+        ("/schedules/nightly/pause".to_owned(), vec![]),
+        (
+            "/incidents/00000000-0000-0000-0000-000000000000/resolve".to_owned(),
+            vec![("comment", "x")],
+        ),
+        ("/logout".to_owned(), vec![]),
+    ];
+    for (path, fields) in &forms {
+        let refused = admin_browser.post(path, fields).await;
+        assert_eq!(refused.status, 403, "{path} without csrf: {refused:?}");
+        assert!(refused.body.contains("CSRF"), "{path}: {}", refused.body);
+    }
+    assert_eq!(
+        h.get(&id).await["status"],
+        "waiting",
+        "nothing was cancelled"
+    );
+    assert_eq!(missions().await, missions_before, "no mission was made");
+    let keys = h.cli(&["keys", "list"]).await;
+    assert!(!keys.contains("mallory"), "{keys}");
+    assert_eq!(admin_browser.get("/").await.status, 200, "still signed in");
+
     let approved = browser
         .post(
             &path,

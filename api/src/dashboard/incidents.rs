@@ -4,8 +4,8 @@
 //! follows `/api/v1/logs/stream`).
 
 use super::format::{self, Moment};
-use super::session::SignedIn;
-use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
+use super::session::{SignedForm, SignedIn};
+use super::{done, page_or_fragment, Chrome, Fragment, PageError};
 use crate::incidents::{incident_id, resolve_incident};
 use crate::AppState;
 use askama::Template;
@@ -150,19 +150,15 @@ fn log_line(entry: &LogEntry, now: chrono::DateTime<Utc>) -> LogLine {
 pub(crate) struct ResolveForm {
     #[serde(default)]
     comment: String,
-    #[serde(default)]
-    csrf: String,
 }
 
 /// `POST /incidents/{id}/resolve`.
 pub(crate) async fn resolve(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
     fragment: Fragment,
     Path(id): Path<String>,
-    FormBody(form): FormBody<ResolveForm>,
+    SignedForm(session, form): SignedForm<ResolveForm>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
     let id = incident_id(&id)?;
     let comment = Some(form.comment.trim().to_owned()).filter(|c| !c.is_empty());

@@ -4,8 +4,8 @@
 //! `hypercode keys ...`, through [`crate::keys`].
 
 use super::format::Moment;
-use super::session::{Session, SignedIn};
-use super::{render, Chrome, FormBody, PageError};
+use super::session::{NoFields, Session, SignedForm, SignedIn};
+use super::{render, Chrome, PageError};
 use crate::error::ApiError;
 use crate::keys::{self, CreatedKey, Revocation, Role};
 use crate::AppState;
@@ -42,15 +42,6 @@ pub(crate) struct CreateForm {
     #[serde(default)]
     name: String,
     role: Role,
-    #[serde(default)]
-    csrf: String,
-}
-
-/// The revoke form.
-#[derive(Debug, Deserialize)]
-pub(crate) struct RevokeForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// Only an admin manages keys: anyone else gets a 403, the page included.
@@ -79,10 +70,8 @@ pub(crate) async fn page(
 /// from).
 pub(crate) async fn create(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
-    FormBody(form): FormBody<CreateForm>,
+    SignedForm(session, form): SignedForm<CreateForm>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
     require_admin(&session)?;
     let created = keys::create(&state.pool, form.name.trim(), form.role)
         .await
@@ -94,11 +83,9 @@ pub(crate) async fn create(
 /// `POST /keys/{id}/revoke`.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
     Path(id): Path<String>,
-    FormBody(form): FormBody<RevokeForm>,
+    SignedForm(session, NoFields {}): SignedForm<NoFields>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
     require_admin(&session)?;
     let id = uuid::Uuid::parse_str(&id)
         .map_err(|_| ApiError::NotFound(format!("no API key has the id `{id}`")))?;

@@ -3,10 +3,10 @@
 //! with a comment, cancel, retry), for operators and admins.
 
 use super::format::{self, Moment};
-use super::session::SignedIn;
+use super::session::{NoFields, SignedForm, SignedIn};
 use super::timeline::{Layout, Timeline};
 use super::waiting::WaitingFor;
-use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
+use super::{done, page_or_fragment, Chrome, Fragment, PageError};
 use crate::error::ApiError;
 use crate::missions::{find, mission_id, non_empty, Verdict};
 use crate::AppState;
@@ -263,19 +263,15 @@ pub(crate) struct DecideForm {
     decision: Verdict,
     #[serde(default)]
     comment: String,
-    #[serde(default)]
-    csrf: String,
 }
 
 /// `POST /missions/{id}/approvals/{step}`: approve or reject, signed with the session's key.
 pub(crate) async fn decide(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
     fragment: Fragment,
     Path((id, step)): Path<(String, String)>,
-    FormBody(form): FormBody<DecideForm>,
+    SignedForm(session, form): SignedForm<DecideForm>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
     let id = mission_id(&id)?;
     let decision = form.decision.signed(
@@ -286,13 +282,6 @@ pub(crate) async fn decide(
     state.engine.decide(id, &step, decision).await?;
     tracing::info!(mission = %id, step, approve, by = %session.principal.name, "decision from the dashboard");
     Ok(done(fragment, &format!("/missions/{id}")))
-}
-
-/// The form of the buttons that only need the session's token.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ActionForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// The buttons' actions, the last segment of `/missions/{id}/{action}`.
@@ -308,16 +297,14 @@ pub(crate) enum Action {
 /// `POST /missions/{id}/cancel` and `POST /missions/{id}/retry`.
 pub(crate) async fn act(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
     fragment: Fragment,
     path: Result<Path<(String, Action)>, PathRejection>,
-    FormBody(form): FormBody<ActionForm>,
+    SignedForm(session, NoFields {}): SignedForm<NoFields>,
 ) -> Result<Response, PageError> {
     // Any other action is no route at all, like any other unknown path.
     let Ok(Path((id, action))) = path else {
         return Err(ApiError::NotFound("no such route".to_owned()).into());
     };
-    session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
     let id = mission_id(&id)?;
     let by = &session.principal.name;

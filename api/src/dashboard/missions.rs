@@ -4,9 +4,9 @@
 //! at once (`POST /missions/bulk`). Signed out, `/` is the login page.
 
 use super::format::{self, Moment};
-use super::session::{self, SignedIn};
+use super::session::{self, SignedForm, SignedIn};
 use super::waiting::WaitingFor;
-use super::{done, page_or_fragment, workflow_names, Chrome, FormBody, Fragment, PageError};
+use super::{done, page_or_fragment, workflow_names, Chrome, Fragment, PageError};
 use crate::error::ApiError;
 use crate::missions::{list_page, mission_id, ListParams};
 use crate::AppState;
@@ -257,16 +257,14 @@ const BULK_MAX: usize = 50;
 /// failed) are left as they are and named in the answer, a 409 when any was.
 pub(crate) async fn bulk(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
     fragment: Fragment,
-    FormBody(form): FormBody<BulkForm>,
+    SignedForm(session, form): SignedForm<BulkForm>,
 ) -> Result<Response, PageError> {
     let field = |name: &'static str| {
         form.iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    session.verify_csrf(field("csrf").next().unwrap_or_default())?;
     session.require_operator()?;
     let action = field("action").next().unwrap_or_default();
     if action != "cancel" && action != "retry" {

@@ -3,8 +3,8 @@
 //! pause, resume or trigger it now. A mission fired by a schedule links back here.
 
 use super::format::{short_id, Moment};
-use super::session::SignedIn;
-use super::{done, page_or_fragment, Chrome, FormBody, Fragment, PageError};
+use super::session::{NoFields, SignedForm, SignedIn};
+use super::{done, page_or_fragment, Chrome, Fragment, PageError};
 use crate::error::ApiError;
 use crate::AppState;
 use askama::Template;
@@ -110,22 +110,13 @@ pub(crate) enum Action {
     Trigger,
 }
 
-/// The form of the buttons: only the session's token.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ActionForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /schedules/{name}/pause|resume|trigger`; a trigger goes on to the new mission's page.
 pub(crate) async fn act(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
     fragment: Fragment,
     Path((name, action)): Path<(String, Action)>,
-    FormBody(form): FormBody<ActionForm>,
+    SignedForm(session, NoFields {}): SignedForm<NoFields>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
     let name: ScheduleName = name
         .parse()

@@ -19,11 +19,12 @@ use crate::error::ApiError;
 use crate::keys::{self, Principal, Role};
 use crate::AppState;
 use askama::Template;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chrono::{Duration as TimeDelta, Utc};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
@@ -190,6 +191,40 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// A signed-in session's form post: the session (as [`SignedIn`] admits it) and the form (as
+/// [`FormBody`] reads it) without its `csrf` field, which must be the session's token. Every
+/// form a session posts comes through here, so no handler can leave the check out.
+pub(crate) struct SignedForm<T>(pub(crate) Session, pub(crate) T);
+
+/// A form of a button alone: nothing but its CSRF token.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NoFields {}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for SignedForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, PageError> {
+        let (mut parts, body) = request.into_parts();
+        let SignedIn(session) = SignedIn::from_request_parts(&mut parts, state).await?;
+        let request = Request::from_parts(parts, body);
+        let FormBody(mut pairs) =
+            FormBody::<Vec<(String, String)>>::from_request(request, state).await?;
+        let csrf = pairs
+            .iter()
+            .position(|(name, _)| name == "csrf")
+            .map(|at| pairs.remove(at).1);
+        session.verify_csrf(csrf.as_deref().unwrap_or_default())?;
+        // The pairs came out of a form body and go back into one, so re-encoding cannot fail;
+        // reading them as `T` is where a form of the wrong shape is refused.
+        let fields = serde_urlencoded::to_string(&pairs)
+            .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+        let form = serde_urlencoded::from_str(&fields).map_err(|e| {
+            ApiError::InvalidParameter(format!("Failed to deserialize form body: {e}"))
+        })?;
+        Ok(Self(session, form))
+    }
+}
+
 /// The login page.
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -298,21 +333,12 @@ fn login_refused(jar: CookieJar, next: String, refusal: ApiError) -> Result<Resp
     Ok(response)
 }
 
-/// The sign-out form.
-#[derive(Debug, Deserialize)]
-pub(crate) struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /logout`: end the session (server side too: the token is deleted).
 pub(crate) async fn logout(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
     jar: CookieJar,
-    FormBody(form): FormBody<LogoutForm>,
+    SignedForm(_, NoFields {}): SignedForm<NoFields>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
     if let Some(cookie) = jar.get(SESSION_COOKIE) {
         sqlx::query!(
             "delete from sessions where token_hash = $1",

@@ -4,8 +4,8 @@
 //! ("start another like this").
 
 use super::format;
-use super::session::SignedIn;
-use super::{render, workflow_names, Chrome, FormBody, PageError};
+use super::session::{SignedForm, SignedIn};
+use super::{render, workflow_names, Chrome, PageError};
 use crate::missions::{find, mission_id, non_empty};
 use crate::AppState;
 use askama::Template;
@@ -78,8 +78,6 @@ pub(crate) struct SubmitForm {
     input: String,
     #[serde(default)]
     idempotency_key: String,
-    #[serde(default)]
-    csrf: String,
 }
 
 /// The sample plan, calling the health probe of this server where the workers reach it:
@@ -146,10 +144,8 @@ pub(crate) async fn page(
 /// `POST /submit/check`: the problems of the editor's content, as the list the page shows.
 pub(crate) async fn check(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
-    FormBody(form): FormBody<SubmitForm>,
+    SignedForm(_, form): SignedForm<SubmitForm>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
     let problems = match parse(&form.input) {
         Ok(input) => match state.engine.check_input(&form.workflow, &input) {
             Ok(()) => Vec::new(),
@@ -171,10 +167,8 @@ pub(crate) async fn check(
 /// editor with its problems (422).
 pub(crate) async fn submit(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
-    FormBody(form): FormBody<SubmitForm>,
+    SignedForm(session, form): SignedForm<SubmitForm>,
 ) -> Result<Response, PageError> {
-    session.verify_csrf(&form.csrf)?;
     session.require_operator()?;
     let input = match parse(&form.input) {
         Ok(input) => input,

@@ -6,8 +6,8 @@
 //! assembled into the input by the same types, and the workflow judges it as it judges any
 //! submission: problems come back beside their fields, located by JSON pointer.
 
-use super::session::{Session, SignedIn};
-use super::{render, Chrome, FormBody, PageError};
+use super::session::{Session, SignedForm, SignedIn};
+use super::{render, Chrome, PageError};
 use crate::error::ApiError;
 use crate::missions::non_empty;
 use crate::AppState;
@@ -122,9 +122,8 @@ pub(crate) async fn page(
 /// to the page with its problems beside their fields (422).
 pub(crate) async fn start(
     State(state): State<AppState>,
-    SignedIn(session): SignedIn,
     Path(name): Path<String>,
-    FormBody(form): FormBody<StartForm>,
+    SignedForm(session, form): SignedForm<StartForm>,
 ) -> Result<Response, PageError> {
     let field = |key: &str| {
         form.iter()
@@ -132,7 +131,6 @@ pub(crate) async fn start(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    session.verify_csrf(&field("csrf"))?;
     session.require_operator()?;
     let registry = state.engine.registry();
     let workflow = registry
