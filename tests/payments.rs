@@ -473,6 +473,63 @@ async fn a_refund_after_a_partial_spend_leaves_arrears_never_a_negative_balance(
 }
 
 #[tokio::test]
+async fn a_refund_delivered_before_its_purchase_is_still_taken_back() {
+    let fake = FakeStripe::start().await;
+    let h = deployment(&fake).await;
+    let t = now();
+    let refund = |id: &str, created: i64, refunded: i64| {
+        event(
+            id,
+            "charge.refunded",
+            created,
+            json!({ "id": "ch_e_1", "object": "charge", "payment_intent": "pi_e_1", "amount": 499, "amount_refunded": refunded, "refunded": refunded == 499 }),
+        )
+    };
+    // Stripe refunded in full after the session completed, but the completion is delivered
+    // last (its first deliveries failed): the refund finds no purchase yet.
+    let early = apply(&h, &refund("evt_e_2", t, 499)).await;
+    assert!(
+        early["output"]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ignored"),
+        "{early}"
+    );
+    let completed = apply(&h, &pack_completed("evt_e_1", "cs_e_1", "kai", "pi_e_1")).await;
+    assert!(
+        completed["output"]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("took back 500 tokens"),
+        "{completed}"
+    );
+    let kai = account(&h, "kai").await;
+    assert_eq!(
+        (&kai["balance"], &kai["arrears"]),
+        (&json!(0), &json!(0)),
+        "{kai}"
+    );
+    assert_eq!(
+        kinds(&kai),
+        [("reversal".to_owned(), -500), ("purchase".to_owned(), 500)]
+    );
+    // An older partial refund of the same charge, delivered later still, takes nothing more
+    // and leaves the payment refunded in full.
+    apply(&h, &refund("evt_e_0", t - 60, 200)).await;
+    let kai = account(&h, "kai").await;
+    assert_eq!(kai["entries"].as_array().map(Vec::len), Some(2), "{kai}");
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect");
+    let (status, reversed): (String, i64) =
+        sqlx::query_as("select status, reversed_tokens from payments where stripe_id = 'cs_e_1'")
+            .fetch_one(&pool)
+            .await
+            .expect("the payment");
+    assert_eq!((status.as_str(), reversed), ("refunded", 500));
+}
+
+#[tokio::test]
 async fn concurrent_spends_never_overdraw() {
     let fake = FakeStripe::start().await;
     let h = deployment(&fake).await;
