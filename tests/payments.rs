@@ -656,6 +656,19 @@ async fn token_requests_are_checked_and_idempotent() {
     )
     .await;
     bad_account.problem(400);
+    // The keys the webhooks and the shop write are not the client's to take: one taken first
+    // would keep that purchase's credit or that refund from being written.
+    for reserved in ["stripe:checkout:cs_e_9", "shop:eve-9:refund"] {
+        let taken = post_tokens(
+            &h,
+            &h.key,
+            "eve",
+            json!({ "amount": 1, "reason": "x", "idempotency_key": reserved }),
+        )
+        .await;
+        taken.problem(422);
+        assert_eq!(taken.pointers(), ["/idempotency_key"], "{reserved}");
+    }
     // Agents may award and spend; operators and viewers may not; viewers may read.
     let agent = h.create_key("tokens-agent", "agent").await;
     let viewer = h.create_key("tokens-viewer", "viewer").await;

@@ -14,6 +14,12 @@ use sqlx::{PgConnection, PgPool};
 /// The name of the constraint that keeps balances non-negative.
 const NON_NEGATIVE: &str = "accounts_balance_non_negative";
 
+/// The idempotency keys the product writes itself begin with one of these (`stripe:checkout:`,
+/// `stripe:reversal:`, `shop:<purchase>:spend`, ...). A client's key may not, or it could take
+/// a key a webhook or a purchase will need and so silently keep that credit, debit or refund
+/// from being written.
+pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["stripe:", "shop:"];
+
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

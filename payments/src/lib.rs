@@ -20,6 +20,7 @@ pub mod stripe;
 pub use catalog::{Catalog, CatalogError, Plan, Price, Sellable, ShopItem, TokenPack};
 pub use ledger::{
     Entitlement, Entry, EntryKind, Ledger, LedgerError, NewEntry, Posted, Subscription, Totals,
+    RESERVED_KEY_PREFIXES,
 };
 pub use money::{AccountId, MinorUnits, Tokens, ACCOUNT_RULE};
 pub use signature::SignatureError;
