@@ -648,6 +648,28 @@ async fn token_requests_are_checked_and_idempotent() {
     )
     .await;
     assert_eq!(float.problem(422)["errors"][0]["pointer"], "/amount");
+    // The extremes of the amount's range are answered, never a failure of the server: the
+    // largest award passes what a balance can hold, the smallest spend is an overdraft.
+    let huge = post_tokens(
+        &h,
+        &h.key,
+        "eve",
+        json!({ "amount": i64::MAX, "reason": "x", "idempotency_key": "eve-max" }),
+    )
+    .await;
+    huge.problem(422);
+    assert_eq!(huge.pointers(), ["/amount"]);
+    let tiny = post_tokens(
+        &h,
+        &h.key,
+        "eve",
+        json!({ "amount": i64::MIN, "reason": "x", "idempotency_key": "eve-min" }),
+    )
+    .await;
+    assert_eq!(
+        tiny.problem(409)["type"],
+        "https://hypercode.dev/problems/insufficient-tokens"
+    );
     let bad_account = post_tokens(
         &h,
         &h.key,
