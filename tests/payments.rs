@@ -261,6 +261,14 @@ async fn webhook_signatures_are_checked_as_stripe_documents_them() {
         missions_of(&h, "stripe_event").await.is_empty(),
         "an unverified delivery started a mission"
     );
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect");
+    let stored: i64 = sqlx::query_scalar("select count(*) from stripe_events")
+        .fetch_one(&pool)
+        .await
+        .expect("count the stored events");
+    assert_eq!(stored, 0, "an unverified delivery was stored");
     // While a secret is rolled, Stripe signs with both: one right v1 among others is enough.
     let rolled = format!("t={t},v1={},v1={right}", sign("whsec_old", t, &body));
     let reply = deliver_with(&h, &body, Some(rolled)).await;
@@ -721,7 +729,11 @@ async fn token_requests_are_checked_and_idempotent() {
         ))
         .await;
     assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(read.body["account"], "eve");
     assert_eq!(read.body["balance"], 30);
+    assert_eq!(read.body["arrears"], 0);
+    assert_eq!(read.body["subscriptions"], json!([]));
+    assert_eq!(read.body["entitlements"], json!([]));
     assert_eq!(read.body["entries"].as_array().map(Vec::len), Some(1));
     let cursor = read.body["next_cursor"]
         .as_str()
@@ -815,6 +827,22 @@ async fn shop_purchases_spend_grant_or_refund_exactly_once() {
     let unknown = buy("nothing-like-it", "fay-5").await;
     unknown.problem(422);
     assert_eq!(unknown.pointers(), ["/item"]);
+    // Operators and agents may buy; viewers may not.
+    let as_role = |key: String, purchase: &'static str| {
+        h.send(
+            h.request_as(reqwest::Method::POST, "/api/v1/shop/purchases", &key)
+                .json(
+                    &json!({ "account": "fay", "item": "templates", "idempotency_key": purchase }),
+                ),
+        )
+    };
+    for (role, purchase) in [("operator", "fay-6"), ("agent", "fay-7")] {
+        let bought = as_role(h.create_key(&format!("shop-{role}"), role).await, purchase).await;
+        assert_eq!(bought.status, 201, "{role}: {bought:?}");
+    }
+    as_role(h.create_key("shop-viewer", "viewer").await, "fay-8")
+        .await
+        .forbidden("operator, admin or agent", "viewer", "a purchase");
 }
 
 #[tokio::test]
@@ -897,14 +925,21 @@ async fn checkout_sends_the_catalogue_price_and_the_account_to_stripe() {
         "{refused:?}"
     );
     assert_eq!(fake.to_path("/v1/checkout/sessions").len(), 4);
-    // Viewers and agents may not start a checkout.
-    let viewer = h.create_key("checkout-viewer", "viewer").await;
-    h.send(
-        h.request_as(reqwest::Method::POST, "/api/stripe/checkout", &viewer)
-            .json(&json!({ "account": "gus", "item": "pack-500", "success_url": "https://e/x", "cancel_url": "https://e/y" })),
-    )
-    .await
-    .forbidden("operator or admin", "viewer", "checkout");
+    // Operators may start a checkout; viewers and agents may not.
+    let as_role = |key: String| {
+        h.send(
+            h.request_as(reqwest::Method::POST, "/api/stripe/checkout", &key)
+                .json(&json!({ "account": "gus", "item": "pack-500", "success_url": "https://e/x", "cancel_url": "https://e/y" })),
+        )
+    };
+    let operator = as_role(h.create_key("checkout-operator", "operator").await).await;
+    assert_eq!(operator.status, 201, "{operator:?}");
+    for role in ["viewer", "agent"] {
+        as_role(h.create_key(&format!("checkout-{role}"), role).await)
+            .await
+            .forbidden("operator or admin", role, "checkout");
+    }
+    assert_eq!(fake.to_path("/v1/checkout/sessions").len(), 5);
 }
 
 #[tokio::test]
@@ -964,6 +999,88 @@ async fn without_stripe_settings_payments_answer_503_and_conflicting_secrets_sto
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("both STRIPE_SECRET_KEY and STRIPE_SECRET_KEY_FILE are set"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_takes_1_mib_outside_the_rate_limit_with_its_secret_from_a_file() {
+    let file = std::env::temp_dir().join(format!("hypercode-whsec-{}", random_suffix()));
+    std::fs::write(&file, format!("{WEBHOOK_SECRET}\n")).expect("write the secret file");
+    let h = Harness::with(Options {
+        workers: 0,
+        env: vec![
+            ("STRIPE_WEBHOOK_SECRET_FILE", file.display().to_string()),
+            // One request a second per key, and as few failed authentications.
+            ("HYPERCODE_RATE_LIMIT", "1".to_owned()),
+            ("HYPERCODE_AUTH_FAIL_LIMIT", "1".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let signed = |body: &str| {
+        let t = now();
+        format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, body))
+    };
+    // A burst far beyond the limit: every verified delivery is taken, every unverified one
+    // refused for its signature, none for the rate.
+    for i in 0..20 {
+        let body = event(&format!("evt_rl_{i}"), "customer.created", now(), json!({}));
+        let reply = deliver_with(&h, &body, Some(signed(&body))).await;
+        assert_eq!(reply.status, 200, "delivery {i}: {reply:?}");
+        let forged = deliver_with(&h, &body, Some(format!("t={},v1=00", now()))).await;
+        forged.problem(400);
+    }
+    // The same burst with a key is limited.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(
+            h.send(h.request(reqwest::Method::GET, "/api/v1/shop"))
+                .await
+                .status,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // A body of exactly 1 MiB is taken; one byte more is refused before it is looked at.
+    let sized = |id: &str, size: usize| {
+        let empty = event(id, "customer.created", now(), json!({ "pad": "" }));
+        let padded = event(
+            id,
+            "customer.created",
+            now(),
+            json!({ "pad": "x".repeat(size - empty.len()) }),
+        );
+        assert_eq!(padded.len(), size);
+        padded
+    };
+    let largest = sized("evt_big_1", 1024 * 1024);
+    let reply = deliver_with(&h, &largest, Some(signed(&largest))).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.status);
+    let over = sized("evt_big_2", 1024 * 1024 + 1);
+    let reply = deliver_with(&h, &over, Some(signed(&over))).await;
+    reply.problem(413);
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect");
+    let stored: Vec<String> = sqlx::query_scalar("select id from stripe_events order by id")
+        .fetch_all(&pool)
+        .await
+        .expect("the stored events");
+    assert_eq!(stored.len(), 21, "{stored:?}");
+    assert!(stored.contains(&"evt_big_1".to_owned()) && !stored.contains(&"evt_big_2".to_owned()));
+    // The secret from the environment and from a file at once is refused at startup.
+    let output = h
+        .command(&["serve"])
+        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("run serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("both STRIPE_WEBHOOK_SECRET and STRIPE_WEBHOOK_SECRET_FILE are set"),
         "{stderr}"
     );
 }
