@@ -78,3 +78,16 @@ impl Payments {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// async-stripe's 1.0 release candidates need Rust 1.89: the crate says so, so that an
+    /// older toolchain is refused for that reason instead of failing inside a dependency.
+    #[test]
+    fn the_crate_declares_the_rust_version_async_stripe_needs() {
+        let declared = env!("CARGO_PKG_RUST_VERSION");
+        let mut parts = declared.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        assert!((major, minor) >= (1, 89), "rust-version is `{declared}`");
+    }
+}
