@@ -429,6 +429,23 @@ async fn out_of_order_subscription_events_converge_to_the_newest() {
     );
     apply(&h, &paid).await;
     assert_eq!(status(&account(&h, "bea").await), "active");
+    // Each invoice is a payment record, at the state of its newest event.
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect");
+    let invoices: Vec<(String, String, i64)> = sqlx::query_as(
+        "select stripe_id, status, amount from payments where object = 'invoice' order by stripe_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the invoices");
+    assert_eq!(
+        invoices,
+        [
+            ("in_1".to_owned(), "payment_failed".to_owned(), 2900),
+            ("in_2".to_owned(), "paid".to_owned(), 2900)
+        ]
+    );
 }
 
 #[tokio::test]
