@@ -1111,6 +1111,19 @@ async fn the_dashboard_finds_an_account_and_shows_its_ledger() {
         &pack_completed("evt_d_1", "cs_d_1", "ivy@example.com", "pi_d_1"),
     )
     .await;
+    let subscribed = event(
+        "evt_d_2",
+        "checkout.session.completed",
+        now(),
+        json!({
+            "id": "cs_d_2",
+            "mode": "subscription",
+            "metadata": { "account": "ivy@example.com", "item": "course-pro" },
+            "subscription": "sub_d_1",
+            "payment_status": "paid",
+        }),
+    );
+    apply(&h, &subscribed).await;
     post_tokens(
         &h,
         &h.key,
@@ -1155,6 +1168,17 @@ async fn the_dashboard_finds_an_account_and_shows_its_ledger() {
     );
     assert!(page.body.contains("data-kind=\"spend\""), "{}", page.body);
     assert!(page.body.contains("cs_d_1"), "{}", page.body);
+    let subscriptions = page
+        .body
+        .split("id=\"subscriptions\"")
+        .nth(1)
+        .and_then(|table| table.split("</table>").next())
+        .unwrap_or_default();
+    assert!(
+        subscriptions.contains("sub_d_1") && subscriptions.contains("active"),
+        "{}",
+        page.body
+    );
     assert!(
         page.body.contains("a &#60;b&#62;bold&#60;/b&#62; lesson")
             || page.body.contains("a &lt;b&gt;bold&lt;/b&gt; lesson"),
