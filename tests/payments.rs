@@ -248,6 +248,14 @@ async fn webhook_signatures_are_checked_as_stripe_documents_them() {
             "a signature of another body",
             Some(format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, "{}"))),
         ),
+        (
+            "a t from the future",
+            Some(format!(
+                "t={},v1={}",
+                t + 400,
+                sign(WEBHOOK_SECRET, t + 400, &body)
+            )),
+        ),
     ];
     for (what, signature) in refused {
         let reply = deliver_with(&h, &body, signature).await;
@@ -269,6 +277,14 @@ async fn webhook_signatures_are_checked_as_stripe_documents_them() {
         .await
         .expect("count the stored events");
     assert_eq!(stored, 0, "an unverified delivery was stored");
+    // Signed, but not an event: refused too.
+    let not_an_event = deliver_with(
+        &h,
+        "[]",
+        Some(format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, "[]"))),
+    )
+    .await;
+    not_an_event.problem(400);
     // While a secret is rolled, Stripe signs with both: one right v1 among others is enough.
     let rolled = format!("t={t},v1={},v1={right}", sign("whsec_old", t, &body));
     let reply = deliver_with(&h, &body, Some(rolled)).await;
@@ -288,6 +304,35 @@ async fn webhook_signatures_are_checked_as_stripe_documents_them() {
         "{done}"
     );
     assert_eq!(missions_of(&h, "stripe_event").await.len(), 1);
+    // An event of an API version no typed parser knows, with fields of unexpected shapes
+    // (an expanded payment intent, an amount as a string): what is needed is read, the rest
+    // is left alone.
+    let future = json!({
+        "id": "evt_sig_2",
+        "object": "event",
+        "api_version": "2099-01-01.unreleased",
+        "created": now(),
+        "type": "checkout.session.completed",
+        "data": { "object": {
+            "id": "cs_sig_2",
+            "mode": "payment",
+            "metadata": { "account": "zoe", "item": "pack-500", "extra": { "nested": [1, 2] } },
+            "payment_intent": { "id": "pi_sig_2", "object": "payment_intent" },
+            "payment_status": "paid",
+            "amount_total": "499",
+            "brand_new_field": { "anything": true },
+        }},
+    })
+    .to_string();
+    let applied = apply(&h, &future).await;
+    assert!(
+        applied["output"]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("credited 500 tokens"),
+        "{applied}"
+    );
+    assert_eq!(account(&h, "zoe").await["balance"], 500);
     // The webhook needs no key, and an internal workflow cannot be submitted by a client.
     let submitted = h
         .submit_body(&json!({ "workflow": "stripe_event", "input": { "event_id": "evt_sig_1" } }))
@@ -928,6 +973,21 @@ async fn checkout_sends_the_catalogue_price_and_the_account_to_stripe() {
         Some("gus")
     );
     assert_eq!(request.idempotency_key.as_deref(), Some("gus-plan-1"));
+    // A price in the request is refused: prices come from the catalogue only.
+    let priced = h
+        .send(
+            h.request(reqwest::Method::POST, "/api/stripe/checkout")
+                .json(&json!({
+                    "account": "gus",
+                    "item": "pack-500",
+                    "price": 1,
+                    "success_url": "https://example.com/ok",
+                    "cancel_url": "https://example.com/cancel",
+                })),
+        )
+        .await;
+    priced.problem(422);
+    assert_eq!(fake.to_path("/v1/checkout/sessions").len(), 3);
     // Unknown items never reach Stripe; Stripe's refusals are a 502 with its message.
     let unknown = checkout("pack-9000", None).await;
     unknown.problem(422);
