@@ -661,6 +661,19 @@ async fn concurrent_spends_never_overdraw() {
     .execute(&pool)
     .await;
     assert!(overdraft.is_err(), "the database allowed an overdraft");
+    // Nor can the balance be written except through the ledger.
+    for bypass in [
+        "update accounts set balance = 5000 where id = 'dee'",
+        "insert into accounts (id, balance) values ('rich', 5000)",
+    ] {
+        let written = sqlx::query(bypass).execute(&pool).await;
+        assert!(written.is_err(), "{bypass}");
+    }
+    let balance: i64 = sqlx::query_scalar("select balance from accounts where id = 'dee'")
+        .fetch_one(&pool)
+        .await
+        .expect("the balance");
+    assert_eq!(balance, 10);
 }
 
 #[tokio::test]
