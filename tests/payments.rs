@@ -248,6 +248,14 @@ async fn webhook_signatures_are_checked_as_stripe_documents_them() {
             "a signature of another body",
             Some(format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, "{}"))),
         ),
+        (
+            "a t from the future",
+            Some(format!(
+                "t={},v1={}",
+                t + 400,
+                sign(WEBHOOK_SECRET, t + 400, &body)
+            )),
+        ),
     ];
     for (what, signature) in refused {
         let reply = deliver_with(&h, &body, signature).await;
@@ -261,6 +269,22 @@ async fn webhook_signatures_are_checked_as_stripe_documents_them() {
         missions_of(&h, "stripe_event").await.is_empty(),
         "an unverified delivery started a mission"
     );
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect");
+    let stored: i64 = sqlx::query_scalar("select count(*) from stripe_events")
+        .fetch_one(&pool)
+        .await
+        .expect("count the stored events");
+    assert_eq!(stored, 0, "an unverified delivery was stored");
+    // Signed, but not an event: refused too.
+    let not_an_event = deliver_with(
+        &h,
+        "[]",
+        Some(format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, "[]"))),
+    )
+    .await;
+    not_an_event.problem(400);
     // While a secret is rolled, Stripe signs with both: one right v1 among others is enough.
     let rolled = format!("t={t},v1={},v1={right}", sign("whsec_old", t, &body));
     let reply = deliver_with(&h, &body, Some(rolled)).await;
@@ -280,6 +304,35 @@ async fn webhook_signatures_are_checked_as_stripe_documents_them() {
         "{done}"
     );
     assert_eq!(missions_of(&h, "stripe_event").await.len(), 1);
+    // An event of an API version no typed parser knows, with fields of unexpected shapes
+    // (an expanded payment intent, an amount as a string): what is needed is read, the rest
+    // is left alone.
+    let future = json!({
+        "id": "evt_sig_2",
+        "object": "event",
+        "api_version": "2099-01-01.unreleased",
+        "created": now(),
+        "type": "checkout.session.completed",
+        "data": { "object": {
+            "id": "cs_sig_2",
+            "mode": "payment",
+            "metadata": { "account": "zoe", "item": "pack-500", "extra": { "nested": [1, 2] } },
+            "payment_intent": { "id": "pi_sig_2", "object": "payment_intent" },
+            "payment_status": "paid",
+            "amount_total": "499",
+            "brand_new_field": { "anything": true },
+        }},
+    })
+    .to_string();
+    let applied = apply(&h, &future).await;
+    assert!(
+        applied["output"]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("credited 500 tokens"),
+        "{applied}"
+    );
+    assert_eq!(account(&h, "zoe").await["balance"], 500);
     // The webhook needs no key, and an internal workflow cannot be submitted by a client.
     let submitted = h
         .submit_body(&json!({ "workflow": "stripe_event", "input": { "event_id": "evt_sig_1" } }))
@@ -421,6 +474,23 @@ async fn out_of_order_subscription_events_converge_to_the_newest() {
     );
     apply(&h, &paid).await;
     assert_eq!(status(&account(&h, "bea").await), "active");
+    // Each invoice is a payment record, at the state of its newest event.
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect");
+    let invoices: Vec<(String, String, i64)> = sqlx::query_as(
+        "select stripe_id, status, amount from payments where object = 'invoice' order by stripe_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the invoices");
+    assert_eq!(
+        invoices,
+        [
+            ("in_1".to_owned(), "payment_failed".to_owned(), 2900),
+            ("in_2".to_owned(), "paid".to_owned(), 2900)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -470,6 +540,63 @@ async fn a_refund_after_a_partial_spend_leaves_arrears_never_a_negative_balance(
         .as_str()
         .unwrap_or_default()
         .starts_with("ignored"));
+}
+
+#[tokio::test]
+async fn a_refund_delivered_before_its_purchase_is_still_taken_back() {
+    let fake = FakeStripe::start().await;
+    let h = deployment(&fake).await;
+    let t = now();
+    let refund = |id: &str, created: i64, refunded: i64| {
+        event(
+            id,
+            "charge.refunded",
+            created,
+            json!({ "id": "ch_e_1", "object": "charge", "payment_intent": "pi_e_1", "amount": 499, "amount_refunded": refunded, "refunded": refunded == 499 }),
+        )
+    };
+    // Stripe refunded in full after the session completed, but the completion is delivered
+    // last (its first deliveries failed): the refund finds no purchase yet.
+    let early = apply(&h, &refund("evt_e_2", t, 499)).await;
+    assert!(
+        early["output"]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ignored"),
+        "{early}"
+    );
+    let completed = apply(&h, &pack_completed("evt_e_1", "cs_e_1", "kai", "pi_e_1")).await;
+    assert!(
+        completed["output"]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("took back 500 tokens"),
+        "{completed}"
+    );
+    let kai = account(&h, "kai").await;
+    assert_eq!(
+        (&kai["balance"], &kai["arrears"]),
+        (&json!(0), &json!(0)),
+        "{kai}"
+    );
+    assert_eq!(
+        kinds(&kai),
+        [("reversal".to_owned(), -500), ("purchase".to_owned(), 500)]
+    );
+    // An older partial refund of the same charge, delivered later still, takes nothing more
+    // and leaves the payment refunded in full.
+    apply(&h, &refund("evt_e_0", t - 60, 200)).await;
+    let kai = account(&h, "kai").await;
+    assert_eq!(kai["entries"].as_array().map(Vec::len), Some(2), "{kai}");
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect");
+    let (status, reversed): (String, i64) =
+        sqlx::query_as("select status, reversed_tokens from payments where stripe_id = 'cs_e_1'")
+            .fetch_one(&pool)
+            .await
+            .expect("the payment");
+    assert_eq!((status.as_str(), reversed), ("refunded", 500));
 }
 
 #[tokio::test]
@@ -534,6 +661,19 @@ async fn concurrent_spends_never_overdraw() {
     .execute(&pool)
     .await;
     assert!(overdraft.is_err(), "the database allowed an overdraft");
+    // Nor can the balance be written except through the ledger.
+    for bypass in [
+        "update accounts set balance = 5000 where id = 'dee'",
+        "insert into accounts (id, balance) values ('rich', 5000)",
+    ] {
+        let written = sqlx::query(bypass).execute(&pool).await;
+        assert!(written.is_err(), "{bypass}");
+    }
+    let balance: i64 = sqlx::query_scalar("select balance from accounts where id = 'dee'")
+        .fetch_one(&pool)
+        .await
+        .expect("the balance");
+    assert_eq!(balance, 10);
 }
 
 #[tokio::test]
@@ -591,6 +731,28 @@ async fn token_requests_are_checked_and_idempotent() {
     )
     .await;
     assert_eq!(float.problem(422)["errors"][0]["pointer"], "/amount");
+    // The extremes of the amount's range are answered, never a failure of the server: the
+    // largest award passes what a balance can hold, the smallest spend is an overdraft.
+    let huge = post_tokens(
+        &h,
+        &h.key,
+        "eve",
+        json!({ "amount": i64::MAX, "reason": "x", "idempotency_key": "eve-max" }),
+    )
+    .await;
+    huge.problem(422);
+    assert_eq!(huge.pointers(), ["/amount"]);
+    let tiny = post_tokens(
+        &h,
+        &h.key,
+        "eve",
+        json!({ "amount": i64::MIN, "reason": "x", "idempotency_key": "eve-min" }),
+    )
+    .await;
+    assert_eq!(
+        tiny.problem(409)["type"],
+        "https://hypercode.dev/problems/insufficient-tokens"
+    );
     let bad_account = post_tokens(
         &h,
         &h.key,
@@ -599,6 +761,19 @@ async fn token_requests_are_checked_and_idempotent() {
     )
     .await;
     bad_account.problem(400);
+    // The keys the webhooks and the shop write are not the client's to take: one taken first
+    // would keep that purchase's credit or that refund from being written.
+    for reserved in ["stripe:checkout:cs_e_9", "shop:eve-9:refund"] {
+        let taken = post_tokens(
+            &h,
+            &h.key,
+            "eve",
+            json!({ "amount": 1, "reason": "x", "idempotency_key": reserved }),
+        )
+        .await;
+        taken.problem(422);
+        assert_eq!(taken.pointers(), ["/idempotency_key"], "{reserved}");
+    }
     // Agents may award and spend; operators and viewers may not; viewers may read.
     let agent = h.create_key("tokens-agent", "agent").await;
     let viewer = h.create_key("tokens-viewer", "viewer").await;
@@ -629,7 +804,11 @@ async fn token_requests_are_checked_and_idempotent() {
         ))
         .await;
     assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(read.body["account"], "eve");
     assert_eq!(read.body["balance"], 30);
+    assert_eq!(read.body["arrears"], 0);
+    assert_eq!(read.body["subscriptions"], json!([]));
+    assert_eq!(read.body["entitlements"], json!([]));
     assert_eq!(read.body["entries"].as_array().map(Vec::len), Some(1));
     let cursor = read.body["next_cursor"]
         .as_str()
@@ -723,6 +902,22 @@ async fn shop_purchases_spend_grant_or_refund_exactly_once() {
     let unknown = buy("nothing-like-it", "fay-5").await;
     unknown.problem(422);
     assert_eq!(unknown.pointers(), ["/item"]);
+    // Operators and agents may buy; viewers may not.
+    let as_role = |key: String, purchase: &'static str| {
+        h.send(
+            h.request_as(reqwest::Method::POST, "/api/v1/shop/purchases", &key)
+                .json(
+                    &json!({ "account": "fay", "item": "templates", "idempotency_key": purchase }),
+                ),
+        )
+    };
+    for (role, purchase) in [("operator", "fay-6"), ("agent", "fay-7")] {
+        let bought = as_role(h.create_key(&format!("shop-{role}"), role).await, purchase).await;
+        assert_eq!(bought.status, 201, "{role}: {bought:?}");
+    }
+    as_role(h.create_key("shop-viewer", "viewer").await, "fay-8")
+        .await
+        .forbidden("operator, admin or agent", "viewer", "a purchase");
 }
 
 #[tokio::test]
@@ -791,6 +986,21 @@ async fn checkout_sends_the_catalogue_price_and_the_account_to_stripe() {
         Some("gus")
     );
     assert_eq!(request.idempotency_key.as_deref(), Some("gus-plan-1"));
+    // A price in the request is refused: prices come from the catalogue only.
+    let priced = h
+        .send(
+            h.request(reqwest::Method::POST, "/api/stripe/checkout")
+                .json(&json!({
+                    "account": "gus",
+                    "item": "pack-500",
+                    "price": 1,
+                    "success_url": "https://example.com/ok",
+                    "cancel_url": "https://example.com/cancel",
+                })),
+        )
+        .await;
+    priced.problem(422);
+    assert_eq!(fake.to_path("/v1/checkout/sessions").len(), 3);
     // Unknown items never reach Stripe; Stripe's refusals are a 502 with its message.
     let unknown = checkout("pack-9000", None).await;
     unknown.problem(422);
@@ -805,14 +1015,21 @@ async fn checkout_sends_the_catalogue_price_and_the_account_to_stripe() {
         "{refused:?}"
     );
     assert_eq!(fake.to_path("/v1/checkout/sessions").len(), 4);
-    // Viewers and agents may not start a checkout.
-    let viewer = h.create_key("checkout-viewer", "viewer").await;
-    h.send(
-        h.request_as(reqwest::Method::POST, "/api/stripe/checkout", &viewer)
-            .json(&json!({ "account": "gus", "item": "pack-500", "success_url": "https://e/x", "cancel_url": "https://e/y" })),
-    )
-    .await
-    .forbidden("operator or admin", "viewer", "checkout");
+    // Operators may start a checkout; viewers and agents may not.
+    let as_role = |key: String| {
+        h.send(
+            h.request_as(reqwest::Method::POST, "/api/stripe/checkout", &key)
+                .json(&json!({ "account": "gus", "item": "pack-500", "success_url": "https://e/x", "cancel_url": "https://e/y" })),
+        )
+    };
+    let operator = as_role(h.create_key("checkout-operator", "operator").await).await;
+    assert_eq!(operator.status, 201, "{operator:?}");
+    for role in ["viewer", "agent"] {
+        as_role(h.create_key(&format!("checkout-{role}"), role).await)
+            .await
+            .forbidden("operator or admin", role, "checkout");
+    }
+    assert_eq!(fake.to_path("/v1/checkout/sessions").len(), 5);
 }
 
 #[tokio::test]
@@ -877,6 +1094,88 @@ async fn without_stripe_settings_payments_answer_503_and_conflicting_secrets_sto
 }
 
 #[tokio::test]
+async fn the_webhook_takes_1_mib_outside_the_rate_limit_with_its_secret_from_a_file() {
+    let file = std::env::temp_dir().join(format!("hypercode-whsec-{}", random_suffix()));
+    std::fs::write(&file, format!("{WEBHOOK_SECRET}\n")).expect("write the secret file");
+    let h = Harness::with(Options {
+        workers: 0,
+        env: vec![
+            ("STRIPE_WEBHOOK_SECRET_FILE", file.display().to_string()),
+            // One request a second per key, and as few failed authentications.
+            ("HYPERCODE_RATE_LIMIT", "1".to_owned()),
+            ("HYPERCODE_AUTH_FAIL_LIMIT", "1".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let signed = |body: &str| {
+        let t = now();
+        format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, body))
+    };
+    // A burst far beyond the limit: every verified delivery is taken, every unverified one
+    // refused for its signature, none for the rate.
+    for i in 0..20 {
+        let body = event(&format!("evt_rl_{i}"), "customer.created", now(), json!({}));
+        let reply = deliver_with(&h, &body, Some(signed(&body))).await;
+        assert_eq!(reply.status, 200, "delivery {i}: {reply:?}");
+        let forged = deliver_with(&h, &body, Some(format!("t={},v1=00", now()))).await;
+        forged.problem(400);
+    }
+    // The same burst with a key is limited.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(
+            h.send(h.request(reqwest::Method::GET, "/api/v1/shop"))
+                .await
+                .status,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // A body of exactly 1 MiB is taken; one byte more is refused before it is looked at.
+    let sized = |id: &str, size: usize| {
+        let empty = event(id, "customer.created", now(), json!({ "pad": "" }));
+        let padded = event(
+            id,
+            "customer.created",
+            now(),
+            json!({ "pad": "x".repeat(size - empty.len()) }),
+        );
+        assert_eq!(padded.len(), size);
+        padded
+    };
+    let largest = sized("evt_big_1", 1024 * 1024);
+    let reply = deliver_with(&h, &largest, Some(signed(&largest))).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.status);
+    let over = sized("evt_big_2", 1024 * 1024 + 1);
+    let reply = deliver_with(&h, &over, Some(signed(&over))).await;
+    reply.problem(413);
+    let pool = sqlx::PgPool::connect(&h.database_url)
+        .await
+        .expect("connect");
+    let stored: Vec<String> = sqlx::query_scalar("select id from stripe_events order by id")
+        .fetch_all(&pool)
+        .await
+        .expect("the stored events");
+    assert_eq!(stored.len(), 21, "{stored:?}");
+    assert!(stored.contains(&"evt_big_1".to_owned()) && !stored.contains(&"evt_big_2".to_owned()));
+    // The secret from the environment and from a file at once is refused at startup.
+    let output = h
+        .command(&["serve"])
+        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("run serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("both STRIPE_WEBHOOK_SECRET and STRIPE_WEBHOOK_SECRET_FILE are set"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn the_dashboard_finds_an_account_and_shows_its_ledger() {
     let fake = FakeStripe::start().await;
     let h = deployment(&fake).await;
@@ -885,6 +1184,19 @@ async fn the_dashboard_finds_an_account_and_shows_its_ledger() {
         &pack_completed("evt_d_1", "cs_d_1", "ivy@example.com", "pi_d_1"),
     )
     .await;
+    let subscribed = event(
+        "evt_d_2",
+        "checkout.session.completed",
+        now(),
+        json!({
+            "id": "cs_d_2",
+            "mode": "subscription",
+            "metadata": { "account": "ivy@example.com", "item": "course-pro" },
+            "subscription": "sub_d_1",
+            "payment_status": "paid",
+        }),
+    );
+    apply(&h, &subscribed).await;
     post_tokens(
         &h,
         &h.key,
@@ -929,6 +1241,17 @@ async fn the_dashboard_finds_an_account_and_shows_its_ledger() {
     );
     assert!(page.body.contains("data-kind=\"spend\""), "{}", page.body);
     assert!(page.body.contains("cs_d_1"), "{}", page.body);
+    let subscriptions = page
+        .body
+        .split("id=\"subscriptions\"")
+        .nth(1)
+        .and_then(|table| table.split("</table>").next())
+        .unwrap_or_default();
+    assert!(
+        subscriptions.contains("sub_d_1") && subscriptions.contains("active"),
+        "{}",
+        page.body
+    );
     assert!(
         page.body.contains("a &#60;b&#62;bold&#60;/b&#62; lesson")
             || page.body.contains("a &lt;b&gt;bold&lt;/b&gt; lesson"),

@@ -436,6 +436,9 @@ impl From<hypercode_payments::LedgerError> for ApiError {
         match error {
             e @ LedgerError::Insufficient { .. } => Self::InsufficientTokens(e.to_string()),
             e @ LedgerError::KeyReused(_) => Self::Conflict(e.to_string()),
+            e @ LedgerError::Overflow => {
+                Self::InvalidBody(vec![FieldError::new("/amount", e.to_string())])
+            }
             LedgerError::Database(e) => e.into(),
         }
     }

@@ -14,6 +14,12 @@ use sqlx::{PgConnection, PgPool};
 /// The name of the constraint that keeps balances non-negative.
 const NON_NEGATIVE: &str = "accounts_balance_non_negative";
 
+/// The idempotency keys the product writes itself begin with one of these (`stripe:checkout:`,
+/// `stripe:reversal:`, `shop:<purchase>:spend`, ...). A client's key may not, or it could take
+/// a key a webhook or a purchase will need and so silently keep that credit, debit or refund
+/// from being written.
+pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["stripe:", "shop:"];
+
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -25,6 +31,10 @@ pub enum LedgerError {
         /// The debit's size.
         needed: Tokens,
     },
+    /// The balance would pass the largest number of tokens an account can hold
+    /// (`i64::MAX`); nothing was written.
+    #[error("the balance would exceed {} tokens", i64::MAX)]
+    Overflow,
     /// The idempotency key already belongs to a different entry (another account, amount or
     /// kind).
     #[error("the idempotency key `{0}` was already used for a different entry")]
@@ -199,8 +209,13 @@ impl Ledger {
                 let balance = self.totals(&entry.account).await?.balance;
                 Err(LedgerError::Insufficient {
                     balance,
-                    needed: Tokens(-entry.amount.get()),
+                    // `i64::MIN` has no positive counterpart.
+                    needed: Tokens(entry.amount.get().saturating_neg()),
                 })
+            }
+            Err(e) if is_out_of_range(&e) => {
+                tx.rollback().await?;
+                Err(LedgerError::Overflow)
             }
             Err(e) => Err(e.into()),
         }
@@ -376,6 +391,12 @@ async fn entry_by_key(conn: &mut PgConnection, key: &str) -> Result<Entry, sqlx:
     )
     .fetch_one(conn)
     .await
+}
+
+/// Whether the database refused a write because a sum left `bigint` (SQLSTATE 22003,
+/// `numeric_value_out_of_range`): the trigger's `balance + amount`.
+fn is_out_of_range(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("22003"))
 }
 
 /// Whether the database refused a write because a balance would go below zero.

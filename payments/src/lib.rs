@@ -20,6 +20,7 @@ pub mod stripe;
 pub use catalog::{Catalog, CatalogError, Plan, Price, Sellable, ShopItem, TokenPack};
 pub use ledger::{
     Entitlement, Entry, EntryKind, Ledger, LedgerError, NewEntry, Posted, Subscription, Totals,
+    RESERVED_KEY_PREFIXES,
 };
 pub use money::{AccountId, MinorUnits, Tokens, ACCOUNT_RULE};
 pub use signature::SignatureError;
@@ -75,5 +76,18 @@ impl Payments {
             ledger: Ledger::new(pool.clone()),
             events: StripeEvents::new(pool),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// async-stripe's 1.0 release candidates need Rust 1.89: the crate says so, so that an
+    /// older toolchain is refused for that reason instead of failing inside a dependency.
+    #[test]
+    fn the_crate_declares_the_rust_version_async_stripe_needs() {
+        let declared = env!("CARGO_PKG_RUST_VERSION");
+        let mut parts = declared.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        assert!((major, minor) >= (1, 89), "rust-version is `{declared}`");
     }
 }

@@ -235,10 +235,19 @@ async fn checkout_completed(
             )
             .execute(&mut *conn)
             .await?;
-            Ok(format!(
+            let credited = format!(
                 "credited {} tokens to {account} for session {session_id}",
                 pack.tokens
-            ))
+            );
+            match &payment_intent {
+                Some(payment_intent) => {
+                    let refunds = earlier_refunds(conn, payment_intent, &event.id).await?;
+                    Ok(refunds.into_iter().fold(credited, |outcome, refund| {
+                        format!("{outcome}; then the stored {refund}")
+                    }))
+                }
+                None => Ok(credited),
+            }
         }
         Some(Sellable::Pack(_)) => Ok(format!(
             "recorded session {session_id}; it is not paid yet, so nothing was credited"
@@ -277,6 +286,42 @@ async fn checkout_completed(
             "recorded session {session_id}; its item {item:?} is not in the catalogue"
         )),
     }
+}
+
+/// Apply again the stored `charge.refunded` events of `payment_intent` (other than `event_id`),
+/// oldest first, now that its purchase is recorded. Stripe does not promise order: a refund
+/// can arrive before the completion of the session it refunds, when it found no purchase and
+/// took nothing back. Applying a refund is idempotent (it takes back what the refunded share
+/// owes beyond what was reversed already), so one that did find the purchase adds nothing.
+/// Returns each one's outcome.
+async fn earlier_refunds(
+    conn: &mut PgConnection,
+    payment_intent: &str,
+    event_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let stored = sqlx::query!(
+        r#"select id, api_version, created, payload from stripe_events
+           where type = 'charge.refunded' and id <> $2
+             and coalesce(payload #>> '{data,object,payment_intent,id}',
+                          payload #>> '{data,object,payment_intent}') = $1
+           order by created, id"#,
+        payment_intent,
+        event_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut outcomes = Vec::with_capacity(stored.len());
+    for row in stored {
+        let refund = Event {
+            id: row.id,
+            kind: "charge.refunded".to_owned(),
+            api_version: row.api_version,
+            created: row.created,
+            payload: row.payload,
+        };
+        outcomes.push(charge_refunded(conn, &refund).await?);
+    }
+    Ok(outcomes)
 }
 
 /// Set a subscription's status as of `created`, creating its row on first sight. An older
@@ -440,6 +485,9 @@ async fn invoice(conn: &mut PgConnection, event: &Event) -> Result<String, sqlx:
 /// `charge.refunded`: take back the tokens of the purchase the charge paid for (matched by
 /// `payment_intent`), in proportion to the amount refunded so far. Tokens already spent are
 /// not taken below zero: the balance goes to 0 and the rest becomes the account's arrears.
+/// Stripe's `amount_refunded` only grows, so the largest one seen is the newest: an older
+/// event delivered later neither takes more nor sets the payment's status back. One that
+/// finds no purchase yet is applied again when the purchase is (see [`earlier_refunds`]).
 async fn charge_refunded(conn: &mut PgConnection, event: &Event) -> Result<String, sqlx::Error> {
     let charge = event.object();
     let charge_id = id_of(charge, "id").unwrap_or_default();
@@ -480,7 +528,10 @@ async fn charge_refunded(conn: &mut PgConnection, event: &Event) -> Result<Strin
     };
     let owed = target - purchase.reversed.get();
     sqlx::query!(
-        "update payments set status = $2, reversed_tokens = greatest(reversed_tokens, $3) where id = $1",
+        r#"update payments
+           set status = case when $3 >= reversed_tokens then $2 else status end,
+               reversed_tokens = greatest(reversed_tokens, $3)
+           where id = $1"#,
         purchase.id,
         status,
         target

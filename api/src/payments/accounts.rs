@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use hypercode_engine::MAX_IDEMPOTENCY_KEY_CHARS;
-use hypercode_payments::{AccountId, EntryKind, NewEntry, Posted, Tokens};
+use hypercode_payments::{AccountId, EntryKind, NewEntry, Posted, Tokens, RESERVED_KEY_PREFIXES};
 use serde::Deserialize;
 
 /// Entries per page by default, and at most.
@@ -111,7 +111,7 @@ pub(crate) struct TokensBody {
     /// Why, in words (at most 500 characters).
     reason: String,
     /// The same key again answers as the first time and writes nothing (at most 255
-    /// characters).
+    /// characters, not beginning with `stripe:` or `shop:`).
     idempotency_key: String,
 }
 
@@ -128,7 +128,7 @@ pub(crate) struct TokensBody {
         MalformedJson,
         BodyTooLarge,
         NotJson,
-        (status = 422, description = "A zero or non-integer amount, an empty key or reason, or a body of the wrong shape", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 422, description = "A zero or non-integer amount, an empty key or reason, a key beginning with `stripe:` or `shop:` (the product's own), or a body of the wrong shape", content_type = "application/problem+json", body = ProblemDoc),
         ParameterProblems,
     ),
 )]
@@ -154,6 +154,15 @@ async fn post_tokens(
         &body.idempotency_key,
         MAX_IDEMPOTENCY_KEY_CHARS,
     ));
+    if let Some(prefix) = RESERVED_KEY_PREFIXES
+        .iter()
+        .find(|p| body.idempotency_key.starts_with(**p))
+    {
+        problems.push(FieldError::new(
+            "/idempotency_key",
+            format!("must not begin with `{prefix}`: the webhooks and the shop write those keys"),
+        ));
+    }
     if !problems.is_empty() {
         return Err(ApiError::InvalidBody(problems));
     }
