@@ -699,3 +699,79 @@ async fn a_finishing_step_ends_the_mission_in_its_own_write(pool: PgPool) {
         .collect();
     assert_eq!(types.last().map(String::as_str), Some("mission_failed"));
 }
+
+/// The claim returns the journal in one array per column; a journal with every column both set
+/// and null, entries of several kinds and statuses, and times with microseconds, must come back
+/// from it exactly as written and as the row-by-row read returns it, in position order.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_claim_returns_the_journal_exactly_as_written(pool: PgPool) {
+    use chrono::{DateTime, Utc};
+    use hypercode_engine::store::StepRecord;
+    let store = PgStore::new(pool.clone());
+    let id = submitted(&store).await;
+    let worker = WorkerId("w".into());
+    let first = store
+        .claim(id, &worker, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert!(first.journal.is_empty(), "a new mission has no journal");
+    let at = |micros: i64| DateTime::<Utc>::from_timestamp_micros(1_765_000_000_123_456 + micros);
+    let entry = |position: i32, name: &str, kind: StepKind, status: StepStatus| StepRecord {
+        position,
+        name: name.to_owned(),
+        kind,
+        status,
+        attempts: position + 1,
+        input: None,
+        output: None,
+        error: None,
+        wake_at: None,
+        started_at: None,
+        finished_at: None,
+    };
+    let written = vec![
+        StepRecord {
+            input: Some(json!({ "url": "https://example.test/é", "n": [1, 2.5, null] })),
+            output: Some(json!("done")),
+            started_at: at(0),
+            finished_at: at(7),
+            ..entry(0, "fetch", StepKind::Task, StepStatus::Succeeded)
+        },
+        StepRecord {
+            error: Some(json!({ "message": "503", "retry": true })),
+            wake_at: at(-5),
+            started_at: at(1),
+            ..entry(1, "charge", StepKind::Task, StepStatus::Failed)
+        },
+        StepRecord {
+            input: Some(json!({ "ms": 10 })),
+            output: Some(json!([])),
+            wake_at: at(99),
+            ..entry(2, "nap", StepKind::Sleep, StepStatus::Succeeded)
+        },
+        entry(3, "undo-fetch", StepKind::Compensation, StepStatus::Pending),
+    ];
+    // Written out of order: the claim must still hand them back by position.
+    let mut shuffled = written.clone();
+    shuffled.reverse();
+    store
+        .apply(
+            &first.lease,
+            Transition {
+                mission: MissionChange::Suspend { wake_at: at(0) },
+                steps: shuffled,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+
+    let second = store
+        .claim(id, &worker, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("claimed again: its wake-up time has passed");
+    assert_eq!(second.journal, written);
+    assert_eq!(store.journal(id).await.unwrap(), written);
+}

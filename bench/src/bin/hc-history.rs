@@ -2,7 +2,10 @@
 //! for `--steps` + 1 no-op steps, of which the first `--steps` are already recorded as succeeded
 //! in the journal (with their two history events each), then times `Engine::run_mission`: the
 //! claim, the journal load, the replay of every recorded step, the one new step and the finish.
-//! Also times the journal load alone. Prints `{"steps", "runs": [...], "resume_ms": {...}, ...}`.
+//! Also times the journal load alone. Then pages through a history of `--events` events (seeded by
+//! SQL on a mission of its own) with `MissionStore::history`, `--page-limit` events a page: the
+//! first page, one in the middle and the last one, `--page-reps` times each, and one walk over
+//! every page. Prints `{"steps", "runs": [...], "resume_ms": {...}, ..., "history_pages": {...}}`.
 
 use anyhow::{ensure, Result};
 use async_trait::async_trait;
@@ -28,6 +31,15 @@ struct Args {
     /// Repetitions (a fresh mission each).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Events in the history that is paged (0: no paging run).
+    #[arg(long, default_value_t = 100_000)]
+    events: i64,
+    /// Events per page (the history route's default).
+    #[arg(long, default_value_t = 1000)]
+    page_limit: i64,
+    /// Reads of each timed page.
+    #[arg(long, default_value_t = 20)]
+    page_reps: usize,
 }
 
 /// Wake-ups go nowhere: the benchmark runs the mission itself.
@@ -82,6 +94,85 @@ async fn seed(pool: &sqlx::PgPool, steps: i32) -> Result<uuid::Uuid> {
     .await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// A finished mission with `events` history events: a submission, then started/succeeded pairs.
+async fn seed_history(pool: &sqlx::PgPool, events: i64) -> Result<uuid::Uuid> {
+    let id = uuid::Uuid::now_v7();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "insert into missions (id, workflow, status, input, last_seq) \
+         values ($1, 'plan', 'succeeded', '{\"steps\": []}', $2)",
+    )
+    .bind(id)
+    .bind(events)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into events (mission_id, seq, type, step, attempt) \
+         select $1, seq, case when seq = 1 then 'mission_submitted' \
+                              when seq % 2 = 0 then 'step_started' else 'step_succeeded' end, \
+                case when seq > 1 then 's' || (seq / 2) end, case when seq > 1 then 1 end \
+         from generate_series(1, $2) seq",
+    )
+    .bind(id)
+    .bind(events)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    sqlx::query("analyze events").execute(pool).await?;
+    Ok(id)
+}
+
+/// Milliseconds to read the page after `after`, `reps` times (after one untimed read).
+async fn time_page(
+    store: &PgStore,
+    id: MissionId,
+    after: i64,
+    limit: i64,
+    reps: usize,
+) -> Result<Vec<f64>> {
+    let expected = store.history(id, after, limit).await?.len();
+    ensure!(expected > 0, "no events after {after}");
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        let page = store.history(id, after, limit).await?;
+        samples.push(ms(t.elapsed()));
+        ensure!(page.len() == expected, "page after {after} changed");
+    }
+    Ok(samples)
+}
+
+/// First, middle and last page of a seeded history of `events` events, and a walk over all.
+async fn page_history(store: &PgStore, args: &Args) -> Result<serde_json::Value> {
+    let id = MissionId(seed_history(store.pool(), args.events).await?);
+    let limit = args.page_limit;
+    let last = (args.events - 1) / limit * limit;
+    let middle = args.events / 2 / limit * limit;
+    let first = time_page(store, id, 0, limit, args.page_reps).await?;
+    let mid = time_page(store, id, middle, limit, args.page_reps).await?;
+    let deep = time_page(store, id, last, limit, args.page_reps).await?;
+    let (mut walk, mut after, mut seen) = (vec![], 0, 0);
+    loop {
+        let t = Instant::now();
+        let page = store.history(id, after, limit).await?;
+        let took = ms(t.elapsed());
+        let Some(end) = page.last() else { break };
+        walk.push(took);
+        after = end.seq;
+        seen += page.len() as i64;
+    }
+    ensure!(
+        seen == args.events,
+        "walked {seen} of {} events",
+        args.events
+    );
+    Ok(json!({ "events": args.events, "limit": limit,
+               "first_ms": summary(first), "middle_after": middle, "middle_ms": summary(mid),
+               "last_after": last, "last_ms": summary(deep),
+               "walk_pages": walk.len(), "walk_first_ms": walk.first(),
+               "walk_last_ms": walk.last(), "walk_ms": summary(walk) }))
 }
 
 #[tokio::main]
@@ -142,10 +233,16 @@ async fn main() -> Result<()> {
         resume.push(took);
         runs.push(json!({ "mission": id, "resume_ms": took }));
     }
+    let pages = if args.events > 0 {
+        page_history(&store, &args).await?
+    } else {
+        serde_json::Value::Null
+    };
     println!(
         "{}",
         json!({ "steps": args.steps, "runs": runs, "resume_ms": summary(resume),
-                "journal_load_ms": summary(load), "seed_ms": summary(seed_ms) })
+                "journal_load_ms": summary(load), "seed_ms": summary(seed_ms),
+                "history_pages": pages })
     );
     Ok(())
 }

@@ -8,9 +8,74 @@ use crate::ids::{LeaseToken, MissionId, WorkerId};
 use crate::status::{MissionStatus, StepKind, StepStatus};
 use crate::store::{Claim, JournalStore, Lease, LeaseState, MissionRecord, StepRecord, Transition};
 use async_trait::async_trait;
-use sqlx::types::Json;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::PgExecutor;
 use std::time::Duration;
+
+/// A journal as the claim returns it: one array per [`StepRecord`] field, element `i` of each
+/// belonging to entry `i`.
+struct JournalColumns {
+    position: Vec<i32>,
+    name: Vec<String>,
+    kind: Vec<StepKind>,
+    status: Vec<StepStatus>,
+    attempts: Vec<i32>,
+    input: Vec<Option<Value>>,
+    output: Vec<Option<Value>>,
+    error: Vec<Option<Value>>,
+    wake_at: Vec<Option<DateTime<Utc>>>,
+    started_at: Vec<Option<DateTime<Utc>>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+}
+
+/// The entries the columns hold, or `None` when the columns do not all have the same length.
+fn zip_journal(c: JournalColumns) -> Option<Vec<StepRecord>> {
+    let n = c.position.len();
+    let lengths = [
+        c.name.len(),
+        c.kind.len(),
+        c.status.len(),
+        c.attempts.len(),
+        c.input.len(),
+        c.output.len(),
+        c.error.len(),
+        c.wake_at.len(),
+        c.started_at.len(),
+        c.finished_at.len(),
+    ];
+    if lengths.iter().any(|&len| len != n) {
+        return None;
+    }
+    let mut name = c.name.into_iter();
+    let mut kind = c.kind.into_iter();
+    let mut status = c.status.into_iter();
+    let mut attempts = c.attempts.into_iter();
+    let mut input = c.input.into_iter();
+    let mut output = c.output.into_iter();
+    let mut error = c.error.into_iter();
+    let mut wake_at = c.wake_at.into_iter();
+    let mut started_at = c.started_at.into_iter();
+    let mut finished_at = c.finished_at.into_iter();
+    c.position
+        .into_iter()
+        .map(|position| {
+            Some(StepRecord {
+                position,
+                name: name.next()?,
+                kind: kind.next()?,
+                status: status.next()?,
+                attempts: attempts.next()?,
+                input: input.next()?,
+                output: output.next()?,
+                error: error.next()?,
+                wake_at: wake_at.next()?,
+                started_at: started_at.next()?,
+                finished_at: finished_at.next()?,
+            })
+        })
+        .collect()
+}
 
 /// A mission's journal, in position order.
 pub(super) async fn load_journal(
@@ -72,12 +137,29 @@ impl JournalStore for PgStore {
                    output, error, idempotency_key, concurrency_key, schedule, fire_at,
                    cancel_requested, wake_at, created_at, updated_at,
                    lease_token, retry_generation,
-                   (select coalesce(json_agg(s), '[]')
-                    from (select position, name, kind, status, attempts, input, output, error,
-                                 wake_at, started_at, finished_at
-                          from steps where mission_id = claimed.id order by position) s)
-                       as "journal!: Json<Vec<StepRecord>>"
+                   coalesce(j_position, '{}') as "j_position!",
+                   coalesce(j_name, '{}') as "j_name!",
+                   coalesce(j_kind, '{}') as "j_kind!: Vec<StepKind>",
+                   coalesce(j_status, '{}') as "j_status!: Vec<StepStatus>",
+                   coalesce(j_attempts, '{}') as "j_attempts!",
+                   coalesce(j_input, '{}') as "j_input!: Vec<Option<Value>>",
+                   coalesce(j_output, '{}') as "j_output!: Vec<Option<Value>>",
+                   coalesce(j_error, '{}') as "j_error!: Vec<Option<Value>>",
+                   coalesce(j_wake_at, '{}') as "j_wake_at!: Vec<Option<DateTime<Utc>>>",
+                   coalesce(j_started_at, '{}') as "j_started_at!: Vec<Option<DateTime<Utc>>>",
+                   coalesce(j_finished_at, '{}') as "j_finished_at!: Vec<Option<DateTime<Utc>>>"
             from claimed
+            cross join lateral (
+                select array_agg(position) as j_position, array_agg(name) as j_name,
+                       array_agg(kind) as j_kind, array_agg(status) as j_status,
+                       array_agg(attempts) as j_attempts, array_agg(input) as j_input,
+                       array_agg(output) as j_output, array_agg(error) as j_error,
+                       array_agg(wake_at) as j_wake_at, array_agg(started_at) as j_started_at,
+                       array_agg(finished_at) as j_finished_at
+                from (select position, name, kind, status, attempts, input, output, error,
+                             wake_at, started_at, finished_at
+                      from steps where mission_id = claimed.id order by position) s
+            ) j
             "#,
             id as MissionId,
             worker.0,
@@ -86,13 +168,31 @@ impl JournalStore for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = claimed else { return Ok(None) };
-        // The journal comes back in the claim's own round trip, as one JSON array: `json`, not
-        // `jsonb` (for 10,000 entries `jsonb_agg` took PostgreSQL 150-200 ms, its sort spilling to
-        // disk, where `json_agg` takes 40), of the columns a
-        // [`StepRecord`] has, decoded straight into the records without a `Value` tree in
-        // between. The rows are read in position order from the primary key; the sort below
-        // makes that order certain at the cost of one pass over an already sorted list.
-        let Json(mut journal) = row.journal;
+        // The journal comes back in the claim's own round trip as one array per column, in
+        // PostgreSQL's binary format: the arrays of one aggregation are filled from the same
+        // rows in the same order, so their elements line up. For 10,000 entries this costs
+        // PostgreSQL ≈ 6 ms where building one JSON array of them took 40 (and `jsonb_agg`
+        // 150-200), and the client reads integers and timestamps as they are instead of parsing
+        // 2.3 MB of JSON text. The rows are read in position order from the primary key; the
+        // sort below makes that order certain at the cost of one pass over a sorted list.
+        let mut journal = zip_journal(JournalColumns {
+            position: row.j_position,
+            name: row.j_name,
+            kind: row.j_kind,
+            status: row.j_status,
+            attempts: row.j_attempts,
+            input: row.j_input,
+            output: row.j_output,
+            error: row.j_error,
+            wake_at: row.j_wake_at,
+            started_at: row.j_started_at,
+            finished_at: row.j_finished_at,
+        })
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the journal columns of mission {id} came back with different lengths"
+            ))
+        })?;
         journal.sort_by_key(|entry| entry.position);
         let retry_generation = u32::try_from(row.retry_generation).map_err(|_| {
             StoreError::Corrupt(format!(
