@@ -77,6 +77,23 @@ fulfil_url = "{base}/grants/fail"
 }
 
 /// Stripe's documented signature: hex HMAC-SHA256 of `<t>.<body>` keyed with the secret.
+/// `serve` with these variables added to the deployment's stops at startup, saying `message`.
+async fn serve_refuses(h: &Harness, vars: &[(&str, &std::ffi::OsStr)], message: &str) {
+    let mut serve = h.command(&["serve"]);
+    for (name, value) in vars {
+        serve.env(name, value);
+    }
+    let output = serve
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("run serve");
+    assert!(!output.status.success(), "serve started with {vars:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(message), "{stderr}");
+}
+
 fn sign(secret: &str, t: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(format!("{t}.{body}").as_bytes());
@@ -1076,21 +1093,15 @@ async fn without_stripe_settings_payments_answer_503_and_conflicting_secrets_sto
     }
     let file = std::env::temp_dir().join(format!("hypercode-stripe-{}", random_suffix()));
     std::fs::write(&file, "sk_test_from_file\n").expect("write the secret file");
-    let output = h
-        .command(&["serve"])
-        .env("STRIPE_SECRET_KEY", "sk_test_inline")
-        .env("STRIPE_SECRET_KEY_FILE", &file)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .expect("run serve");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("both STRIPE_SECRET_KEY and STRIPE_SECRET_KEY_FILE are set"),
-        "{stderr}"
-    );
+    serve_refuses(
+        &h,
+        &[
+            ("STRIPE_SECRET_KEY", "sk_test_inline".as_ref()),
+            ("STRIPE_SECRET_KEY_FILE", file.as_os_str()),
+        ],
+        "both STRIPE_SECRET_KEY and STRIPE_SECRET_KEY_FILE are set",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1159,20 +1170,12 @@ async fn the_webhook_takes_1_mib_outside_the_rate_limit_with_its_secret_from_a_f
     assert_eq!(stored.len(), 21, "{stored:?}");
     assert!(stored.contains(&"evt_big_1".to_owned()) && !stored.contains(&"evt_big_2".to_owned()));
     // The secret from the environment and from a file at once is refused at startup.
-    let output = h
-        .command(&["serve"])
-        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .expect("run serve");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("both STRIPE_WEBHOOK_SECRET and STRIPE_WEBHOOK_SECRET_FILE are set"),
-        "{stderr}"
-    );
+    serve_refuses(
+        &h,
+        &[("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.as_ref())],
+        "both STRIPE_WEBHOOK_SECRET and STRIPE_WEBHOOK_SECRET_FILE are set",
+    )
+    .await;
 }
 
 #[tokio::test]
