@@ -4,10 +4,11 @@
 #   docker run --rm -e DATABASE_URL=... -e HYPERCODE_REDIS_URL=... hypercode migrate
 #
 # The database migrations are embedded in the binary (sqlx::migrate!), so the
-# runtime image contains nothing but the binary and CA certificates (on Debian's
-# slim base), run as uid 10001. Needs BuildKit (the cache mounts). Without it, or
+# runtime image contains nothing but the binary, CA certificates and the shipped
+# catalogue (on Debian's slim base), run as uid 10001. Needs BuildKit (the cache mounts). Without it, or
 # without a registry, scripts/images builds an image of the same layout from a
-# binary built on the host (docker/runtime/Dockerfile).
+# binary built on the host (docker/runtime/Dockerfile; tests/images.rs keeps the two
+# runtime stages alike).
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src

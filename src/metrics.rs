@@ -1,7 +1,7 @@
 //! The process's metrics exporter: installs the Prometheus recorder the engine and the API
 //! record into (with histogram buckets, so histograms are histograms, not summaries), and
 //! serves `/metrics` on `HYPERCODE_METRICS_LISTEN` when that is set: the only way to scrape a
-//! worker, which has no HTTP port otherwise.
+//! worker, which has no HTTP port otherwise (a worker answers `/healthz` there too).
 
 use anyhow::{Context as _, Result};
 use axum::routing::get;
@@ -62,21 +62,28 @@ pub async fn serve(listen: &str, router: Router, shutdown: CancellationToken) ->
     Ok(())
 }
 
-/// `/metrics` of a process without the API: what it recorded, rendered.
+/// `/metrics` of a process without the API: what it recorded, rendered; and `/healthz`, so a
+/// worker container's healthcheck (`hypercode healthcheck --listen` this address) has something
+/// to ask, as the api's has.
 pub fn render_only(handle: PrometheusHandle) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let handle = handle.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    handle.render(),
-                )
-            }
-        }),
-    )
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        handle.render(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
 }

@@ -1,7 +1,8 @@
 //! Metrics end to end: the api's `/metrics` (no key) and a worker's on
 //! `HYPERCODE_METRICS_LISTEN` count what a few missions did, in the Prometheus text format, and
 //! a real Prometheus (the Debian package's `prometheus`) scraping both reads every family the
-//! operators' dashboards use with the expected values.
+//! operators' dashboards use with the expected values. `hypercode healthcheck`, the containers'
+//! healthcheck, asks the api and a worker's metrics listener.
 
 mod common;
 
@@ -142,6 +143,29 @@ async fn api_and_worker_count_missions_steps_and_requests() {
         ..Options::default()
     })
     .await;
+    let retry = json!({ "max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 10 });
+    let plan_calling = |url: String| {
+        json!([
+            { "name": "call", "http": { "method": "POST", "url": url }, "retry": retry },
+            { "name": "done", "noop": {} }
+        ])
+    };
+    // Before any worker runs: the first mission's wake-up waits in Redis, the mission pending.
+    let first = h.submit(plan_calling(h.callee.url("/ok"))).await;
+    let mut ids = vec![id_of(&first)];
+    let api = scrape(&h.url("/metrics")).await;
+    for (name, labels, expected) in [
+        ("hypercode_queue_depth", &[][..], 1.0),
+        ("hypercode_workers_alive", &[][..], 0.0),
+        ("hypercode_missions_live", &["status=\"pending\""][..], 1.0),
+    ] {
+        assert_eq!(
+            metric_value(&api, name, labels),
+            Some(expected),
+            "{name}: {api}"
+        );
+    }
+
     let port = free_port();
     let log = std::env::temp_dir().join(format!("hypercode-metrics-worker-{port}.log"));
     let stderr = std::fs::File::create(&log).expect("create the worker log");
@@ -153,22 +177,55 @@ async fn api_and_worker_count_missions_steps_and_requests() {
         .spawn()
         .expect("spawn a worker");
     let api_target = h.base.trim_start_matches("http://").to_owned();
+
+    // `hypercode healthcheck`, the containers' healthcheck: the api's /healthz and /readyz, a
+    // worker's /healthz on its HYPERCODE_METRICS_LISTEN (compose's worker healthcheck), and
+    // failure where nothing answers. HYPERCODE_LISTEN is read as the image sets it, a
+    // wildcard address checked on loopback.
+    let api_port = api_target
+        .rsplit_once(':')
+        .map_or("", |(_, p)| p)
+        .to_owned();
+    let healthcheck = |args: &[&str], listen: String| {
+        let mut all = vec!["healthcheck"];
+        all.extend_from_slice(args);
+        let mut command = h.command(&all);
+        command
+            .env("HYPERCODE_LISTEN", listen)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        async move {
+            let out = command.output().await.expect("run hypercode healthcheck");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    for args in [&[][..], &["--ready"]] {
+        let (ok, stderr) = healthcheck(args, format!("0.0.0.0:{api_port}")).await;
+        assert!(ok, "healthcheck {args:?} of the api: {stderr}");
+    }
+    let worker_listen = format!("127.0.0.1:{port}");
+    let worker_healthy = poll(secs(20), || async {
+        match healthcheck(&["--listen", &worker_listen], String::new()).await {
+            (true, _) => Ok(()),
+            (false, stderr) => Err(stderr),
+        }
+    })
+    .await;
+    assert!(
+        worker_healthy.is_ok(),
+        "healthcheck of the worker's metrics listener: {worker_healthy:?}"
+    );
+    let (ok, stderr) = healthcheck(&[], format!("127.0.0.1:{}", free_port())).await;
+    assert!(!ok && stderr.contains("healthcheck:"), "{stderr}");
+
     let prometheus =
         Prometheus::start(&[("api", api_target), ("worker", format!("127.0.0.1:{port}"))]).await;
 
-    let retry = json!({ "max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 10 });
-    let mut ids = Vec::new();
-    for url in [
-        h.callee.url("/ok"),
-        h.callee.url("/ok"),
-        h.callee.url("/flaky/1"),
-    ] {
-        let mission = h
-            .submit(json!([
-                { "name": "call", "http": { "method": "POST", "url": url }, "retry": retry },
-                { "name": "done", "noop": {} }
-            ]))
-            .await;
+    for url in [h.callee.url("/ok"), h.callee.url("/flaky/1")] {
+        let mission = h.submit(plan_calling(url)).await;
         ids.push(id_of(&mission));
     }
     for id in &ids {
@@ -320,4 +377,51 @@ async fn api_and_worker_count_missions_steps_and_requests() {
         )
         .await;
     let _ = std::fs::remove_file(&log);
+}
+
+/// `serve` with `HYPERCODE_METRICS_LISTEN`: `/metrics` moves to that address (the api's
+/// gauges and counters, without a key) and is gone from the API's port.
+#[tokio::test]
+async fn serve_moves_metrics_to_its_own_listener() {
+    let port = free_port();
+    let h = Harness::with(Options {
+        workers: 0,
+        env: vec![("HYPERCODE_METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+        ..Options::default()
+    })
+    .await;
+    let mission = h.submit(json!([{ "name": "done", "noop": {} }])).await;
+    id_of(&mission);
+
+    let on_api = reqwest::get(h.url("/metrics")).await.expect("GET /metrics");
+    assert_eq!(on_api.status().as_u16(), 404);
+
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = poll(secs(10), || async {
+        match reqwest::get(&url).await {
+            Ok(r) if r.status().is_success() => r.text().await.map_err(|e| e.to_string()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert_eq!(
+        metric_value(
+            &text,
+            "hypercode_missions_submitted_total",
+            &["workflow=\"plan\""]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "hypercode_queue_depth", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    // In the Prometheus text format's content type.
+    assert!(scrape(&url)
+        .await
+        .contains("# TYPE hypercode_queue_depth gauge"));
 }
