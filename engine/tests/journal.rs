@@ -167,6 +167,18 @@ async fn submitted(store: &PgStore) -> MissionId {
     id
 }
 
+/// A mission of [`submitted`], claimed by worker `w` for 30 s.
+async fn claimed(store: &PgStore) -> (MissionId, WorkerId, hypercode_engine::store::Claim) {
+    let id = submitted(store).await;
+    let worker = WorkerId("w".into());
+    let claim = store
+        .claim(id, &worker, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("claimed");
+    (id, worker, claim)
+}
+
 /// Submit a mission of `workflow` with an empty input.
 async fn start(engine: &Engine, workflow: &str) -> MissionId {
     engine
@@ -597,13 +609,7 @@ async fn the_retry_generation_counts_manual_retries(pool: PgPool) {
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_cancel_requested_during_a_run_that_then_parks_is_not_lost(pool: PgPool) {
     let store = PgStore::new(pool.clone());
-    let id = submitted(&store).await;
-    let worker = WorkerId("w".into());
-    let claim = store
-        .claim(id, &worker, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .expect("claimed");
+    let (id, _, claim) = claimed(&store).await;
     assert_eq!(
         store.request_cancel(id, "ops").await.unwrap(),
         MissionStatus::Running,
@@ -708,13 +714,7 @@ async fn a_claim_returns_the_journal_exactly_as_written(pool: PgPool) {
     use chrono::{DateTime, Utc};
     use hypercode_engine::store::StepRecord;
     let store = PgStore::new(pool.clone());
-    let id = submitted(&store).await;
-    let worker = WorkerId("w".into());
-    let first = store
-        .claim(id, &worker, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .expect("claimed");
+    let (id, worker, first) = claimed(&store).await;
     assert!(first.journal.is_empty(), "a new mission has no journal");
     let at = |micros: i64| DateTime::<Utc>::from_timestamp_micros(1_765_000_000_123_456 + micros);
     let entry = |position: i32, name: &str, kind: StepKind, status: StepStatus| StepRecord {
