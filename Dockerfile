@@ -6,9 +6,9 @@
 # The database migrations are embedded in the binary (sqlx::migrate!), so the
 # runtime image contains nothing but the binary, CA certificates and the shipped
 # catalogue (on Debian's slim base), run as uid 10001. Needs BuildKit (the cache mounts). Without it, or
-# without a registry, scripts/images builds an image of the same layout from a
-# binary built on the host (docker/runtime/Dockerfile; tests/images.rs keeps the two
-# runtime stages alike).
+# without a registry, scripts/images builds this file's runtime stage, taken from here word for
+# word, on a local Debian base with a binary built on the host (`scripts/images
+# --runtime-dockerfile`); so the runtime stage's first line must stay as it is.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
@@ -23,7 +23,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -m 0755 target/release/hypercode /usr/local/bin/hypercode
 
 FROM debian:bookworm-slim AS runtime
-# CA certificates and the unprivileged user; scripts/images runs the same script on its base.
+# CA certificates and the unprivileged user.
 COPY docker/runtime/setup.sh /tmp/setup.sh
 RUN sh /tmp/setup.sh && rm /tmp/setup.sh
 COPY --from=builder /usr/local/bin/hypercode /usr/local/bin/hypercode

@@ -1,8 +1,7 @@
 #!/bin/sh
 # The runtime image's layer under the binary, on a Debian base: CA certificates and the
-# unprivileged user (uid/gid 10001) the binary runs as, nothing else. Both the multi-stage
-# Dockerfile and scripts/images (docker/runtime/Dockerfile) run it, so both images have the
-# same layout.
+# unprivileged user (uid/gid 10001) the binary runs as, nothing else. The Dockerfile's runtime
+# stage runs it, in the multi-stage build and in scripts/images alike.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
