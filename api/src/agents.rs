@@ -10,7 +10,7 @@
 use crate::auth::{Admin, Heartbeater, Reader};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Path};
-use crate::openapi::{BodyTooLarge, MalformedJson, NotJson, ProblemDoc};
+use crate::openapi::{JsonBodyProblems, MalformedJson, NotJson, ProblemDoc};
 use crate::views::AgentList;
 use crate::AppState;
 use axum::extract::State;
@@ -204,9 +204,7 @@ fn problems(body: &AgentBody) -> Vec<FieldError> {
     responses(
         (status = 201, description = "The agent was registered (its call secret is not returned)", body = AgentInfo),
         (status = 200, description = "What was registered under this name was replaced", body = AgentInfo),
-        MalformedJson,
-        BodyTooLarge,
-        NotJson,
+        JsonBodyProblems,
         (status = 422, description = "A bad name, URL, capability or call secret (`errors` locates each) or a body of the wrong shape", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]
@@ -228,12 +226,7 @@ async fn register(
     };
     let (info, created) = registry(&state)?.register(&agent).await?;
     tracing::info!(agent = %agent.name, by = %principal.name, created, "agent registered");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(info)))
+    Ok((crate::created_or_ok(created), axum::Json(info)))
 }
 
 #[utoipa::path(

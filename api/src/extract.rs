@@ -223,7 +223,6 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)] // Only deserialized, to provoke errors.
     struct Body {
         workflow: String,
         #[serde(default)]
@@ -232,7 +231,6 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct Step {
         name: String,
         #[serde(default)]
@@ -320,7 +318,12 @@ mod tests {
             Ok(body) => body,
             Err(e) => panic!("{e:?}"),
         };
+        assert_eq!(body.workflow, "plan");
         assert_eq!(body.steps.len(), 1);
+        assert_eq!(
+            (body.steps[0].name.as_str(), body.steps[0].retries),
+            ("a", 0)
+        );
     }
 
     #[test]

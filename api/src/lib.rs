@@ -243,6 +243,16 @@ pub fn app(state: AppState) -> Router {
         )
 }
 
+/// The status of a write that may find its result already there: 201 when this request created
+/// it, 200 when it existed before (replaced, or the first answer to a repeated idempotent request).
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".to_owned())
 }

@@ -14,7 +14,8 @@ use crate::openapi::{
 };
 use crate::views::{EventView, HistoryPage, MissionDetail, MissionPage, MissionView};
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -105,13 +106,10 @@ async fn submit(
     .map_err(ApiError::internal)??;
     let id = submitted.mission.id;
     tracing::Span::current().record("mission", tracing::field::display(id));
-    let status = if submitted.created {
+    if submitted.created {
         // The engine does not know who submitted; the audit trail gets it here.
         tracing::info!(mission = %id, by = %principal.name, "submission accepted");
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    }
     // A new mission is answered as inserted, with no steps (a read would cost every submission
     // a round trip). A repeated one exists already, so the answer must say so: if its steps
     // cannot be read, it goes without them rather than as an error a client would retry into a
@@ -128,7 +126,7 @@ async fn submit(
         }
     };
     Ok((
-        status,
+        crate::created_or_ok(submitted.created),
         axum::Json(MissionDetail::new(submitted.mission, journal)),
     ))
 }
@@ -138,9 +136,7 @@ async fn submit(
     get,
     path = "/api/v1/missions/{id}",
     tag = "missions",
-    params(
-        ("id" = uuid::Uuid, Path, description = "The mission's id"),
-    ),
+    params(MissionPath),
     responses(
         (status = 200, description = "The mission with its steps", body = MissionDetail),
         MissionIdProblems,
@@ -149,9 +145,8 @@ async fn submit(
 async fn show(
     MissionReader(agent): MissionReader,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    MissionPath(id): MissionPath,
 ) -> Result<axum::Json<MissionDetail>, ApiError> {
-    let id = mission_id(&id)?;
     let mission = find(&state, id).await?;
     crate::agents::check_own(&state, id, agent.as_deref()).await?;
     Ok(axum::Json(detail(&state, mission).await?))
@@ -327,9 +322,7 @@ async fn decide(
     post,
     path = "/api/v1/missions/{id}/cancel",
     tag = "missions",
-    params(
-        ("id" = uuid::Uuid, Path, description = "The mission's id"),
-    ),
+    params(MissionPath),
     responses(
         (status = 202, description = "Cancellation was requested; compensations run on a worker", body = MissionDetail),
         MissionIdProblems,
@@ -342,9 +335,8 @@ async fn decide(
 async fn cancel(
     Operator(principal): Operator,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    MissionPath(id): MissionPath,
 ) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
-    let id = mission_id(&id)?;
     state.engine.cancel(id, &principal.name).await?;
     accepted(&state, id).await
 }
@@ -392,9 +384,7 @@ async fn signal(
     post,
     path = "/api/v1/missions/{id}/retry",
     tag = "missions",
-    params(
-        ("id" = uuid::Uuid, Path, description = "The mission's id"),
-    ),
+    params(MissionPath),
     responses(
         (status = 202, description = "The mission will run again from its first failed step", body = MissionDetail),
         MissionIdProblems,
@@ -417,9 +407,8 @@ async fn signal(
 async fn retry(
     Operator(principal): Operator,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    MissionPath(id): MissionPath,
 ) -> Result<(StatusCode, axum::Json<MissionDetail>), ApiError> {
-    let id = mission_id(&id)?;
     state.engine.retry(id, &principal.name).await?;
     accepted(&state, id).await
 }
@@ -502,6 +491,25 @@ pub(crate) async fn find(state: &AppState, id: MissionId) -> Result<MissionRecor
 async fn detail(state: &AppState, mission: MissionRecord) -> Result<MissionDetail, ApiError> {
     let journal = state.engine.store().journal(mission.id).await?;
     Ok(MissionDetail::new(mission, journal))
+}
+
+/// The mission `{id}` of a route with no other path parameter, parsed by [`mission_id`]; in
+/// OpenAPI, the parameter it reads.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+struct MissionPath(
+    /// The mission's id
+    #[param(value_type = uuid::Uuid)]
+    MissionId,
+);
+
+impl<S: Send + Sync> FromRequestParts<S> for MissionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
+        mission_id(&raw).map(Self)
+    }
 }
 
 /// A path's `{id}`: not a UUID is a malformed request (400), not a missing resource (404).

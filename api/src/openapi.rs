@@ -290,6 +290,13 @@ problem_set! {
     BodyTooLarge { "413" => "The body is too large" }
     /// A body not declared as JSON.
     NotJson { "415" => "The body is not declared as JSON" }
+    /// What any JSON body can fail with before the handler reads it: not JSON, over the size
+    /// limit, not declared as JSON.
+    JsonBodyProblems {
+        "400" => "The body is not valid JSON",
+        "413" => "The body is too large",
+        "415" => "The body is not declared as JSON",
+    }
 }
 
 /// A string schema with the given values.

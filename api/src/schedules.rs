@@ -6,9 +6,7 @@
 use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
-use crate::openapi::{
-    string_enum, BodyTooLarge, MalformedJson, NoSuchSchedule, NotJson, ProblemDoc,
-};
+use crate::openapi::{string_enum, JsonBodyProblems, NoSuchSchedule, ProblemDoc};
 use crate::views::{ScheduleDetail, ScheduleList, ScheduleView, ScheduledMissionView, Triggered};
 use crate::AppState;
 use axum::extract::State;
@@ -125,10 +123,8 @@ fn schedule_name(name: &str) -> Result<ScheduleName, ApiError> {
     request_body = ScheduleBody,
     responses(
         (status = 201, description = "The schedule was created", body = ScheduleView),
-        MalformedJson,
+        JsonBodyProblems,
         (status = 409, description = "A schedule with this name exists", content_type = "application/problem+json", body = ProblemDoc),
-        BodyTooLarge,
-        NotJson,
         (status = 422, description = "A bad `name`, `cron`, `timezone`, `overlap` or `catchup`, an unknown `workflow`, or an input the workflow refuses (under `/input`)", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]
@@ -209,10 +205,8 @@ async fn show(
     request_body = SchedulePatch,
     responses(
         (status = 200, description = "The changed schedule", body = ScheduleView),
-        MalformedJson,
         NoSuchSchedule,
-        BodyTooLarge,
-        NotJson,
+        JsonBodyProblems,
         (status = 422, description = "A bad field (its pointer names it), or an input the workflow refuses (under `/input`)", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]

@@ -5,7 +5,7 @@
 use crate::auth::Admin;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Path};
-use crate::openapi::{BodyTooLarge, MalformedJson, NotJson, ProblemDoc};
+use crate::openapi::{JsonBodyProblems, ProblemDoc};
 use crate::views::{SecretList, SecretView};
 use crate::AppState;
 use axum::extract::State;
@@ -55,9 +55,7 @@ fn checked_name(name: String) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "The secret was created (its value is not returned)", body = SecretView),
         (status = 200, description = "The secret's value was replaced (its value is not returned)", body = SecretView),
-        MalformedJson,
-        BodyTooLarge,
-        NotJson,
+        JsonBodyProblems,
         (status = 422, description = "A bad name (`/name`), a value over 64 KiB (`/value`) or a body of the wrong shape", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]
@@ -80,12 +78,10 @@ async fn set(
     }
     let (info, created) = state.engine.store().put_secret(&name, &body.value).await?;
     tracing::info!(secret = %name, by = %principal.name, created, "secret set");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(SecretView::from(info))))
+    Ok((
+        crate::created_or_ok(created),
+        axum::Json(SecretView::from(info)),
+    ))
 }
 
 #[utoipa::path(

@@ -8,7 +8,7 @@ use crate::cursor::trim_page;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Json, Path, Query};
 use crate::missions::limit_param;
-use crate::openapi::{BodyTooLarge, MalformedJson, NotJson, ParameterProblems, ProblemDoc};
+use crate::openapi::{JsonBodyProblems, ParameterProblems, ProblemDoc};
 use crate::views::{AccountView, LedgerEntryView, TokensPosted};
 use crate::AppState;
 use axum::extract::State;
@@ -125,9 +125,7 @@ pub(crate) struct TokensBody {
         (status = 201, description = "The entry was written", body = TokensPosted),
         (status = 200, description = "The idempotency key was used before for this same entry: the first answer, nothing written", body = TokensPosted),
         (status = 409, description = "A spend larger than the balance (type `.../insufficient-tokens`, nothing written), or the key was used for a different entry", content_type = "application/problem+json", body = ProblemDoc),
-        MalformedJson,
-        BodyTooLarge,
-        NotJson,
+        JsonBodyProblems,
         (status = 422, description = "A zero or non-integer amount, an empty key or reason, a key beginning with `stripe:` or `shop:` (the product's own), or a body of the wrong shape", content_type = "application/problem+json", body = ProblemDoc),
         ParameterProblems,
     ),

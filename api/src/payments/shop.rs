@@ -7,7 +7,7 @@ use super::accounts::key_problem;
 use crate::auth::{AnyRole, Signaller};
 use crate::error::{ApiError, FieldError};
 use crate::extract::Json;
-use crate::openapi::{BodyTooLarge, MalformedJson, NotJson, ProblemDoc};
+use crate::openapi::{JsonBodyProblems, ProblemDoc};
 use crate::views::{PurchaseStarted, ShopItemView, ShopList};
 use crate::AppState;
 use axum::extract::State;
@@ -70,9 +70,7 @@ pub(crate) struct PurchaseBody {
     responses(
         (status = 201, description = "The `shop_purchase` mission was started; it fails with the code `insufficient_tokens` when the balance is too small", body = PurchaseStarted),
         (status = 200, description = "The idempotency key was used before: that purchase's mission", body = PurchaseStarted),
-        MalformedJson,
-        BodyTooLarge,
-        NotJson,
+        JsonBodyProblems,
         (status = 422, description = "An unknown item (`/item`), an invalid account or key, or a body of the wrong shape", content_type = "application/problem+json", body = ProblemDoc),
     ),
 )]
@@ -118,14 +116,11 @@ async fn purchase(
             concurrency_key: None,
         })
         .await?;
-    let status = if started.created {
+    if started.created {
         tracing::info!(account = %order.account, item = %order.item, mission = %started.mission.id, by = %principal.name, "shop purchase started");
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    }
     Ok((
-        status,
+        crate::created_or_ok(started.created),
         axum::Json(PurchaseStarted {
             id: started.mission.id,
         }),

@@ -12,7 +12,7 @@ use super::account_param;
 use crate::auth::Operator;
 use crate::error::{ApiError, FieldError};
 use crate::extract::Json;
-use crate::openapi::{BodyTooLarge, MalformedJson, NotJson, ProblemDoc};
+use crate::openapi::{JsonBodyProblems, ProblemDoc};
 use crate::views::{CheckoutSessionView, WebhookReceived};
 use crate::AppState;
 use axum::body::Bytes;
@@ -65,9 +65,7 @@ fn http_url(url: &str) -> bool {
     request_body = CheckoutBody,
     responses(
         (status = 201, description = "The Checkout Session was created: `mode=payment` for a token pack, `mode=subscription` for a plan", body = CheckoutSessionView),
-        MalformedJson,
-        BodyTooLarge,
-        NotJson,
+        JsonBodyProblems,
         (status = 422, description = "An unknown item (`/item`), an invalid account (`/account`) or URL, or a body of the wrong shape", content_type = "application/problem+json", body = ProblemDoc),
         (status = 502, description = "Stripe refused the request or could not be reached; the detail is Stripe's message", content_type = "application/problem+json", body = ProblemDoc),
     ),
