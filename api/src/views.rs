@@ -617,16 +617,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn detail_hides_compensations_and_has_the_contract_fields() {
+    /// A failed mission of the plan workflow with this input and outcome.
+    fn failed_mission(input: Value, output: Option<Value>, error: Value) -> MissionRecord {
         let now = Utc::now();
-        let mission = MissionRecord {
+        MissionRecord {
             id: MissionId::new(),
             workflow: "plan".into(),
             status: MissionStatus::Failed,
-            input: json!({}),
-            output: None,
-            error: Some(json!({"message": "boom"})),
+            input,
+            output,
+            error: Some(error),
             idempotency_key: None,
             concurrency_key: None,
             schedule: None,
@@ -635,7 +635,12 @@ mod tests {
             wake_at: None,
             created_at: now,
             updated_at: now,
-        };
+        }
+    }
+
+    #[test]
+    fn detail_hides_compensations_and_has_the_contract_fields() {
+        let mission = failed_mission(json!({}), None, json!({"message": "boom"}));
         let journal = vec![
             step(0, "a", StepKind::Task, StepStatus::Compensated),
             step(1, "b", StepKind::Task, StepStatus::Failed),
@@ -710,22 +715,12 @@ mod tests {
         let now = Utc::now();
         let request =
             json!({ "url": "http://u:p@h/", "headers": { "X-API-Key": "k", "X-Custom": "c" } });
-        let mission = MissionRecord {
-            id: MissionId::new(),
-            workflow: "plan".into(),
-            status: MissionStatus::Failed,
-            input: json!({ "steps": [{ "http": request }] }),
-            output: Some(json!({ "access_token": "t" })),
-            error: Some(json!({ "message": "GET http://u:p@h/ answered 400" })),
-            idempotency_key: Some("key-1".into()),
-            concurrency_key: None,
-            schedule: None,
-            fire_at: None,
-            cancel_requested: false,
-            wake_at: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let mut mission = failed_mission(
+            json!({ "steps": [{ "http": request }] }),
+            Some(json!({ "access_token": "t" })),
+            json!({ "message": "GET http://u:p@h/ answered 400" }),
+        );
+        mission.idempotency_key = Some("key-1".into());
         let mut task = step(0, "a", StepKind::Task, StepStatus::Failed);
         task.input = Some(request);
         let detail =

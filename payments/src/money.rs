@@ -4,67 +4,59 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A number of BROski$ tokens: positive for a credit, negative for a debit.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Default,
-    Serialize,
-    Deserialize,
-    sqlx::Type,
-    schemars::JsonSchema,
-    utoipa::ToSchema,
-)]
-#[serde(transparent)]
-#[sqlx(transparent)]
-pub struct Tokens(pub i64);
+/// Declares an integer amount: an `i64` newtype that serializes, stores and prints as the bare
+/// number, so only the type tells one unit from another.
+macro_rules! amount {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            PartialOrd,
+            Ord,
+            Hash,
+            Default,
+            Serialize,
+            Deserialize,
+            sqlx::Type,
+            schemars::JsonSchema,
+            utoipa::ToSchema,
+        )]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub i64);
+
+        impl $name {
+            /// The count.
+            pub fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+amount! {
+    /// A number of BROski$ tokens: positive for a credit, negative for a debit.
+    Tokens
+}
 
 impl Tokens {
     /// No tokens.
     pub const ZERO: Tokens = Tokens(0);
-
-    /// The count.
-    pub fn get(self) -> i64 {
-        self.0
-    }
 }
 
-impl fmt::Display for Tokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// An amount of money in a currency's minor units (cents for `usd`), as Stripe counts it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Default,
-    Serialize,
-    Deserialize,
-    sqlx::Type,
-    utoipa::ToSchema,
-)]
-#[serde(transparent)]
-#[sqlx(transparent)]
-pub struct MinorUnits(pub i64);
-
-impl fmt::Display for MinorUnits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
+amount! {
+    /// An amount of money in a currency's minor units (cents for `usd`), as Stripe counts it.
+    MinorUnits
 }
 
 /// The longest account id, in characters.

@@ -16,6 +16,40 @@ use async_trait::async_trait;
 use serde_json::json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 
+/// `sqlx::$macro!` over the missions a [`MissionQuery`]'s filters select, all of them but its
+/// status and page: `list` and `status_counts` share them, so the counts are always of what the
+/// list can show. The filters are `$1` to `$6`, bound from `$query`; `$select` (up to `from`) and
+/// `$rest` (further conditions from `and`, then grouping or order) number theirs from `$7`.
+///
+/// The free-text search scans the input's JSON text of every mission the other filters leave: no
+/// index serves it yet (a trigram index on `input::text` would, at a write cost on every
+/// submission). Fine while the list is an operator's tool, not a hot path.
+macro_rules! filtered {
+    ($macro:ident!($($record:path)?), $query:ident, $select:tt, $rest:tt $(, $($arg:tt)*)?) => {
+        sqlx::$macro!(
+            $($record,)?
+            $select
+                + r#"
+            where ($1::text is null or workflow = $1)
+              and ($2::timestamptz is null or created_at >= $2)
+              and ($3::timestamptz is null or created_at < $3)
+              and ($4::text is null or input::text ilike '%' || $4 || '%' escape '\'
+                   or idempotency_key ilike '%' || $4 || '%' escape '\')
+              and ($5::text is null or concurrency_key = $5)
+              and ($6::text is null or schedule = $6)
+            "#
+                + $rest,
+            $query.workflow,
+            $query.created_after,
+            $query.created_before,
+            $query.search.as_deref().map(like_literal),
+            $query.concurrency_key,
+            $query.schedule,
+            $($($arg)*)?
+        )
+    };
+}
+
 #[async_trait]
 impl MissionStore for PgStore {
     async fn submit(&self, new: NewMission) -> StoreResult<Submitted> {
@@ -58,39 +92,25 @@ impl MissionStore for PgStore {
             Some((at, id)) => (Some(at), Some(id.0)),
             None => (None, None),
         };
-        let search = query.search.as_deref().map(like_literal);
-        // The free-text search scans the input's JSON text of every mission the other filters
-        // leave: no index serves it yet (a trigram index on `input::text` would, at a write cost
-        // on every submission). Fine while the list is an operator's tool, not a hot path.
-        Ok(sqlx::query_as!(
-            MissionRecord,
+        Ok(filtered!(
+            query_as!(MissionRecord),
+            query,
             r#"
             select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
                    output, error, idempotency_key, concurrency_key, schedule, fire_at,
                    cancel_requested, wake_at, created_at, updated_at
             from missions
-            where ($1::mission_status is null or status = $1)
-              and ($2::text is null or workflow = $2)
-              and ($3::timestamptz is null or (created_at, id) < ($3, $4::uuid))
-              and ($6::timestamptz is null or created_at >= $6)
-              and ($7::timestamptz is null or created_at < $7)
-              and ($8::text is null or input::text ilike '%' || $8 || '%' escape '\'
-                   or idempotency_key ilike '%' || $8 || '%' escape '\')
-              and ($9::text is null or concurrency_key = $9)
-              and ($10::text is null or schedule = $10)
+            "#,
+            r#"
+              and ($7::mission_status is null or status = $7)
+              and ($8::timestamptz is null or (created_at, id) < ($8, $9::uuid))
             order by created_at desc, id desc
-            limit $5
+            limit $10
             "#,
             query.status as Option<MissionStatus>,
-            query.workflow,
             after_at,
             after_id,
             query.limit,
-            query.created_after,
-            query.created_before,
-            search,
-            query.concurrency_key,
-            query.schedule,
         )
         .fetch_all(&self.pool)
         .await?)
@@ -157,27 +177,11 @@ impl MissionStore for PgStore {
     }
 
     async fn status_counts(&self, query: &MissionQuery) -> StoreResult<Vec<(MissionStatus, i64)>> {
-        let search = query.search.as_deref().map(like_literal);
-        // The same filters as `list` but the status (and no page): counts the list could show.
-        let rows = sqlx::query!(
-            r#"
-            select status as "status!: MissionStatus", count(*) as "count!"
-            from missions
-            where ($1::text is null or workflow = $1)
-              and ($2::timestamptz is null or created_at >= $2)
-              and ($3::timestamptz is null or created_at < $3)
-              and ($4::text is null or input::text ilike '%' || $4 || '%' escape '\'
-                   or idempotency_key ilike '%' || $4 || '%' escape '\')
-              and ($5::text is null or concurrency_key = $5)
-              and ($6::text is null or schedule = $6)
-            group by status
-            "#,
-            query.workflow,
-            query.created_after,
-            query.created_before,
-            search,
-            query.concurrency_key,
-            query.schedule,
+        let rows = filtered!(
+            query!(),
+            query,
+            r#"select status as "status!: MissionStatus", count(*) as "count!" from missions"#,
+            "group by status",
         )
         .fetch_all(&self.pool)
         .await?;
