@@ -567,6 +567,20 @@ mod tests {
     const LONG: Duration = Duration::from_secs(30);
     const PROMPT: Duration = Duration::from_secs(5);
 
+    /// Collect a batch in a task of its own; the task ends with the batch's size.
+    fn collecting(collector: &Arc<Collector>) -> tokio::task::JoinHandle<usize> {
+        let collector = collector.clone();
+        tokio::spawn(async move { collector.collect().await.expect("queue open").0.len() })
+    }
+
+    /// The size of the batch a collection in progress ends with, which it must do promptly.
+    async fn collected(collecting: tokio::task::JoinHandle<usize>, why: &str) -> usize {
+        tokio::time::timeout(PROMPT, collecting)
+            .await
+            .expect(why)
+            .expect("the collection ran")
+    }
+
     #[tokio::test]
     async fn an_idle_transition_is_collected_at_once() {
         let (queue, collector) = Collector::new(batching(LONG, LONG));
@@ -575,12 +589,8 @@ mod tests {
         collector.returning.answered([m], LONG);
         collector.returning.back(m);
         queue.send(request(m)).await.unwrap();
-        let (batch, _committing) = tokio::time::timeout(PROMPT, collector.collect())
-            .await
-            .expect("no waiting when idle")
-            .unwrap();
-        assert_eq!(batch.len(), 1);
-        assert_eq!(*collector.committing.borrow(), 1);
+        let size = collected(collecting(&collector), "no waiting when idle").await;
+        assert_eq!(size, 1);
     }
 
     #[tokio::test]
@@ -588,23 +598,13 @@ mod tests {
         let (queue, collector) = Collector::new(batching(Duration::ZERO, LONG));
         collector.committing.send_modify(|n| *n += 1);
         queue.send(request(mission())).await.unwrap();
-        let collecting = tokio::spawn({
-            let collector = collector.clone();
-            async move { collector.collect().await.map(|(batch, _)| batch.len()) }
-        });
+        let batch = collecting(&collector);
         tokio::time::sleep(Duration::from_millis(50)).await;
         queue.send(request(mission())).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !collecting.is_finished(),
-            "it waits for the commit in flight"
-        );
+        assert!(!batch.is_finished(), "it waits for the commit in flight");
         collector.committing.send_modify(|n| *n -= 1);
-        let size = tokio::time::timeout(PROMPT, collecting)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(size, Some(2));
+        assert_eq!(collected(batch, "it goes when the commit ends").await, 2);
     }
 
     #[tokio::test]
@@ -614,22 +614,19 @@ mod tests {
         for _ in 0..3 {
             queue.send(request(mission())).await.unwrap();
         }
-        let (batch, _committing) = tokio::time::timeout(PROMPT, collector.collect())
-            .await
-            .expect("an overlap-sized batch does not wait")
-            .unwrap();
-        assert_eq!(batch.len(), 3);
-        drop(_committing);
+        let size = collected(collecting(&collector), "a large enough batch goes").await;
+        assert_eq!(size, 3);
 
         let (queue, collector) =
             Collector::new(batching(Duration::ZERO, Duration::from_millis(100)));
         collector.committing.send_modify(|n| *n += 1);
         queue.send(request(mission())).await.unwrap();
-        let (batch, _committing) = tokio::time::timeout(PROMPT, collector.collect())
-            .await
-            .expect("a stalled commit holds nothing back")
-            .unwrap();
-        assert_eq!(batch.len(), 1);
+        let size = collected(
+            collecting(&collector),
+            "a stalled commit holds nothing back",
+        )
+        .await;
+        assert_eq!(size, 1);
     }
 
     #[tokio::test]
@@ -638,30 +635,20 @@ mod tests {
         let returning = mission();
         collector.returning.answered([returning], LONG);
         queue.send(request(mission())).await.unwrap();
-        let collecting = tokio::spawn({
-            let collector = collector.clone();
-            async move { collector.collect().await.map(|(batch, _)| batch.len()) }
-        });
+        let batch = collecting(&collector);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!collecting.is_finished(), "it waits for the returning run");
+        assert!(!batch.is_finished(), "it waits for the returning run");
         collector.returning.back(returning);
         queue.send(request(returning)).await.unwrap();
-        let size = tokio::time::timeout(PROMPT, collecting)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(size, Some(2));
+        assert_eq!(collected(batch, "it goes when the run is back").await, 2);
 
         // A run that does not come back is waited for no longer than the linger.
         let linger = Duration::from_millis(100);
         let (queue, collector) = Collector::new(batching(linger, LONG));
         collector.returning.answered([mission()], linger);
         queue.send(request(mission())).await.unwrap();
-        let (batch, _committing) = tokio::time::timeout(PROMPT, collector.collect())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(batch.len(), 1);
+        let size = collected(collecting(&collector), "it lingers no longer").await;
+        assert_eq!(size, 1);
     }
 
     /// The columns the statement reads, with the names and values it compares.
