@@ -200,9 +200,11 @@ pub(super) struct Batching {
 
 impl Batching {
     /// Measured with 500 three-step missions per kind at 64 in flight (`bench/run --only
-    /// cost`), two writers throughout: batches written the moment a writer was free gave 2.0–2.3
-    /// statements per HTTP mission and 1.3–1.4 WAL fsyncs per step; waiting behind the commit
-    /// in flight 1.2–1.4 and 1.07–1.12; also lingering 1 ms for returning runs 1.1 and 1.04.
+    /// cost`, debug build, a loaded 2-core machine), two writers throughout: batches written
+    /// the moment a writer was free gave 2.0–2.4 statements per HTTP mission and 1.32–1.44 WAL
+    /// fsyncs per step; waiting behind the commit in flight 1.19–1.36 and 1.07–1.12; with the
+    /// 1 ms linger too 1.09–1.56 and 1.04–1.17 (in the same half hour as the previous row,
+    /// 1.09–1.14 and 1.04: a small gain, near the noise).
     pub(super) const DEFAULT: Self = Self {
         writers: 2,
         max_batch: 256,
