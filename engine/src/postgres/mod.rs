@@ -25,7 +25,7 @@ mod schedules;
 mod secrets;
 mod signals;
 mod workers;
-use group_commit::GroupCommit;
+use group_commit::{Batching, GroupCommit};
 
 /// The migrations of the whole product, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -41,7 +41,7 @@ impl PgStore {
     /// Wrap a pool (migrations must have been applied: see [`MIGRATOR`]). Starts the
     /// group-commit writers, so it must be called within a Tokio runtime.
     pub fn new(pool: PgPool) -> Self {
-        let writer = GroupCommit::start(pool.clone(), GroupCommit::WRITERS, GroupCommit::MAX_BATCH);
+        let writer = GroupCommit::start(pool.clone(), Batching::DEFAULT);
         Self { pool, writer }
     }
 
