@@ -53,11 +53,11 @@ async fn a_worker_reports_itself_its_work_and_its_shutdown() {
     .await;
     let store = store(&h).await;
     let pid = h.workers[0].pid() as i32;
-    let worker = wait_for_worker(&store, "the worker", |w| w.pid == pid, secs(5)).await;
-    assert_eq!(worker.concurrency, 3);
-    assert_eq!(worker.queue, h.queue);
-    assert!(!worker.host.is_empty());
-    assert_eq!((worker.handled, worker.stopped_at), (0, None));
+    let worker = wait_for_worker(&store, "the worker", |w| w.beat.pid == pid, secs(5)).await;
+    assert_eq!(worker.beat.concurrency, 3);
+    assert_eq!(worker.beat.queue, h.queue);
+    assert!(!worker.beat.host.is_empty());
+    assert_eq!((worker.beat.handled, worker.stopped_at), (0, None));
     assert!(worker.running.is_empty());
 
     let mission = h
@@ -71,7 +71,7 @@ async fn a_worker_reports_itself_its_work_and_its_shutdown() {
         &store,
         "the worker running the mission's slow step",
         |w| {
-            w.id == worker.id
+            w.beat.id == worker.beat.id
                 && w.running.iter().any(|m| {
                     m.id.to_string() == id
                         && m.workflow == "plan"
@@ -87,7 +87,7 @@ async fn a_worker_reports_itself_its_work_and_its_shutdown() {
     wait_for_worker(
         &store,
         "the handled wake-up reported, and no work left",
-        |w| w.id == worker.id && w.handled >= 1 && w.running.is_empty(),
+        |w| w.beat.id == worker.beat.id && w.beat.handled >= 1 && w.running.is_empty(),
         secs(5),
     )
     .await;
@@ -97,11 +97,16 @@ async fn a_worker_reports_itself_its_work_and_its_shutdown() {
         .wait_timeout(secs(15))
         .await
         .expect("the worker exits on SIGTERM");
-    let stopped =
-        wait_for_worker(&store, "the stopped worker", |w| w.id == worker.id, secs(1)).await;
+    let stopped = wait_for_worker(
+        &store,
+        "the stopped worker",
+        |w| w.beat.id == worker.beat.id,
+        secs(1),
+    )
+    .await;
     let stopped_at = stopped.stopped_at.expect("stopped_at set on SIGTERM");
-    assert!(stopped_at >= worker.started_at);
-    assert!(stopped.handled >= 1);
+    assert!(stopped_at >= worker.beat.started_at);
+    assert!(stopped.beat.handled >= 1);
 }
 
 #[tokio::test]
@@ -117,11 +122,11 @@ async fn serve_with_a_worker_reports_that_worker() {
     let worker = wait_for_worker(
         &store,
         "the serve process's worker",
-        |w| w.pid == pid,
+        |w| w.beat.pid == pid,
         secs(5),
     )
     .await;
-    assert_eq!(worker.concurrency, 16, "the default --concurrency");
+    assert_eq!(worker.beat.concurrency, 16, "the default --concurrency");
     assert_eq!(store.workers(SEEN_WITHIN).await.unwrap().len(), 1);
 }
 

@@ -81,13 +81,13 @@ async fn workers(
         workers: records
             .iter()
             .map(|w| WorkerView {
-                id: w.id.clone(),
-                host: w.host.clone(),
+                id: w.beat.id.clone(),
+                host: w.beat.host.clone(),
                 state: WorkerState::of(w, now),
-                concurrency: w.concurrency,
+                concurrency: w.beat.concurrency,
                 busy: w.running.len(),
-                handled: w.handled,
-                started_at: w.started_at,
+                handled: w.beat.handled,
+                started_at: w.beat.started_at,
                 last_heartbeat: w.heartbeat_at,
             })
             .collect(),

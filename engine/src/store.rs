@@ -532,27 +532,17 @@ pub struct WorkerBeat {
     pub handled: i64,
 }
 
-/// A worker as last reported, with the missions it is running now.
+/// A worker as last reported: its last heartbeat's report, when that came, and the missions it
+/// is running now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRecord {
-    /// The engine's worker id (`missions.lease_owner`).
-    pub id: String,
-    /// The queue it takes wake-ups from.
-    pub queue: String,
-    /// The host it runs on.
-    pub host: String,
-    /// Its process id.
-    pub pid: i32,
-    /// Missions it runs at once, at most.
-    pub concurrency: i32,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
+    /// What its last heartbeat reported (`handled`: the wake-ups handled by then).
+    #[serde(flatten)]
+    pub beat: WorkerBeat,
     /// Its last heartbeat.
     pub heartbeat_at: DateTime<Utc>,
     /// When it shut down gracefully (a killed worker only stops beating).
     pub stopped_at: Option<DateTime<Utc>>,
-    /// Wake-ups it had handled at its last heartbeat.
-    pub handled: i64,
     /// The running missions whose lease it holds, longest-running first.
     pub running: Vec<RunningMission>,
 }

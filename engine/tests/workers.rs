@@ -107,15 +107,15 @@ async fn a_heartbeat_inserts_then_updates_its_worker(pool: PgPool) {
     store.heartbeat(&second).await.unwrap();
 
     let listed = store.workers(Duration::from_secs(60)).await.unwrap();
-    let ids: Vec<&str> = listed.iter().map(|w| w.id.as_str()).collect();
+    let ids: Vec<&str> = listed.iter().map(|w| w.beat.id.as_str()).collect();
     assert_eq!(ids, ["w-1", "w-2"], "oldest start first");
     let w1 = &listed[0];
+    assert_eq!(w1.beat, first, "the record holds the beat as reported");
     assert_eq!(
-        (w1.queue.as_str(), w1.host.as_str(), w1.pid, w1.concurrency),
-        ("q", "box-1", 4242, 4)
+        (w1.beat.queue.as_str(), w1.beat.host.as_str(), w1.beat.pid),
+        ("q", "box-1", 4242)
     );
-    assert_eq!(w1.started_at, first.started_at);
-    assert_eq!((w1.handled, w1.stopped_at), (0, None));
+    assert_eq!(w1.stopped_at, None);
     assert!(w1.running.is_empty());
 
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -128,7 +128,7 @@ async fn a_heartbeat_inserts_then_updates_its_worker(pool: PgPool) {
         .unwrap();
     let listed = store.workers(Duration::from_secs(60)).await.unwrap();
     assert_eq!(listed.len(), 2, "the same worker again is an update");
-    assert_eq!(listed[0].handled, 7);
+    assert_eq!(listed[0].beat.handled, 7);
     assert!(listed[0].heartbeat_at > w1.heartbeat_at);
 }
 
@@ -141,7 +141,7 @@ async fn a_stopped_worker_stays_listed_while_recently_seen(pool: PgPool) {
     assert_eq!(listed.len(), 1);
     let stopped_at = listed[0].stopped_at.expect("stopped_at set");
     assert!(stopped_at >= listed[0].heartbeat_at);
-    assert_eq!(listed[0].handled, 3);
+    assert_eq!(listed[0].beat.handled, 3);
 
     assert!(matches!(
         store.worker_stopped("never-seen").await,
@@ -158,7 +158,8 @@ async fn only_workers_seen_within_the_window_are_listed_and_old_ones_are_forgott
     last_heard(&pool, "quiet", Duration::from_secs(90)).await;
     last_heard(&pool, "gone", Duration::from_secs(2 * 24 * 3600)).await;
 
-    let ids = |workers: Vec<WorkerRecord>| workers.into_iter().map(|w| w.id).collect::<Vec<_>>();
+    let ids =
+        |workers: Vec<WorkerRecord>| workers.into_iter().map(|w| w.beat.id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.workers(Duration::from_secs(60)).await.unwrap()),
         ["fresh"]
@@ -185,7 +186,10 @@ fn running_of<'a>(
     workers: &'a [WorkerRecord],
     id: &str,
 ) -> Vec<(MissionId, &'a str, Option<&'a str>)> {
-    let worker = workers.iter().find(|w| w.id == id).expect("worker listed");
+    let worker = workers
+        .iter()
+        .find(|w| w.beat.id == id)
+        .expect("worker listed");
     worker
         .running
         .iter()

@@ -55,15 +55,15 @@ pub(crate) struct WorkerRow {
 impl WorkerRow {
     fn new(worker: &WorkerRecord, now: chrono::DateTime<Utc>) -> Self {
         Self {
-            id: worker.id.clone(),
-            host: worker.host.clone(),
-            pid: worker.pid,
-            queue: worker.queue.clone(),
+            id: worker.beat.id.clone(),
+            host: worker.beat.host.clone(),
+            pid: worker.beat.pid,
+            queue: worker.beat.queue.clone(),
             state: WorkerState::of(worker, now),
-            concurrency: worker.concurrency,
+            concurrency: worker.beat.concurrency,
             busy: worker.running.len(),
-            handled: worker.handled,
-            started: Moment::new(worker.started_at, now),
+            handled: worker.beat.handled,
+            started: Moment::new(worker.beat.started_at, now),
             heartbeat: Moment::new(worker.heartbeat_at, now),
             held: worker
                 .running

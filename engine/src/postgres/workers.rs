@@ -77,22 +77,24 @@ impl WorkerRegistry for PgStore {
         .await?
         .into_iter()
         .map(|w| WorkerRecord {
-            id: w.id,
-            queue: w.queue,
-            host: w.host,
-            pid: w.pid,
-            concurrency: w.concurrency,
-            started_at: w.started_at,
+            beat: WorkerBeat {
+                id: w.id,
+                queue: w.queue,
+                host: w.host,
+                pid: w.pid,
+                concurrency: w.concurrency,
+                started_at: w.started_at,
+                handled: w.handled,
+            },
             heartbeat_at: w.heartbeat_at,
             stopped_at: w.stopped_at,
-            handled: w.handled,
             running: Vec::new(),
         })
         .collect();
         if workers.is_empty() {
             return Ok(workers);
         }
-        let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
+        let ids: Vec<String> = workers.iter().map(|w| w.beat.id.clone()).collect();
         // Current work is whatever the worker holds the lease of: the partial `missions_live`
         // index finds the running missions, the steps' primary key (read backwards) the latest
         // entry still in progress.
