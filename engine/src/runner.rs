@@ -59,12 +59,11 @@ impl Engine {
     async fn run_claimed(&self, claim: Claim) -> StoreResult<RunOutcome> {
         let Claim {
             lease,
-            mut mission,
+            mission,
+            input,
             journal,
             retry_generation,
         } = claim;
-        // The run takes the input (a long plan's is large); nothing reads it from `mission` after.
-        let input = std::mem::take(&mut mission.input);
         let signals = RunSignals::new(mission.cancel_requested, self.shutdown_token());
         // Aborted when this future ends or is dropped (a panic, or a caller giving up on the
         // run): a detached heartbeat would renew the lease of a mission nobody runs any more,
@@ -88,7 +87,7 @@ impl Engine {
             retry_generation,
         );
         let result = match self.registry().get(&mission.workflow) {
-            Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, input))
+            Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, &input))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| {
