@@ -6,6 +6,7 @@
 //! without running anything. Only calls past the end of the journal (or an unfinished attempt)
 //! execute, and each state change is one write under the mission's lease.
 
+use crate::engine::json_size;
 use crate::error::{
     CompensationSummary, FailedCompensation, Retry, StepError, StepFailure, StoreError,
     WorkflowError, WorkflowResult,
@@ -843,7 +844,7 @@ impl Context {
     /// A mission output that fits the payload limit (a larger one fails the mission, which the
     /// runner does when the workflow returns it).
     fn within_limit(&self, output: Value) -> Option<Value> {
-        let size = serde_json::to_vec(&output).map_or(usize::MAX, |bytes| bytes.len());
+        let size = json_size(&output);
         (size <= self.max_payload_bytes).then_some(output)
     }
 
@@ -1099,9 +1100,7 @@ fn after(duration: Duration) -> DateTime<Utc> {
 
 /// Refuse an output larger than the configured limit, so one step cannot bloat the journal.
 fn within_limit(output: Value, limit: usize) -> Result<Value, StepError> {
-    let size = serde_json::to_vec(&output)
-        .map(|bytes| bytes.len())
-        .unwrap_or(usize::MAX);
+    let size = json_size(&output);
     if size > limit {
         return Err(StepError::fatal(format!(
             "output of {size} bytes exceeds the limit of {limit} bytes"

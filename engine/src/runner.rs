@@ -4,7 +4,7 @@
 //! dies with its run however the run ends, even when whoever polls the run drops it mid-step.
 
 use crate::context::{Context, RunSignals};
-use crate::engine::Engine;
+use crate::engine::{json_size, Engine};
 use crate::error::{FailureCause, MissionError, StoreError, StoreResult, WorkflowError};
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
@@ -143,8 +143,8 @@ impl Engine {
             finish(Outcome::Failed(error), EventType::MissionFailed, data)
         };
         let (change, events) = match result {
-            Ok(output) => match serde_json::to_vec(&output).map(|b| b.len()) {
-                Ok(size) if size > self.config().max_payload_bytes => {
+            Ok(output) => match json_size(&output) {
+                size if size > self.config().max_payload_bytes => {
                     failed(MissionError::new(format!(
                         "mission output of {size} bytes exceeds the limit of {} bytes",
                         self.config().max_payload_bytes
