@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{json, Value};
+use std::any::Any;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -343,7 +344,7 @@ impl Context {
     /// parked meanwhile, holding no worker).
     pub async fn step<T, F, Fut>(&mut self, step: Step, f: F) -> WorkflowResult<T>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
@@ -376,7 +377,7 @@ impl Context {
                 retry,
             });
         }
-        serde_json::from_value(output).map_err(|e| WorkflowError::Nondeterminism {
+        from_json(output).map_err(|e| WorkflowError::Nondeterminism {
             position: self.cursor - 1,
             detail: format!("recorded output of step `{name}` no longer decodes: {e}"),
         })
@@ -1096,6 +1097,17 @@ fn rejected(entry: &StepRecord) -> WorkflowError {
 
 fn after(duration: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+/// A recorded output decoded as `T`. When `T` is [`Value`] (a plan's steps) the output is
+/// handed over as it is: decoding a tree into a new one would copy all of it on every replay.
+fn from_json<T: DeserializeOwned + 'static>(output: Value) -> serde_json::Result<T> {
+    let mut output = Some(output);
+    let same = (&mut output as &mut dyn Any).downcast_mut::<Option<T>>();
+    if let Some(value) = same.and_then(Option::take) {
+        return Ok(value);
+    }
+    serde_json::from_value(output.unwrap_or_default())
 }
 
 /// Refuse an output larger than the configured limit, so one step cannot bloat the journal.

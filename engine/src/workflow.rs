@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ pub trait Workflow: Send + Sync + 'static {
     type Input: DeserializeOwned + JsonSchema + Send;
 
     /// What a finished mission records as its output.
-    type Output: Serialize + Send;
+    type Output: Serialize + Send + 'static;
 
     /// Rules the input's type cannot say (unique names, references to earlier steps), checked
     /// at submission after it deserialized, so a bad input is refused with a 4xx instead of
@@ -139,9 +140,21 @@ impl<W: Workflow> DynWorkflow for W {
             ))
         })?;
         let output = Workflow::run(self, ctx, input).await?;
-        serde_json::to_value(output)
-            .map_err(|e| WorkflowError::failed(format!("the output is not JSON: {e}")))
+        into_json(output)
     }
+}
+
+/// A workflow's output as JSON. One that is a [`Value`] already (a plan's, whose output names
+/// every step) is taken as it is: serializing it into a new tree would copy all of it.
+fn into_json<O: Serialize + 'static>(output: O) -> WorkflowResult<Value> {
+    let mut output = Some(output);
+    let same = (&mut output as &mut dyn Any).downcast_mut::<Option<Value>>();
+    if let Some(value) = same.and_then(Option::take) {
+        return Ok(value);
+    }
+    // `Some(output)` serializes as `output` itself.
+    serde_json::to_value(&output)
+        .map_err(|e| WorkflowError::failed(format!("the output is not JSON: {e}")))
 }
 
 /// Most problems [`parse_input`] reports at once.
