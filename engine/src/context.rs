@@ -303,9 +303,10 @@ impl Context {
             workflow: mission.workflow.clone(),
             lease,
             store,
+            // Every recorded entry's name goes in on replay: sized for them at once.
+            names: HashSet::with_capacity(journal.len() + 1),
             journal,
             cursor: 0,
-            names: HashSet::new(),
             compensations: Vec::new(),
             signals,
             max_payload_bytes,
