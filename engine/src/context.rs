@@ -6,6 +6,7 @@
 //! without running anything. Only calls past the end of the journal (or an unfinished attempt)
 //! execute, and each state change is one write under the mission's lease.
 
+use crate::engine::json_size;
 use crate::error::{
     CompensationSummary, FailedCompensation, Retry, StepError, StepFailure, StoreError,
     WorkflowError, WorkflowResult,
@@ -24,6 +25,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{json, Value};
+use std::any::Any;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -301,9 +303,10 @@ impl Context {
             workflow: mission.workflow.clone(),
             lease,
             store,
+            // Every recorded entry's name goes in on replay: sized for them at once.
+            names: HashSet::with_capacity(journal.len() + 1),
             journal,
             cursor: 0,
-            names: HashSet::new(),
             compensations: Vec::new(),
             signals,
             max_payload_bytes,
@@ -342,7 +345,7 @@ impl Context {
     /// parked meanwhile, holding no worker).
     pub async fn step<T, F, Fut>(&mut self, step: Step, f: F) -> WorkflowResult<T>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
@@ -375,7 +378,7 @@ impl Context {
                 retry,
             });
         }
-        serde_json::from_value(output).map_err(|e| WorkflowError::Nondeterminism {
+        from_json(output).map_err(|e| WorkflowError::Nondeterminism {
             position: self.cursor - 1,
             detail: format!("recorded output of step `{name}` no longer decodes: {e}"),
         })
@@ -843,7 +846,7 @@ impl Context {
     /// A mission output that fits the payload limit (a larger one fails the mission, which the
     /// runner does when the workflow returns it).
     fn within_limit(&self, output: Value) -> Option<Value> {
-        let size = serde_json::to_vec(&output).map_or(usize::MAX, |bytes| bytes.len());
+        let size = json_size(&output);
         (size <= self.max_payload_bytes).then_some(output)
     }
 
@@ -1097,11 +1100,20 @@ fn after(duration: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
+/// A recorded output decoded as `T`. When `T` is [`Value`] (a plan's steps) the output is
+/// handed over as it is: decoding a tree into a new one would copy all of it on every replay.
+fn from_json<T: DeserializeOwned + 'static>(output: Value) -> serde_json::Result<T> {
+    let mut output = Some(output);
+    let same = (&mut output as &mut dyn Any).downcast_mut::<Option<T>>();
+    if let Some(value) = same.and_then(Option::take) {
+        return Ok(value);
+    }
+    serde_json::from_value(output.unwrap_or_default())
+}
+
 /// Refuse an output larger than the configured limit, so one step cannot bloat the journal.
 fn within_limit(output: Value, limit: usize) -> Result<Value, StepError> {
-    let size = serde_json::to_vec(&output)
-        .map(|bytes| bytes.len())
-        .unwrap_or(usize::MAX);
+    let size = json_size(&output);
     if size > limit {
         return Err(StepError::fatal(format!(
             "output of {size} bytes exceeds the limit of {limit} bytes"

@@ -92,6 +92,27 @@ pub const MAX_INPUT_DEPTH: usize = 64;
 /// it is refused up front (a client error) rather than failing the write later.
 pub const NUL_MESSAGE: &str = "strings must not contain the NUL character (U+0000)";
 
+/// The length of `value` as compact JSON text, in bytes: what the payload limits are measured
+/// in. Counted as it is written, so a long plan's output is not built as text only to be
+/// measured.
+pub(crate) fn json_size(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -289,9 +310,7 @@ impl Engine {
             .registry
             .get(workflow)
             .ok_or_else(|| SubmitError::UnknownWorkflow(workflow.to_owned()))?;
-        let size = serde_json::to_vec(input)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
+        let size = json_size(input);
         if size > self.config.max_payload_bytes {
             return Err(SubmitError::TooLarge {
                 size,

@@ -4,7 +4,7 @@
 //! dies with its run however the run ends, even when whoever polls the run drops it mid-step.
 
 use crate::context::{Context, RunSignals};
-use crate::engine::Engine;
+use crate::engine::{json_size, Engine};
 use crate::error::{FailureCause, MissionError, StoreError, StoreResult, WorkflowError};
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
@@ -59,12 +59,11 @@ impl Engine {
     async fn run_claimed(&self, claim: Claim) -> StoreResult<RunOutcome> {
         let Claim {
             lease,
-            mut mission,
+            mission,
+            input,
             journal,
             retry_generation,
         } = claim;
-        // The run takes the input (a long plan's is large); nothing reads it from `mission` after.
-        let input = std::mem::take(&mut mission.input);
         let signals = RunSignals::new(mission.cancel_requested, self.shutdown_token());
         // Aborted when this future ends or is dropped (a panic, or a caller giving up on the
         // run): a detached heartbeat would renew the lease of a mission nobody runs any more,
@@ -88,7 +87,7 @@ impl Engine {
             retry_generation,
         );
         let result = match self.registry().get(&mission.workflow) {
-            Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, input))
+            Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, &input))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| {
@@ -144,8 +143,8 @@ impl Engine {
             finish(Outcome::Failed(error), EventType::MissionFailed, data)
         };
         let (change, events) = match result {
-            Ok(output) => match serde_json::to_vec(&output).map(|b| b.len()) {
-                Ok(size) if size > self.config().max_payload_bytes => {
+            Ok(output) => match json_size(&output) {
+                size if size > self.config().max_payload_bytes => {
                     failed(MissionError::new(format!(
                         "mission output of {size} bytes exceeds the limit of {} bytes",
                         self.config().max_payload_bytes

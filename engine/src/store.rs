@@ -123,8 +123,11 @@ pub struct Lease {
 pub struct Claim {
     /// The lease to write under.
     pub lease: Lease,
-    /// The mission, as claimed.
+    /// The mission, as claimed, except its `input`, which is left `Null`: see [`Claim::input`].
     pub mission: MissionRecord,
+    /// The mission's input as its JSON text: the workflow decodes it into its own input type
+    /// directly, without building a [`Value`] of it first (a long plan's input is large).
+    pub input: Box<serde_json::value::RawValue>,
     /// Its journal, in position order.
     pub journal: Vec<StepRecord>,
     /// How many times it has been retried by hand ([`MissionStore::retry`]).

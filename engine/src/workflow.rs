@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -48,7 +50,7 @@ pub trait Workflow: Send + Sync + 'static {
     type Input: DeserializeOwned + JsonSchema + Send;
 
     /// What a finished mission records as its output.
-    type Output: Serialize + Send;
+    type Output: Serialize + Send + 'static;
 
     /// Rules the input's type cannot say (unique names, references to earlier steps), checked
     /// at submission after it deserialized, so a bad input is refused with a 4xx instead of
@@ -94,8 +96,8 @@ pub trait DynWorkflow: sealed::Sealed + Send + Sync {
     /// Whether only the engine starts it ([`Workflow::internal`]).
     fn is_internal(&self) -> bool;
 
-    /// Run the workflow on a stored input; its output as JSON.
-    async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value>;
+    /// Run the workflow on a stored input, given as its JSON text; its output as JSON.
+    async fn run(&self, ctx: &mut Context, input: &RawValue) -> WorkflowResult<Value>;
 }
 
 mod sealed {
@@ -128,19 +130,31 @@ impl<W: Workflow> DynWorkflow for W {
         Workflow::internal(self)
     }
 
-    async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {
+    async fn run(&self, ctx: &mut Context, input: &RawValue) -> WorkflowResult<Value> {
         // Inputs are validated at submission; one that no longer deserializes (the type changed
         // under a stored mission) fails the mission rather than guessing.
-        let input = parse_input::<W::Input>(&input).map_err(|problems| {
+        let input = decode_input::<W::Input>(input).map_err(|problems| {
             WorkflowError::failed(format!(
                 "invalid input: {}",
                 serde_json::to_string(&problems).unwrap_or_default()
             ))
         })?;
         let output = Workflow::run(self, ctx, input).await?;
-        serde_json::to_value(output)
-            .map_err(|e| WorkflowError::failed(format!("the output is not JSON: {e}")))
+        into_json(output)
     }
+}
+
+/// A workflow's output as JSON. One that is a [`Value`] already (a plan's, whose output names
+/// every step) is taken as it is: serializing it into a new tree would copy all of it.
+fn into_json<O: Serialize + 'static>(output: O) -> WorkflowResult<Value> {
+    let mut output = Some(output);
+    let same = (&mut output as &mut dyn Any).downcast_mut::<Option<Value>>();
+    if let Some(value) = same.and_then(Option::take) {
+        return Ok(value);
+    }
+    // `Some(output)` serializes as `output` itself.
+    serde_json::to_value(&output)
+        .map_err(|e| WorkflowError::failed(format!("the output is not JSON: {e}")))
 }
 
 /// Most problems [`parse_input`] reports at once.
@@ -175,6 +189,19 @@ pub fn parse_input<T: DeserializeOwned>(input: &Value) -> Result<T, Vec<InputPro
         }
     }
     Err(problems)
+}
+
+/// [`parse_input`] on an input's JSON text: decoded straight into `T`, with no [`Value`] tree in
+/// between (for a long plan, building that tree cost as much again as the decoding itself).
+/// Text that does not decode is read into a `Value` and handed to [`parse_input`], so the
+/// problems reported are exactly its own.
+fn decode_input<T: DeserializeOwned>(input: &RawValue) -> Result<T, Vec<InputProblem>> {
+    if let Ok(value) = serde_json::from_str(input.get()) {
+        return Ok(value);
+    }
+    let tree: Value = serde_json::from_str(input.get())
+        .map_err(|e| vec![InputProblem::new("", e.to_string())])?;
+    parse_input(&tree)
 }
 
 /// Array elements taken out of the working copy: (the array's pointer in the original input,
@@ -360,6 +387,22 @@ mod tests {
             parse_input::<Plan>(&not_an_array).err().map(|p| p.len()),
             Some(1)
         );
+    }
+
+    #[test]
+    fn decoding_the_text_agrees_with_parsing_the_tree() {
+        let inputs = [
+            json!({ "steps": [{ "name": "a" }, { "name": "b", "tags": [1, 2] }] }),
+            json!({ "steps": [{ "name": 1 }, { "name": "ok" }, { "nme": "c" }] }),
+            json!({ "steps": 3 }),
+            json!([]),
+        ];
+        for input in inputs {
+            let text = serde_json::value::to_raw_value(&input).expect("JSON");
+            let decoded = decode_input::<Plan>(&text).map(|plan| format!("{plan:?}"));
+            let parsed = parse_input::<Plan>(&input).map(|plan| format!("{plan:?}"));
+            assert_eq!(decoded, parsed, "{input}");
+        }
     }
 
     #[async_trait]

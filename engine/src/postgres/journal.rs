@@ -9,7 +9,9 @@ use crate::status::{MissionStatus, StepKind, StepStatus};
 use crate::store::{Claim, JournalStore, Lease, LeaseState, MissionRecord, StepRecord, Transition};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::PgExecutor;
 use std::time::Duration;
 
@@ -133,7 +135,8 @@ impl JournalStore for PgStore {
                            'lease_expired_from', case when prev_status = 'running' then prev_owner end))
                 from claimed
             )
-            select id as "id: MissionId", workflow, status as "status: MissionStatus", input,
+            select id as "id: MissionId", workflow, status as "status: MissionStatus",
+                   input as "input: Json<Box<RawValue>>",
                    output, error, idempotency_key, concurrency_key, schedule, fire_at,
                    cancel_requested, wake_at, created_at, updated_at,
                    lease_token, retry_generation,
@@ -209,7 +212,7 @@ impl JournalStore for PgStore {
                 id: row.id,
                 workflow: row.workflow,
                 status: row.status,
-                input: row.input,
+                input: Value::Null,
                 output: row.output,
                 error: row.error,
                 idempotency_key: row.idempotency_key,
@@ -221,6 +224,7 @@ impl JournalStore for PgStore {
                 created_at: row.created_at,
                 updated_at: row.updated_at,
             },
+            input: row.input.0,
             journal,
             retry_generation,
         }))

@@ -185,9 +185,11 @@ impl Workflow for PlanWorkflow {
     }
 }
 
-/// A plan's output: every step's output by name.
+/// A plan's output: every step's output by name. Built as a tree directly: `json!` would
+/// serialize the map of outputs into a copy of itself.
 fn plan_output(scope: Scope) -> Value {
-    json!({ "steps": scope.into_outputs().collect::<Map<String, Value>>() })
+    let steps = scope.into_outputs().collect::<Map<String, Value>>();
+    Value::Object(Map::from_iter([("steps".to_owned(), Value::Object(steps))]))
 }
 
 /// Run an agent step: its templates resolved in `scope` and recorded as its input, then

@@ -308,7 +308,7 @@ impl Plan {
         }
         // Each name's first position: what a reference is checked against (a list of the earlier
         // names per step would make parsing quadratic in the plan's length).
-        let mut first_at: HashMap<&str, usize> = HashMap::new();
+        let mut first_at: HashMap<&str, usize> = HashMap::with_capacity(spec.steps.len());
         let mut steps = Vec::with_capacity(spec.steps.len());
         for (index, step) in spec.steps.iter().enumerate() {
             let at = format!("/steps/{index}");
