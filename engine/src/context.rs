@@ -6,7 +6,7 @@
 //! without running anything. Only calls past the end of the journal (or an unfinished attempt)
 //! execute, and each state change is one write under the mission's lease.
 
-use crate::engine::json_size;
+use crate::engine::{json_size, same_type};
 use crate::error::{
     CompensationSummary, FailedCompensation, Retry, StepError, StepFailure, StoreError,
     WorkflowError, WorkflowResult,
@@ -25,7 +25,6 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{json, Value};
-use std::any::Any;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1103,12 +1102,7 @@ fn after(duration: Duration) -> DateTime<Utc> {
 /// A recorded output decoded as `T`. When `T` is [`Value`] (a plan's steps) the output is
 /// handed over as it is: decoding a tree into a new one would copy all of it on every replay.
 fn from_json<T: DeserializeOwned + 'static>(output: Value) -> serde_json::Result<T> {
-    let mut output = Some(output);
-    let same = (&mut output as &mut dyn Any).downcast_mut::<Option<T>>();
-    if let Some(value) = same.and_then(Option::take) {
-        return Ok(value);
-    }
-    serde_json::from_value(output.unwrap_or_default())
+    same_type(output).or_else(serde_json::from_value)
 }
 
 /// Refuse an output larger than the configured limit, so one step cannot bloat the journal.

@@ -113,6 +113,16 @@ pub(crate) fn json_size(value: &Value) -> usize {
     }
 }
 
+/// `value` as a `B` when `A` is `B`, else `value` back: lets a generic JSON path hand a [`Value`]
+/// over as it is, where going through serde would copy all of it.
+pub(crate) fn same_type<A: 'static, B: 'static>(value: A) -> Result<B, A> {
+    let mut value = Some(value);
+    if let Some(same) = (&mut value as &mut dyn std::any::Any).downcast_mut::<Option<B>>() {
+        return Ok(same.take().expect("the value is there until taken"));
+    }
+    Err(value.expect("the value is taken only when the types are the same"))
+}
+
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -566,6 +576,17 @@ fn check_concurrency_key(key: &str) -> Result<(), SubmitError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn same_type_hands_over_only_a_value_of_the_asked_type() {
+        let value = json!({ "steps": { "a": 1 } });
+        assert_eq!(same_type::<Value, Value>(value.clone()).ok(), Some(value));
+        assert_eq!(same_type::<i64, Value>(7).err(), Some(7));
+        assert_eq!(
+            same_type::<Value, String>(json!("x")).err(),
+            Some(json!("x"))
+        );
+    }
 
     fn pointers(input: &str) -> Vec<String> {
         let value: Value = serde_json::from_str(input).unwrap_or(Value::Null);

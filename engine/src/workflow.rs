@@ -6,6 +6,7 @@
 //! pointer) and the input's JSON Schema comes from [`JsonSchema`].
 
 use crate::context::Context;
+use crate::engine::same_type;
 use crate::error::{WorkflowError, WorkflowResult};
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -13,7 +14,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -147,14 +147,10 @@ impl<W: Workflow> DynWorkflow for W {
 /// A workflow's output as JSON. One that is a [`Value`] already (a plan's, whose output names
 /// every step) is taken as it is: serializing it into a new tree would copy all of it.
 fn into_json<O: Serialize + 'static>(output: O) -> WorkflowResult<Value> {
-    let mut output = Some(output);
-    let same = (&mut output as &mut dyn Any).downcast_mut::<Option<Value>>();
-    if let Some(value) = same.and_then(Option::take) {
-        return Ok(value);
-    }
-    // `Some(output)` serializes as `output` itself.
-    serde_json::to_value(&output)
-        .map_err(|e| WorkflowError::failed(format!("the output is not JSON: {e}")))
+    same_type(output).or_else(|output: O| {
+        serde_json::to_value(&output)
+            .map_err(|e| WorkflowError::failed(format!("the output is not JSON: {e}")))
+    })
 }
 
 /// Most problems [`parse_input`] reports at once.
