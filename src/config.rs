@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use hypercode_api::rate_limit::{RateLimits, DEFAULT_AUTH_FAIL_RATE, DEFAULT_RATE};
+use hypercode_engine::EngineConfig;
 use hypercode_payments::Catalog;
 use hypercode_workflows::agent_command::CommandRouting;
 use hypercode_workflows::deploy_agent::{self, DeployConfig};
@@ -112,6 +113,8 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// `HYPERCODE_MAX_PAYLOAD_BYTES`.
     pub max_payload_bytes: usize,
+    /// `HYPERCODE_CLAIM_HOLD_MS`: how long a claim waits to commit with its run's first write.
+    pub claim_hold: Duration,
     /// `HYPERCODE_TICK_MS`: the reconciler's scan interval.
     pub tick: Duration,
     /// `HYPERCODE_SCHEDULE_TICK_MS`: how often `serve` looks for due schedule ticks.
@@ -172,6 +175,10 @@ impl Settings {
             queue: std::env::var("HYPERCODE_QUEUE").unwrap_or_else(|_| "hypercode".to_owned()),
             lease_ttl: Duration::from_millis(number("HYPERCODE_LEASE_TTL_MS", 30_000)?.max(300)),
             max_payload_bytes: number("HYPERCODE_MAX_PAYLOAD_BYTES", 1024 * 1024)? as usize,
+            claim_hold: Duration::from_millis(number(
+                "HYPERCODE_CLAIM_HOLD_MS",
+                EngineConfig::default().claim_hold.as_millis() as u64,
+            )?),
             tick: Duration::from_millis(number("HYPERCODE_TICK_MS", 100)?.max(5)),
             schedule_tick: Duration::from_millis(
                 number(

@@ -293,6 +293,7 @@ async fn engine(
     let config = EngineConfig {
         lease_ttl: settings.lease_ttl,
         max_payload_bytes: settings.max_payload_bytes,
+        claim_hold: settings.claim_hold,
     };
     let store = Arc::new(PgStore::new(pool.clone()));
     let agents = AgentRegistry::new(pool.clone(), &queue.redis_url, settings.agents.clone())

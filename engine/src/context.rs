@@ -19,7 +19,7 @@ use crate::retry::RetryPolicy;
 use crate::status::{StepKind, StepStatus};
 use crate::store::{
     to_record, ApprovalInput, ApprovalRequested, DecisionRecord, Lease, MissionChange,
-    MissionRecord, Outcome, StepRecord, Store, Transition,
+    MissionRecord, OpenClaim, Outcome, StepRecord, Store, Transition,
 };
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -284,6 +284,8 @@ pub struct Context {
     finished: bool,
     retry_generation: u32,
     unwritten: Unwritten,
+    /// The claim, while it waits to commit with the run's first write.
+    open_claim: Option<Box<dyn OpenClaim>>,
 }
 
 impl Context {
@@ -295,6 +297,7 @@ impl Context {
         signals: Arc<RunSignals>,
         max_payload_bytes: usize,
         retry_generation: u32,
+        open_claim: Option<Box<dyn OpenClaim>>,
     ) -> Self {
         Self {
             retry_generation,
@@ -312,6 +315,7 @@ impl Context {
             parked: false,
             finished: false,
             unwritten: Unwritten::default(),
+            open_claim,
         }
     }
 
@@ -1044,7 +1048,14 @@ impl Context {
             steps: all_steps,
             events: all_events,
         };
-        let state = self.store.apply(&self.lease, transition).await?;
+        let state = match self.open_claim.take() {
+            Some(open) => match open.commit_with(transition).await {
+                Ok(state) => state?,
+                // The claim committed alone: this write takes the usual path.
+                Err(transition) => self.store.apply(&self.lease, transition).await?,
+            },
+            None => self.store.apply(&self.lease, transition).await?,
+        };
         metrics::journaled(&self.workflow, &written, &noted);
         self.signals.set_cancel_requested(state.cancel_requested);
         self.remember(&steps);

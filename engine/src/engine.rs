@@ -59,6 +59,9 @@ pub struct EngineConfig {
     pub lease_ttl: Duration,
     /// Largest accepted input or output of a mission or step, in bytes of JSON.
     pub max_payload_bytes: usize,
+    /// How long a run's claim stays uncommitted waiting for the run's first write, so that the
+    /// two commit together ([`crate::store::OpenClaim`]); zero commits every claim alone.
+    pub claim_hold: Duration,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +69,7 @@ impl Default for EngineConfig {
         Self {
             lease_ttl: Duration::from_secs(30),
             max_payload_bytes: 1024 * 1024,
+            claim_hold: Duration::from_millis(5),
         }
     }
 }

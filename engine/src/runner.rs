@@ -38,7 +38,7 @@ impl Engine {
         let config = self.config();
         let Some(claim) = self
             .store()
-            .claim(id, self.worker_id(), config.lease_ttl)
+            .claim_held(id, self.worker_id(), config.lease_ttl, config.claim_hold)
             .await?
         else {
             return Ok(RunOutcome::NotClaimed);
@@ -63,6 +63,7 @@ impl Engine {
             input,
             journal,
             retry_generation,
+            open,
         } = claim;
         let signals = RunSignals::new(mission.cancel_requested, self.shutdown_token());
         // Aborted when this future ends or is dropped (a panic, or a caller giving up on the
@@ -85,6 +86,7 @@ impl Engine {
             signals,
             self.config().max_payload_bytes,
             retry_generation,
+            open,
         );
         let result = match self.registry().get(&mission.workflow) {
             Some(workflow) => AssertUnwindSafe(workflow.run(&mut ctx, &input))

@@ -119,7 +119,7 @@ pub struct Lease {
 }
 
 /// What a successful claim hands the runner.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Claim {
     /// The lease to write under.
     pub lease: Lease,
@@ -132,6 +132,25 @@ pub struct Claim {
     pub journal: Vec<StepRecord>,
     /// How many times it has been retried by hand ([`MissionStore::retry`]).
     pub retry_generation: u32,
+    /// The claim's transaction, still open for the run's first write when the claim was
+    /// taken with [`JournalStore::claim_held`]; `None` once the claim is committed.
+    pub open: Option<Box<dyn OpenClaim>>,
+}
+
+/// A claim's transaction held open for a moment, so that the run's first write (a first step's
+/// start, or the whole of a mission of local steps with its end) commits with the claim: one
+/// commit where there were two. Nothing a run does before its first write needs the claim to
+/// be durable, since a step's effect outside waits for its start to be written, so a crash in
+/// between only leaves the mission unclaimed, to be redelivered. The claim commits alone when
+/// the hold runs out or the handle is dropped unused; then the write takes the usual path.
+#[async_trait]
+pub trait OpenClaim: Send + Sync + std::fmt::Debug {
+    /// Apply `transition` in the claim's transaction and commit the two together; gives
+    /// `transition` back when the claim has already committed alone.
+    async fn commit_with(
+        self: Box<Self>,
+        transition: Transition,
+    ) -> Result<StoreResult<LeaseState>, Transition>;
 }
 
 /// How a transition changes the mission row itself.
@@ -403,12 +422,25 @@ pub trait MissionStore: Send + Sync + 'static {
 #[async_trait]
 pub trait JournalStore: Send + Sync + 'static {
     /// Take the lease of a runnable mission and load its journal; `None` when it is not runnable
-    /// (finished, parked in the future, or leased by a live worker).
+    /// (finished, parked in the future, or leased by a live worker). The claim is committed
+    /// when this returns.
     async fn claim(
         &self,
         id: MissionId,
         worker: &WorkerId,
         ttl: Duration,
+    ) -> StoreResult<Option<Claim>> {
+        self.claim_held(id, worker, ttl, Duration::ZERO).await
+    }
+    /// [`JournalStore::claim`], but the claim's transaction stays open for up to `hold`, in
+    /// [`Claim::open`], for the run's first write to commit with it. With a zero `hold` the
+    /// claim is committed when this returns.
+    async fn claim_held(
+        &self,
+        id: MissionId,
+        worker: &WorkerId,
+        ttl: Duration,
+        hold: Duration,
     ) -> StoreResult<Option<Claim>>;
     /// Extend a lease; fails with `LeaseLost` when it was taken over.
     async fn renew(&self, lease: &Lease, ttl: Duration) -> StoreResult<LeaseState>;

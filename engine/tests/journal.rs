@@ -143,6 +143,7 @@ fn engine(pool: PgPool, probe: Arc<Probe>) -> Engine {
     let config = EngineConfig {
         lease_ttl: Duration::from_secs(5),
         max_payload_bytes: 1024,
+        ..EngineConfig::default()
     };
     Engine::new(
         Arc::new(PgStore::new(pool)),

@@ -36,12 +36,13 @@ use crate::error::{MissionError, StoreError, StoreResult};
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
 use crate::status::MissionStatus;
-use crate::store::{Lease, LeaseState, MissionChange, Outcome, StepRecord, Transition};
+use crate::store::{Lease, LeaseState, MissionChange, OpenClaim, Outcome, StepRecord, Transition};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -416,6 +417,79 @@ async fn writer(pool: PgPool, collector: Arc<Collector>) {
     }
 }
 
+/// A claim's transaction waiting for its run's first write ([`OpenClaim`]), on a task of its
+/// own so that the claim commits when the hold runs out whatever the run is doing.
+#[derive(Debug)]
+pub(super) struct HeldClaim {
+    handoff: oneshot::Sender<Handoff>,
+}
+
+#[derive(Debug)]
+struct Handoff {
+    transition: Transition,
+    reply: oneshot::Sender<StoreResult<LeaseState>>,
+}
+
+impl HeldClaim {
+    /// Keep `tx`, which has just claimed `lease`, open for up to `hold`.
+    pub(super) fn start(tx: Transaction<'static, Postgres>, lease: Lease, hold: Duration) -> Self {
+        let (handoff, receiver) = oneshot::channel();
+        tokio::spawn(hold_open(tx, lease, hold, receiver));
+        Self { handoff }
+    }
+}
+
+#[async_trait]
+impl OpenClaim for HeldClaim {
+    async fn commit_with(
+        self: Box<Self>,
+        transition: Transition,
+    ) -> Result<StoreResult<LeaseState>, Transition> {
+        let (reply, answer) = oneshot::channel();
+        self.handoff
+            .send(Handoff { transition, reply })
+            .map_err(|handoff| handoff.transition)?;
+        Ok(answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Corrupt(
+                "the claim's transaction ended without an answer".to_owned(),
+            ))
+        }))
+    }
+}
+
+async fn hold_open(
+    mut tx: Transaction<'static, Postgres>,
+    lease: Lease,
+    hold: Duration,
+    mut receiver: oneshot::Receiver<Handoff>,
+) {
+    let handoff = tokio::select! {
+        handoff = &mut receiver => handoff.ok(),
+        () = tokio::time::sleep(hold) => {
+            // Closed before looking, so that a write sent from now on goes back to its run,
+            // while one sent just before is still taken.
+            receiver.close();
+            receiver.try_recv().ok()
+        }
+    };
+    let Some(Handoff { transition, reply }) = handoff else {
+        if let Err(e) = tx.commit().await {
+            tracing::warn!(mission = %lease.mission, error = %e, "a claim failed to commit; the mission will be redelivered");
+        }
+        return;
+    };
+    let began = Instant::now();
+    let row = TransitionRow::new(&lease, transition);
+    let result = async {
+        let applied = write(&mut *tx, &[Numbered { i: 0, row: &row }]).await?;
+        tx.commit().await?;
+        crate::metrics::journal_batch(1, began.elapsed());
+        verdict(0, lease.mission, &applied)
+    }
+    .await;
+    let _ = reply.send(result);
+}
+
 fn answer(batch: Vec<Request>, applied: &HashMap<i32, bool>) {
     for (index, request) in batch.into_iter().enumerate() {
         // A run that gave up waiting (its task was aborted) has dropped its receiver.
@@ -436,7 +510,7 @@ fn verdict(
 
 /// Apply transitions in one statement; returns, for each transition (by batch index) whose
 /// lease still held, whether cancellation was requested.
-async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32, bool>> {
+async fn write(db: impl PgExecutor<'_>, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32, bool>> {
     let applied = sqlx::query!(
         r#"
         with t as (
@@ -498,7 +572,7 @@ async fn write(pool: &PgPool, rows: &[Numbered<'_>]) -> StoreResult<HashMap<i32,
         "#,
         Json(rows) as _,
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     Ok(applied
         .into_iter()

@@ -2,6 +2,7 @@
 //! round trip), renewing it, applying transitions through the group commit, and finding the
 //! missions that should be running.
 
+use super::group_commit::HeldClaim;
 use super::{seconds, PgStore};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{LeaseToken, MissionId, WorkerId};
@@ -97,15 +98,14 @@ pub(super) async fn load_journal(
     .await?)
 }
 
-#[async_trait]
-impl JournalStore for PgStore {
-    async fn claim(
-        &self,
-        id: MissionId,
-        worker: &WorkerId,
-        ttl: Duration,
-    ) -> StoreResult<Option<Claim>> {
-        let claimed = sqlx::query!(
+/// Claim mission `id` for `worker` on `db`, loading its journal in the same statement.
+async fn claim(
+    db: impl PgExecutor<'_>,
+    id: MissionId,
+    worker: &WorkerId,
+    ttl: Duration,
+) -> StoreResult<Option<Claim>> {
+    let claimed = sqlx::query!(
             r#"
             with prev as (
                 select id, status, wake_at, lease_owner, lease_expires_at, cancel_requested,
@@ -168,66 +168,88 @@ impl JournalStore for PgStore {
             worker.0,
             seconds(ttl),
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(db)
         .await?;
-        let Some(row) = claimed else { return Ok(None) };
-        // The journal comes back in the claim's own round trip as one array per column, in
-        // PostgreSQL's binary format: the arrays of one aggregation are filled from the same
-        // rows in the same order, so their elements line up. For 10,000 entries this costs
-        // PostgreSQL ≈ 6 ms where building one JSON array of them took 40 (and `jsonb_agg`
-        // 150-200), and the client reads integers and timestamps as they are instead of parsing
-        // 2.3 MB of JSON text. The rows are read in position order from the primary key; the
-        // sort below makes that order certain at the cost of one pass over a sorted list.
-        let mut journal = zip_journal(JournalColumns {
-            position: row.j_position,
-            name: row.j_name,
-            kind: row.j_kind,
-            status: row.j_status,
-            attempts: row.j_attempts,
-            input: row.j_input,
-            output: row.j_output,
-            error: row.j_error,
-            wake_at: row.j_wake_at,
-            started_at: row.j_started_at,
-            finished_at: row.j_finished_at,
-        })
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the journal columns of mission {id} came back with different lengths"
-            ))
-        })?;
-        journal.sort_by_key(|entry| entry.position);
-        let retry_generation = u32::try_from(row.retry_generation).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "retry generation {} of mission {id}",
-                row.retry_generation
-            ))
-        })?;
-        Ok(Some(Claim {
-            lease: Lease {
-                mission: id,
-                token: LeaseToken(row.lease_token),
-            },
-            mission: MissionRecord {
-                id: row.id,
-                workflow: row.workflow,
-                status: row.status,
-                input: Value::Null,
-                output: row.output,
-                error: row.error,
-                idempotency_key: row.idempotency_key,
-                concurrency_key: row.concurrency_key,
-                schedule: row.schedule,
-                fire_at: row.fire_at,
-                cancel_requested: row.cancel_requested,
-                wake_at: row.wake_at,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            },
-            input: row.input.0,
-            journal,
-            retry_generation,
-        }))
+    let Some(row) = claimed else { return Ok(None) };
+    // The journal comes back in the claim's own round trip as one array per column, in
+    // PostgreSQL's binary format: the arrays of one aggregation are filled from the same
+    // rows in the same order, so their elements line up. For 10,000 entries this costs
+    // PostgreSQL ≈ 6 ms where building one JSON array of them took 40 (and `jsonb_agg`
+    // 150-200), and the client reads integers and timestamps as they are instead of parsing
+    // 2.3 MB of JSON text. The rows are read in position order from the primary key; the
+    // sort below makes that order certain at the cost of one pass over a sorted list.
+    let mut journal = zip_journal(JournalColumns {
+        position: row.j_position,
+        name: row.j_name,
+        kind: row.j_kind,
+        status: row.j_status,
+        attempts: row.j_attempts,
+        input: row.j_input,
+        output: row.j_output,
+        error: row.j_error,
+        wake_at: row.j_wake_at,
+        started_at: row.j_started_at,
+        finished_at: row.j_finished_at,
+    })
+    .ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the journal columns of mission {id} came back with different lengths"
+        ))
+    })?;
+    journal.sort_by_key(|entry| entry.position);
+    let retry_generation = u32::try_from(row.retry_generation).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "retry generation {} of mission {id}",
+            row.retry_generation
+        ))
+    })?;
+    Ok(Some(Claim {
+        lease: Lease {
+            mission: id,
+            token: LeaseToken(row.lease_token),
+        },
+        mission: MissionRecord {
+            id: row.id,
+            workflow: row.workflow,
+            status: row.status,
+            input: Value::Null,
+            output: row.output,
+            error: row.error,
+            idempotency_key: row.idempotency_key,
+            concurrency_key: row.concurrency_key,
+            schedule: row.schedule,
+            fire_at: row.fire_at,
+            cancel_requested: row.cancel_requested,
+            wake_at: row.wake_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        },
+        input: row.input.0,
+        journal,
+        retry_generation,
+        open: None,
+    }))
+}
+
+#[async_trait]
+impl JournalStore for PgStore {
+    async fn claim_held(
+        &self,
+        id: MissionId,
+        worker: &WorkerId,
+        ttl: Duration,
+        hold: Duration,
+    ) -> StoreResult<Option<Claim>> {
+        if hold.is_zero() {
+            return claim(&self.pool, id, worker, ttl).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        // Not claimed: the transaction rolls back as it is dropped, releasing the row.
+        let Some(mut claimed) = claim(&mut *tx, id, worker, ttl).await? else {
+            return Ok(None);
+        };
+        claimed.open = Some(Box::new(HeldClaim::start(tx, claimed.lease, hold)));
+        Ok(Some(claimed))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> StoreResult<LeaseState> {

@@ -1,0 +1,188 @@
+//! A run's claim commits with the run's first write when that write comes within the hold
+//! (`EngineConfig::claim_hold`), and alone otherwise. Which writes shared a commit is read off
+//! the events themselves: rows written by one transaction carry the same `xmin`.
+
+mod common;
+
+use async_trait::async_trait;
+use common::CountWakes;
+use hypercode_engine::postgres::{PgStore, MIGRATOR};
+use hypercode_engine::{
+    Context, Engine, EngineConfig, MissionId, MissionStatus, Registry, RunOutcome, Step, StepError,
+    WorkerId, Workflow, WorkflowResult,
+};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A local step, then a step with an effect outside; with `pause_ms`, it first spends that
+/// long outside any step (a slow replay, say) before its first write.
+struct LocalThenCall;
+
+#[async_trait]
+impl Workflow for LocalThenCall {
+    const NAME: &'static str = "local_then_call";
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: &mut Context, input: Value) -> WorkflowResult<Value> {
+        if let Some(ms) = input["pause_ms"].as_u64() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let a: u32 = ctx
+            .step(Step::new("a").local(), || async { Ok::<_, StepError>(1) })
+            .await?;
+        let b: u32 = ctx
+            .step(Step::new("b"), || async { Ok::<_, StepError>(2) })
+            .await?;
+        Ok(json!(a + b))
+    }
+}
+
+fn engine(pool: PgPool, claim_hold: Duration) -> Engine {
+    Engine::new(
+        Arc::new(PgStore::new(pool)),
+        Registry::new().register(LocalThenCall),
+        Arc::new(CountWakes::default()),
+        EngineConfig {
+            claim_hold,
+            ..EngineConfig::default()
+        },
+    )
+}
+
+/// Each event of the mission as (type, step), grouped by the transaction that wrote it, in
+/// history order.
+async fn commits(pool: &PgPool, id: MissionId) -> Vec<Vec<(String, Option<String>)>> {
+    let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
+        "select type, step, xmin::text from events where mission_id = $1 order by seq",
+    )
+    .bind(id.0)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut groups: Vec<(String, Vec<(String, Option<String>)>)> = Vec::new();
+    for (kind, step, xmin) in rows {
+        match groups.last_mut() {
+            Some((last, group)) if *last == xmin => group.push((kind, step)),
+            _ => groups.push((xmin, vec![(kind, step)])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+fn ev(kind: &str, step: Option<&str>) -> (String, Option<String>) {
+    (kind.to_owned(), step.map(str::to_owned))
+}
+
+async fn run_once(engine: &Engine, input: Value) -> MissionId {
+    let id = engine
+        .submit("local_then_call", input, None)
+        .await
+        .expect("submit")
+        .mission
+        .id;
+    assert_eq!(engine.run_mission(id).await.unwrap(), RunOutcome::Finished);
+    let mission = engine.store().mission(id).await.unwrap().unwrap();
+    assert_eq!(mission.status, MissionStatus::Succeeded);
+    assert_eq!(mission.output, Some(json!(3)));
+    id
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_claim_commits_with_the_runs_first_write(pool: PgPool) {
+    let engine = engine(pool.clone(), Duration::from_secs(5));
+    let id = run_once(&engine, json!({})).await;
+    assert_eq!(
+        commits(&pool, id).await,
+        vec![
+            vec![ev("mission_submitted", None)],
+            // The claim, the local step held back, and the next step's start: one commit.
+            vec![
+                ev("mission_started", None),
+                ev("step_started", Some("a")),
+                ev("step_succeeded", Some("a")),
+                ev("step_started", Some("b")),
+            ],
+            vec![ev("step_succeeded", Some("b"))],
+            vec![ev("mission_succeeded", None)],
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_claim_commits_alone_when_the_hold_is_zero_or_runs_out(pool: PgPool) {
+    let alone = vec![
+        vec![ev("mission_submitted", None)],
+        vec![ev("mission_started", None)],
+        vec![
+            ev("step_started", Some("a")),
+            ev("step_succeeded", Some("a")),
+            ev("step_started", Some("b")),
+        ],
+        vec![ev("step_succeeded", Some("b"))],
+        vec![ev("mission_succeeded", None)],
+    ];
+    let off = engine(pool.clone(), Duration::ZERO);
+    let id = run_once(&off, json!({})).await;
+    assert_eq!(commits(&pool, id).await, alone);
+
+    // The run's first write comes after the hold: the claim has committed by then, and the
+    // write goes through the group commit as usual.
+    let short = engine(pool.clone(), Duration::from_millis(5));
+    let id = run_once(&short, json!({ "pause_ms": 300 })).await;
+    assert_eq!(commits(&pool, id).await, alone);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_held_claim_dropped_unused_commits_at_once(pool: PgPool) {
+    let engine = engine(pool.clone(), Duration::from_secs(5));
+    let id = engine
+        .submit("local_then_call", json!({}), None)
+        .await
+        .unwrap()
+        .mission
+        .id;
+    let worker = WorkerId("w".to_owned());
+    let store = engine.store();
+    let claim = store
+        .claim_held(
+            id,
+            &worker,
+            Duration::from_secs(30),
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert!(claim.open.is_some());
+    // Uncommitted while held: another reader still sees the mission pending.
+    let status = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>("select status::text from missions where id = $1")
+            .bind(id.0)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(status(pool.clone()).await, "pending");
+    drop(claim);
+    let mut seen = String::new();
+    for _ in 0..200 {
+        seen = status(pool.clone()).await;
+        if seen == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        seen, "running",
+        "the claim committed long before its hold ran out"
+    );
+    // The lease is this worker's: another worker cannot claim it.
+    let other = WorkerId("other".to_owned());
+    assert!(store
+        .claim(id, &other, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_none());
+}
