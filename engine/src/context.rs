@@ -6,7 +6,7 @@
 //! without running anything. Only calls past the end of the journal (or an unfinished attempt)
 //! execute, and each state change is one write under the mission's lease.
 
-use crate::engine::{json_size, same_type};
+use crate::engine::{json_size, same_type, Engine};
 use crate::error::{
     CompensationSummary, FailedCompensation, Retry, StepError, StepFailure, StoreError,
     WorkflowError, WorkflowResult,
@@ -290,12 +290,11 @@ pub struct Context {
 
 impl Context {
     pub(crate) fn new(
+        engine: &Engine,
         mission: &MissionRecord,
         lease: Lease,
-        store: Arc<dyn Store>,
         journal: Vec<StepRecord>,
         signals: Arc<RunSignals>,
-        max_payload_bytes: usize,
         retry_generation: u32,
         open_claim: Option<Box<dyn OpenClaim>>,
     ) -> Self {
@@ -304,14 +303,14 @@ impl Context {
             mission: mission.id,
             workflow: mission.workflow.clone(),
             lease,
-            store,
+            store: engine.store().clone(),
             // Every recorded entry's name goes in on replay: sized for them at once.
             names: HashSet::with_capacity(journal.len() + 1),
             journal,
             cursor: 0,
             compensations: Vec::new(),
             signals,
-            max_payload_bytes,
+            max_payload_bytes: engine.config().max_payload_bytes,
             parked: false,
             finished: false,
             unwritten: Unwritten::default(),

@@ -79,12 +79,11 @@ impl Engine {
             .in_current_span(),
         ));
         let mut ctx = Context::new(
+            self,
             &mission,
             lease,
-            self.store().clone(),
             journal,
             signals,
-            self.config().max_payload_bytes,
             retry_generation,
             open,
         );

@@ -51,9 +51,11 @@ fn engine(pool: PgPool, claim_hold: Duration) -> Engine {
     )
 }
 
-/// Each event of the mission as (type, step), grouped by the transaction that wrote it, in
-/// history order.
-async fn commits(pool: &PgPool, id: MissionId) -> Vec<Vec<(String, Option<String>)>> {
+/// An event as (type, step).
+type Ev = (String, Option<String>);
+
+/// Each event of the mission, grouped by the transaction that wrote it, in history order.
+async fn commits(pool: &PgPool, id: MissionId) -> Vec<Vec<Ev>> {
     let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
         "select type, step, xmin::text from events where mission_id = $1 order by seq",
     )
@@ -61,7 +63,7 @@ async fn commits(pool: &PgPool, id: MissionId) -> Vec<Vec<(String, Option<String
     .fetch_all(pool)
     .await
     .unwrap();
-    let mut groups: Vec<(String, Vec<(String, Option<String>)>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<Ev>)> = Vec::new();
     for (kind, step, xmin) in rows {
         match groups.last_mut() {
             Some((last, group)) if *last == xmin => group.push((kind, step)),
@@ -71,7 +73,7 @@ async fn commits(pool: &PgPool, id: MissionId) -> Vec<Vec<(String, Option<String
     groups.into_iter().map(|(_, group)| group).collect()
 }
 
-fn ev(kind: &str, step: Option<&str>) -> (String, Option<String>) {
+fn ev(kind: &str, step: Option<&str>) -> Ev {
     (kind.to_owned(), step.map(str::to_owned))
 }
 
