@@ -16,6 +16,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;
 
 mod approvals;
+mod batch;
 mod feed;
 mod group_commit;
 mod journal;
@@ -25,7 +26,8 @@ mod schedules;
 mod secrets;
 mod signals;
 mod workers;
-use group_commit::{Batching, GroupCommit};
+use batch::Batching;
+use group_commit::GroupCommit;
 
 /// The migrations of the whole product, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
