@@ -13,8 +13,12 @@ use crate::store::{
     Retried, StepRecord, Submitted, WaitingApproval,
 };
 use async_trait::async_trait;
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
+use std::sync::Arc;
 
 /// `sqlx::$macro!` over the missions a [`MissionQuery`]'s filters select, all of them but its
 /// status and page: `list` and `status_counts` share them, so the counts are always of what the
@@ -53,7 +57,8 @@ macro_rules! filtered {
 #[async_trait]
 impl MissionStore for PgStore {
     async fn submit(&self, new: NewMission) -> StoreResult<Submitted> {
-        let inserted = insert(&self.pool, &new).await?;
+        let new = Arc::new(new);
+        let inserted = self.submissions.insert(new.clone()).await?;
         if let Some(mission) = inserted {
             return Ok(Submitted {
                 mission,
@@ -251,17 +256,58 @@ pub(super) async fn insert(
     db: impl PgExecutor<'_>,
     new: &NewMission,
 ) -> StoreResult<Option<MissionRecord>> {
-    let (schedule, fire_at) = match &new.tick {
-        Some(tick) => (Some(tick.schedule.as_str()), Some(tick.fire_at)),
-        None => (None, None),
-    };
+    Ok(insert_all(db, [new]).await?.pop())
+}
+
+/// A mission's columns as a row of [`insert_all`]'s statement.
+#[derive(Serialize)]
+struct MissionRow<'a> {
+    id: MissionId,
+    workflow: &'a str,
+    input: &'a Value,
+    idempotency_key: Option<&'a str>,
+    concurrency_key: Option<&'a str>,
+    schedule: Option<&'a str>,
+    fire_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a NewMission> for MissionRow<'a> {
+    fn from(new: &'a NewMission) -> Self {
+        Self {
+            id: new.id,
+            workflow: &new.workflow,
+            input: &new.input,
+            idempotency_key: new.idempotency_key.as_deref(),
+            concurrency_key: new.concurrency_key.as_deref(),
+            schedule: new.tick.as_ref().map(|tick| tick.schedule.as_str()),
+            fire_at: new.tick.as_ref().map(|tick| tick.fire_at),
+        }
+    }
+}
+
+/// Insert missions, each with its `mission_submitted` event, in one statement; returns those
+/// inserted (a mission whose idempotency key is taken, by an earlier mission or an earlier one
+/// of `new`, is not). Their `created_at` follows the order of `new`, which orders missions of
+/// one concurrency key.
+pub(super) async fn insert_all<'a>(
+    db: impl PgExecutor<'_>,
+    new: impl IntoIterator<Item = &'a NewMission>,
+) -> StoreResult<Vec<MissionRecord>> {
+    let rows: Vec<MissionRow<'_>> = new.into_iter().map(MissionRow::from).collect();
     Ok(sqlx::query_as!(
         MissionRecord,
         r#"
         with ins as (
             insert into missions (id, workflow, input, idempotency_key, concurrency_key, schedule,
-                                  fire_at, last_seq, enqueued_at)
-            values ($1, $2, $3, $4, $5, $6, $7, 1, now())
+                                  fire_at, last_seq, enqueued_at, created_at)
+            select n.id, n.workflow, n.input, n.idempotency_key, n.concurrency_key, n.schedule,
+                   n.fire_at, 1, now(), clock_timestamp()
+            from rows from (jsonb_to_recordset($1::jsonb) as (
+                     id uuid, workflow text, input jsonb, idempotency_key text,
+                     concurrency_key text, schedule text, fire_at timestamptz))
+                 with ordinality as n(id, workflow, input, idempotency_key, concurrency_key,
+                                      schedule, fire_at, ord)
+            order by n.ord
             on conflict (idempotency_key) where idempotency_key is not null do nothing
             returning *
         ), ev as (
@@ -276,15 +322,9 @@ pub(super) async fn insert(
                cancel_requested, wake_at, created_at, updated_at
         from ins
         "#,
-        new.id as MissionId,
-        new.workflow,
-        new.input,
-        new.idempotency_key,
-        new.concurrency_key,
-        schedule,
-        fire_at,
+        Json(rows) as _,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?)
 }
 

@@ -4,9 +4,9 @@
 //! One module per concept: [`missions`] (submitting, reading and cancelling missions),
 //! [`approvals`] (decisions and the inbox), [`retry`] (a failed mission's manual retry),
 //! [`journal`] (leases and the journal a worker advances), [`group_commit`] (the batched
-//! journal writes), [`schedules`] (cron schedules and the firing of their ticks), [`signals`],
-//! [`feed`], [`workers`] and [`secrets`]. This file holds the [`PgStore`] and the transaction
-//! helpers they share.
+//! journal writes), [`submissions`] (the batched inserts of new missions), [`schedules`] (cron
+//! schedules and the firing of their ticks), [`signals`], [`feed`], [`workers`] and
+//! [`secrets`]. This file holds the [`PgStore`] and the transaction helpers they share.
 
 use crate::error::{StoreError, StoreResult};
 use crate::event::NewEvent;
@@ -25,9 +25,11 @@ mod retry;
 mod schedules;
 mod secrets;
 mod signals;
+mod submissions;
 mod workers;
 use batch::Batching;
 use group_commit::GroupCommit;
+use submissions::Submissions;
 
 /// The migrations of the whole product, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -37,14 +39,21 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct PgStore {
     pool: PgPool,
     writer: GroupCommit,
+    submissions: Submissions,
 }
 
 impl PgStore {
     /// Wrap a pool (migrations must have been applied: see [`MIGRATOR`]). Starts the
-    /// group-commit writers, so it must be called within a Tokio runtime.
+    /// group-commit writers of transitions and of submissions, so it must be called within a
+    /// Tokio runtime.
     pub fn new(pool: PgPool) -> Self {
         let writer = GroupCommit::start(pool.clone(), Batching::DEFAULT);
-        Self { pool, writer }
+        let submissions = Submissions::start(pool.clone(), Batching::DEFAULT);
+        Self {
+            pool,
+            writer,
+            submissions,
+        }
     }
 
     /// The pool, for components that keep their own tables next to the engine's.
