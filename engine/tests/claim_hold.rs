@@ -136,6 +136,32 @@ async fn a_claim_commits_alone_when_the_hold_is_zero_or_runs_out(pool: PgPool) {
     assert_eq!(commits(&pool, id).await, alone);
 }
 
+/// A first write sent while the claim commits alone (the hold ran out) must wait for that
+/// commit: written before it, it would find the mission row as it was before the claim and be
+/// refused as a lost lease. A deferred trigger makes the claim's commit take 300 ms, and the
+/// run sends its first write 50 ms in.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_first_write_sent_while_the_claim_commits_alone_waits_for_it(pool: PgPool) {
+    sqlx::raw_sql(
+        "create function slow_commit() returns trigger language plpgsql as $$
+         begin perform pg_sleep(0.3); return null; end $$;
+         create constraint trigger slow_claim_commit after update on missions
+         deferrable initially deferred for each row
+         when (old.status = 'pending' and new.status = 'running')
+         execute function slow_commit();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let engine = engine(pool.clone(), Duration::from_millis(1));
+    let id = run_once(&engine, json!({ "pause_ms": 50 })).await;
+    assert_eq!(
+        commits(&pool, id).await.len(),
+        5,
+        "the claim committed alone"
+    );
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_held_claim_dropped_unused_commits_at_once(pool: PgPool) {
     let engine = engine(pool.clone(), Duration::from_secs(5));

@@ -258,10 +258,12 @@ pub(super) struct HeldClaim {
     handoff: oneshot::Sender<Handoff>,
 }
 
+/// A run's first write, and where to answer it: with the result of writing it in the claim's
+/// transaction, or with the write itself when the claim has committed alone.
 #[derive(Debug)]
 struct Handoff {
     transition: Transition,
-    reply: oneshot::Sender<StoreResult<LeaseState>>,
+    reply: oneshot::Sender<Result<StoreResult<LeaseState>, Transition>>,
 }
 
 impl HeldClaim {
@@ -283,11 +285,11 @@ impl OpenClaim for HeldClaim {
         self.handoff
             .send(Handoff { transition, reply })
             .map_err(|handoff| handoff.transition)?;
-        Ok(answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Corrupt(
+        answer.await.unwrap_or_else(|_| {
+            Ok(Err(StoreError::Corrupt(
                 "the claim's transaction ended without an answer".to_owned(),
-            ))
-        }))
+            )))
+        })
     }
 }
 
@@ -299,16 +301,19 @@ async fn hold_open(
 ) {
     let handoff = tokio::select! {
         handoff = &mut receiver => handoff.ok(),
-        () = tokio::time::sleep(hold) => {
-            // Closed before looking, so that a write sent from now on goes back to its run,
-            // while one sent just before is still taken.
-            receiver.close();
-            receiver.try_recv().ok()
-        }
+        () = tokio::time::sleep(hold) => receiver.try_recv().ok(),
     };
     let Some(Handoff { transition, reply }) = handoff else {
+        // The run was slow to write, or ended without writing: the claim commits alone. A write
+        // arriving meanwhile waits for that commit and only then goes back to its run, to be
+        // written the usual way: sent earlier, it would be checked against the mission row as
+        // it was before the claim and refused as a lost lease.
         if let Err(e) = tx.commit().await {
             tracing::warn!(mission = %lease.mission, error = %e, "a claim failed to commit; the mission will be redelivered");
+        }
+        receiver.close();
+        if let Ok(Handoff { transition, reply }) = receiver.try_recv() {
+            let _ = reply.send(Err(transition));
         }
         return;
     };
@@ -321,7 +326,7 @@ async fn hold_open(
         verdict(0, lease.mission, &applied)
     }
     .await;
-    let _ = reply.send(result);
+    let _ = reply.send(Ok(result));
 }
 
 fn answer(batch: Vec<Request>, applied: &HashMap<i32, bool>) {
