@@ -18,7 +18,7 @@ use crate::redact;
 use crate::retry::RetryPolicy;
 use crate::status::{StepKind, StepStatus};
 use crate::store::{
-    to_record, ApprovalInput, ApprovalRequested, DecisionRecord, Lease, MissionChange,
+    to_record, ApprovalInput, ApprovalRequested, DecisionRecord, FirstWrite, Lease, MissionChange,
     MissionRecord, OpenClaim, Outcome, StepRecord, Store, Transition,
 };
 use chrono::{DateTime, Utc};
@@ -1049,9 +1049,10 @@ impl Context {
         };
         let state = match self.open_claim.take() {
             Some(open) => match open.commit_with(transition).await {
-                Ok(state) => state?,
-                // The claim committed alone: this write takes the usual path.
-                Err(transition) => self.store.apply(&self.lease, transition).await?,
+                FirstWrite::Written(state) => state?,
+                FirstWrite::Returned(transition) => {
+                    self.store.apply(&self.lease, transition).await?
+                }
             },
             None => self.store.apply(&self.lease, transition).await?,
         };

@@ -145,12 +145,20 @@ pub struct Claim {
 /// the hold runs out or the handle is dropped unused; then the write takes the usual path.
 #[async_trait]
 pub trait OpenClaim: Send + Sync + std::fmt::Debug {
-    /// Apply `transition` in the claim's transaction and commit the two together; gives
-    /// `transition` back when the claim has already committed alone.
-    async fn commit_with(
-        self: Box<Self>,
-        transition: Transition,
-    ) -> Result<StoreResult<LeaseState>, Transition>;
+    /// Apply `transition` in the claim's transaction and commit the two together, unless the
+    /// claim has committed alone.
+    async fn commit_with(self: Box<Self>, transition: Transition) -> FirstWrite;
+}
+
+/// What became of a run's first write handed to its [`OpenClaim`].
+#[derive(Debug)]
+// One value per run, moved once: boxing the transition would add an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum FirstWrite {
+    /// Applied in the claim's transaction: committed with it, or refused or failed with it.
+    Written(StoreResult<LeaseState>),
+    /// The claim had committed alone: the write comes back, to be applied the usual way.
+    Returned(Transition),
 }
 
 /// How a transition changes the mission row itself.

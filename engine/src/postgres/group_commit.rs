@@ -26,7 +26,9 @@ use crate::error::{MissionError, StoreError, StoreResult};
 use crate::event::{EventType, NewEvent};
 use crate::ids::MissionId;
 use crate::status::MissionStatus;
-use crate::store::{Lease, LeaseState, MissionChange, OpenClaim, Outcome, StepRecord, Transition};
+use crate::store::{
+    FirstWrite, Lease, LeaseState, MissionChange, OpenClaim, Outcome, StepRecord, Transition,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -263,7 +265,7 @@ pub(super) struct HeldClaim {
 #[derive(Debug)]
 struct Handoff {
     transition: Transition,
-    reply: oneshot::Sender<Result<StoreResult<LeaseState>, Transition>>,
+    reply: oneshot::Sender<FirstWrite>,
 }
 
 impl HeldClaim {
@@ -277,16 +279,13 @@ impl HeldClaim {
 
 #[async_trait]
 impl OpenClaim for HeldClaim {
-    async fn commit_with(
-        self: Box<Self>,
-        transition: Transition,
-    ) -> Result<StoreResult<LeaseState>, Transition> {
+    async fn commit_with(self: Box<Self>, transition: Transition) -> FirstWrite {
         let (reply, answer) = oneshot::channel();
-        self.handoff
-            .send(Handoff { transition, reply })
-            .map_err(|handoff| handoff.transition)?;
+        if let Err(handoff) = self.handoff.send(Handoff { transition, reply }) {
+            return FirstWrite::Returned(handoff.transition);
+        }
         answer.await.unwrap_or_else(|_| {
-            Ok(Err(StoreError::Corrupt(
+            FirstWrite::Written(Err(StoreError::Corrupt(
                 "the claim's transaction ended without an answer".to_owned(),
             )))
         })
@@ -313,7 +312,7 @@ async fn hold_open(
         }
         receiver.close();
         if let Ok(Handoff { transition, reply }) = receiver.try_recv() {
-            let _ = reply.send(Err(transition));
+            let _ = reply.send(FirstWrite::Returned(transition));
         }
         return;
     };
@@ -326,7 +325,7 @@ async fn hold_open(
         verdict(0, lease.mission, &applied)
     }
     .await;
-    let _ = reply.send(Ok(result));
+    let _ = reply.send(FirstWrite::Written(result));
 }
 
 fn answer(batch: Vec<Request>, applied: &HashMap<i32, bool>) {
