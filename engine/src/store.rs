@@ -440,9 +440,10 @@ pub trait JournalStore: Send + Sync + 'static {
     ) -> StoreResult<Option<Claim>> {
         self.claim_held(id, worker, ttl, Duration::ZERO).await
     }
-    /// [`JournalStore::claim`], but the claim's transaction stays open for up to `hold`, in
-    /// [`Claim::open`], for the run's first write to commit with it. With a zero `hold` the
-    /// claim is committed when this returns.
+    /// [`JournalStore::claim`], but the claim's transaction may stay open for up to `hold`, in
+    /// [`Claim::open`], for the run's first write to commit with it (a store may commit it at
+    /// once when that would save nothing, e.g. while its journal writes are being batched).
+    /// With a zero `hold` the claim is committed when this returns.
     async fn claim_held(
         &self,
         id: MissionId,

@@ -7,6 +7,7 @@ mod common;
 use async_trait::async_trait;
 use common::CountWakes;
 use hypercode_engine::postgres::{PgStore, MIGRATOR};
+use hypercode_engine::store::{MissionChange, Transition};
 use hypercode_engine::{
     Context, Engine, EngineConfig, MissionId, MissionStatus, Registry, RunOutcome, Step, StepError,
     WorkerId, Workflow, WorkflowResult,
@@ -213,4 +214,79 @@ async fn a_held_claim_dropped_unused_commits_at_once(pool: PgPool) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// While the journal's writer is committing (here: stuck behind a row lock), a claim is
+/// committed at once: the run's first write would share a commit with other runs' anyway.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_claim_is_not_held_while_journal_writes_are_being_committed(pool: PgPool) {
+    let engine = engine(pool.clone(), Duration::from_secs(5));
+    let store = engine.store();
+    let submit = || async {
+        engine
+            .submit("local_then_call", json!({}), None)
+            .await
+            .unwrap()
+            .mission
+            .id
+    };
+    let (first, second) = (submit().await, submit().await);
+    let worker = WorkerId("w".to_owned());
+    let claim = store
+        .claim(first, &worker, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert!(claim.open.is_none(), "a plain claim is committed");
+
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("select 1 from missions where id = $1 for update")
+        .bind(first.0)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let writing = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let transition = Transition {
+                mission: MissionChange::Keep,
+                steps: Vec::new(),
+                events: Vec::new(),
+            };
+            store.apply(&claim.lease, transition).await
+        }
+    });
+    // The write is in flight once the writer's statement waits on the lock.
+    let mut waiting = false;
+    for _ in 0..200 {
+        waiting = sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from pg_stat_activity
+                            where wait_event_type = 'Lock' and query like '%jsonb_to_recordset%')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waiting, "the journal write waits on the row lock");
+
+    let claimed = store
+        .claim_held(
+            second,
+            &worker,
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert!(claimed.open.is_none(), "committed at once, not held");
+    lock.commit().await.unwrap();
+    writing
+        .await
+        .unwrap()
+        .expect("the write went through once the lock was gone");
 }

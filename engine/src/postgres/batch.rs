@@ -77,6 +77,11 @@ impl<R> Collector<R> {
         (queue, Arc::new(collector))
     }
 
+    /// Whether a batch is being committed now.
+    pub(super) fn busy(&self) -> bool {
+        *self.committing.borrow() > 0
+    }
+
     /// The next batch, counted as committing until the returned guard is dropped; `None` once
     /// every handle is gone.
     pub(super) async fn collect(&self) -> Option<(Vec<R>, Committing<'_>)> {

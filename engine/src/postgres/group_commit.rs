@@ -194,6 +194,12 @@ impl GroupCommit {
         Self { queue, collector }
     }
 
+    /// Whether a batch of transitions is being committed now: runs are writing, and a write
+    /// queued now would share a commit with others.
+    pub(super) fn busy(&self) -> bool {
+        self.collector.busy()
+    }
+
     /// Queue one transition under `lease` and wait for its commit.
     pub(super) async fn apply(
         &self,
