@@ -290,3 +290,33 @@ async fn a_claim_is_not_held_while_journal_writes_are_being_committed(pool: PgPo
         .unwrap()
         .expect("the write went through once the lock was gone");
 }
+
+/// One claim held at a time: with a run already waiting to write, the worker is not idle, and a
+/// second claim commits at once.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_claim_is_not_held_while_another_is(pool: PgPool) {
+    let engine = engine(pool.clone(), Duration::from_secs(5));
+    let store = engine.store();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let submitted = engine
+            .submit("local_then_call", json!({}), None)
+            .await
+            .unwrap();
+        ids.push(submitted.mission.id);
+    }
+    let worker = WorkerId("w".to_owned());
+    let claim = |id| {
+        store.claim_held(
+            id,
+            &worker,
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        )
+    };
+    let first = claim(ids[0]).await.unwrap().expect("claimed");
+    assert!(first.open.is_some(), "an idle worker holds its claim");
+    let second = claim(ids[1]).await.unwrap().expect("claimed");
+    assert!(second.open.is_none(), "committed at once, not held");
+    drop(first);
+}

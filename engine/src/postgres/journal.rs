@@ -2,7 +2,6 @@
 //! round trip), renewing it, applying transitions through the group commit, and finding the
 //! missions that should be running.
 
-use super::group_commit::HeldClaim;
 use super::{seconds, PgStore};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{LeaseToken, MissionId, WorkerId};
@@ -240,9 +239,7 @@ impl JournalStore for PgStore {
         ttl: Duration,
         hold: Duration,
     ) -> StoreResult<Option<Claim>> {
-        // With the journal's writer busy, the run's first write will share a commit with other
-        // runs' writes anyway: holding the claim would save no flush, only cost a transaction's
-        // round trips and a commit of its own (bench/analysis.md, sixth pass).
+        // Held only on an otherwise idle process (see `GroupCommit::busy`).
         if hold.is_zero() || self.writer.busy() {
             return claim(&self.pool, id, worker, ttl).await;
         }
@@ -251,7 +248,7 @@ impl JournalStore for PgStore {
         let Some(mut claimed) = claim(&mut *tx, id, worker, ttl).await? else {
             return Ok(None);
         };
-        claimed.open = Some(Box::new(HeldClaim::start(tx, claimed.lease, hold)));
+        claimed.open = Some(Box::new(self.writer.hold(tx, claimed.lease, hold)));
         Ok(Some(claimed))
     }
 
